@@ -1,0 +1,88 @@
+"""Domain errors. Adapters classify HTTP and OS failures once, into these.
+
+Messages never contain a bearer token or a signed URL's query string: adapters build them
+from redacted pieces only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    """Something went wrong in the orchestrator."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(OrchestratorError):
+    """The configuration is invalid."""
+
+
+class InputRejected(OrchestratorError):
+    """An input file cannot be processed; it goes to outbox/rejected with the details."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
+class RemoteError(OrchestratorError):
+    """A call to the X API or its storage failed.
+
+    `http_status` is None for connection-level failures. `problem` is the (redacted) RFC 7807
+    body or GCS XML error code. `retry_after` is seconds to wait when the server said so
+    (rate-limit reset), else None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        problem: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.problem = problem
+        self.retry_after = retry_after
+        self.endpoint = endpoint
+
+
+class RetryableError(RemoteError):
+    """A failure that may go away: 5xx, 429, 409 conflict, connection reset, timeout."""
+
+
+class RateLimited(RetryableError):
+    """HTTP 429: wait until the rate-limit window resets."""
+
+
+class ConflictError(RetryableError):
+    """HTTP 409: another compliance job is active; wait and try again."""
+
+
+class PermanentError(RemoteError):
+    """A failure that retrying the same request will not fix (400, 404, ...)."""
+
+
+class AuthError(PermanentError):
+    """HTTP 401/403 from the X API: the bearer token is missing, wrong or not allowed."""
+
+
+class UploadWindowClosed(PermanentError):
+    """The signed upload URL has expired (GCS ExpiredToken); the job must be recreated."""
+
+
+class DownloadExpired(PermanentError):
+    """The signed download URL has expired; the batch must be resubmitted."""
+
+
+class IntegrityError(RetryableError):
+    """A download did not match its Content-Length or x-goog-hash; it is retried, never used."""

@@ -1,0 +1,110 @@
+"""Plain data: job types, local states, the remote job object. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobType(StrEnum):
+    TWEETS = "tweets"
+    USERS = "users"
+
+
+class RemoteStatus(StrEnum):
+    CREATED = "created"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class BatchState(StrEnum):
+    """Local lifecycle of a batch: one remote job's worth of work (one or more inputs)."""
+
+    QUEUED = "queued"            # waiting for its turn (or for next_attempt_at)
+    CREATING = "creating"        # intent persisted; POST /2/compliance/jobs may have been sent
+    UPLOADING = "uploading"      # remote job known; IDs going to upload_url
+    WAITING = "waiting"          # uploaded; polling until complete/failed/expired
+    DOWNLOADING = "downloading"  # complete; streaming the results to the spool
+    DELIVERING = "delivering"    # results verified locally; writing the outbox
+    DONE = "done"
+    FAILED = "failed"            # gave up; inputs went to outbox/rejected
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (BatchState.DONE, BatchState.FAILED, BatchState.CANCELLED)
+
+
+class InputState(StrEnum):
+    """Lifecycle of one claimed input file."""
+
+    CLAIMING = "claiming"    # row written; the rename into the spool may or may not have happened
+    CLAIMED = "claimed"      # in the spool, not yet validated
+    QUEUED = "queued"        # validated; normalised upload body ready; waiting for a batch
+    BATCHED = "batched"      # part of a batch that is not final yet
+    DELIVERED = "delivered"  # results durably in the outbox; spool copy removed
+    REJECTED = "rejected"    # moved to outbox/rejected with <file>.error.json
+
+    @property
+    def is_final(self) -> bool:
+        return self in (InputState.DELIVERED, InputState.REJECTED)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse the API's timestamps: `2021-10-07T07:41:18.000Z` and `2019-03-02T03:37:59+00:00`."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """The API's style: whole seconds with `.000Z` (milliseconds kept when present)."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteJob:
+    """A compliance job as the X API reports it. URLs are secrets-bearing: never log them."""
+
+    id: str
+    type: JobType
+    status: RemoteStatus | str  # unknown future statuses are kept as plain strings
+    created_at: datetime
+    upload_url: str
+    upload_expires_at: datetime
+    download_url: str
+    download_expires_at: datetime
+    resumable: bool = False
+    name: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> RemoteJob:
+        """Build from a job response `data` object; KeyError/ValueError if malformed."""
+        status_text = str(data["status"])
+        try:
+            status: RemoteStatus | str = RemoteStatus(status_text)
+        except ValueError:
+            status = status_text
+        return cls(
+            id=str(data["id"]),
+            type=JobType(data["type"]),
+            status=status,
+            created_at=parse_timestamp(data["created_at"]),
+            upload_url=str(data["upload_url"]),
+            upload_expires_at=parse_timestamp(data["upload_expires_at"]),
+            download_url=str(data["download_url"]),
+            download_expires_at=parse_timestamp(data["download_expires_at"]),
+            resumable=bool(data.get("resumable", False)),
+            name=data.get("name"),
+            error=data.get("error"),
+        )
