@@ -108,3 +108,69 @@ class RemoteJob:
             name=data.get("name"),
             error=data.get("error"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One remote job's worth of work, as persisted. `key` names the remote job (with attempt)."""
+
+    id: int
+    key: str
+    job_type: JobType
+    state: BatchState
+    attempt: int = 0               # remote jobs created for this batch so far
+    stage_retries: int = 0         # counted retryable errors in the current stage
+    stage_waits: int = 0           # uncounted waits (rate limit, conflict) in the current stage
+    next_attempt_at: datetime | None = None
+    id_count: int = 0
+    upload_bytes: int = 0
+    upload_name: str = ""          # the upload body, in the spool
+    x_job_id: str | None = None
+    x_job_name: str | None = None
+    x_status: str | None = None
+    x_error: str | None = None
+    x_created_at: datetime | None = None
+    upload_url: str | None = None
+    upload_expires_at: datetime | None = None
+    download_url: str | None = None
+    download_expires_at: datetime | None = None
+    resumable: bool = False
+    upload_session_url: str | None = None
+    poll_count: int = 0
+    uploaded_at: datetime | None = None
+    completed_at: datetime | None = None
+    last_error: str | None = None
+    last_http_status: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def remote_name(self, attempt: int) -> str:
+        """The `name` sent with attempt N; lets a restart adopt a job whose id was never saved."""
+        return f"{self.key}-{attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One claimed input file, as persisted."""
+
+    id: int
+    job_type: JobType
+    name: str
+    out_stem: str
+    state: InputState
+    spool_name: str
+    inode: int
+    size_bytes: int
+    input_sha256: str | None = None
+    id_count: int | None = None
+    bad_line_count: int = 0
+    report: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    claimed_at: datetime | None = None
+    queued_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def ids_name(self) -> str:
+        """The normalised upload body made from this input, in the spool."""
+        return f"{self.spool_name}.ids"

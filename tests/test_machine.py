@@ -1,0 +1,256 @@
+"""The pure state machine and retry policy, table-driven. No loop, no I/O."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator import machine
+from orchestrator.errors import (
+    AuthError,
+    ConflictError,
+    DownloadExpired,
+    IntegrityError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    UploadWindowClosed,
+)
+from orchestrator.machine import ALLOWED, Policy, decide, plan
+from orchestrator.model import Batch, BatchState, JobType, RemoteJob, RemoteStatus
+from orchestrator.retry import GiveUp, RetryAt, RetryPolicy, retry_decision
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+S = BatchState
+POLICY = Policy(max_attempts=3, upload_margin_s=60, download_margin_s=3600,
+                poll_initial_s=5, poll_max_s=60, poll_factor=2,
+                retry=RetryPolicy(max_stage_retries=3, backoff_initial_s=2, backoff_max_s=300))
+
+
+def rng() -> random.Random:
+    return random.Random(1)
+
+
+def remote(status: RemoteStatus | str = RemoteStatus.CREATED, error: str | None = None,
+           created: datetime = NOW) -> RemoteJob:
+    return RemoteJob(
+        id="1446017776678801409", type=JobType.TWEETS, status=status, created_at=created,
+        upload_url="https://storage.example/up?X-Goog-Signature=abc",
+        upload_expires_at=created + timedelta(minutes=15),
+        download_url="https://storage.example/down?X-Goog-Signature=def",
+        download_expires_at=created + timedelta(days=7), name="co-k-1", error=error,
+    )
+
+
+def batch(state: BatchState, **changes: object) -> Batch:
+    base = Batch(id=1, key="co-k", job_type=JobType.TWEETS, state=state, attempt=1,
+                 id_count=10, upload_bytes=200, upload_name="x.ids")
+    if state not in (S.QUEUED, S.CREATING):
+        job = remote()
+        base = replace(base, x_job_id=job.id, upload_url=job.upload_url,
+                       upload_expires_at=job.upload_expires_at, download_url=job.download_url,
+                       download_expires_at=job.download_expires_at, x_status="created")
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (S.QUEUED, machine.StartAttempt(2)),
+        (S.CREATING, machine.CreateJob("co-k-1")),
+        (S.UPLOADING, machine.Upload()),
+        (S.WAITING, machine.Poll()),
+        (S.DOWNLOADING, machine.Download()),
+        (S.DELIVERING, machine.Deliver()),
+        (S.DONE, None),
+        (S.FAILED, None),
+        (S.CANCELLED, None),
+    ],
+)
+def test_plan_names_the_step_each_state_needs(state: BatchState, expected: object) -> None:
+    assert plan(batch(state), NOW, POLICY) == expected
+
+
+def test_plan_waits_for_next_attempt_time() -> None:
+    later = NOW + timedelta(seconds=30)
+    assert plan(batch(S.WAITING, next_attempt_at=later), NOW, POLICY) == machine.Sleep(later)
+
+
+def test_plan_abandons_upload_when_window_minus_margin_has_passed() -> None:
+    late = NOW + timedelta(minutes=14, seconds=1)  # window 15 min, margin 60 s
+    step = plan(batch(S.UPLOADING), late, POLICY)
+    assert isinstance(step, machine.Abandon)
+    assert isinstance(step.error, UploadWindowClosed)
+    # and a minute earlier it still uploads
+    assert plan(batch(S.UPLOADING), NOW + timedelta(minutes=13), POLICY) == machine.Upload()
+
+
+@pytest.mark.parametrize("state", [S.WAITING, S.DOWNLOADING])
+def test_plan_abandons_when_download_deadline_is_near(state: BatchState) -> None:
+    late = NOW + timedelta(days=7) - timedelta(minutes=59)
+    step = plan(batch(state), late, POLICY)
+    assert isinstance(step, machine.Abandon)
+    assert isinstance(step.error, DownloadExpired)
+
+
+def test_start_attempt_persists_the_remote_name_before_the_post() -> None:
+    decision = machine.start_attempt(batch(S.QUEUED, attempt=1), 2)
+    assert decision.to_state is S.CREATING
+    assert decision.changes["attempt"] == 2
+    assert decision.changes["x_job_name"] == "co-k-2"
+
+
+@pytest.mark.parametrize(
+    ("state", "observation", "to_state", "event"),
+    [
+        (S.CREATING, machine.JobCreated(remote()), S.UPLOADING, "job.created"),
+        (S.CREATING, machine.JobCreated(remote(), adopted=True), S.UPLOADING, "job.adopted"),
+        (S.UPLOADING, machine.UploadFinished(), S.WAITING, "upload.completed"),
+        (S.UPLOADING, machine.UploadSessionStarted("https://s/x?upload_id=1"), S.UPLOADING,
+         "upload.session_started"),
+        (S.WAITING, machine.Polled(remote(RemoteStatus.IN_PROGRESS)), S.WAITING, "job.status"),
+        (S.WAITING, machine.Polled(remote(RemoteStatus.CREATED)), S.WAITING, "job.status"),
+        (S.WAITING, machine.Polled(remote("some_future_status")), S.WAITING, "job.status"),
+        (S.WAITING, machine.Polled(remote(RemoteStatus.COMPLETE)), S.DOWNLOADING, "job.status"),
+        (S.WAITING, machine.Polled(remote(RemoteStatus.FAILED, "bad file")), S.QUEUED,
+         "job.failed"),
+        (S.WAITING, machine.Polled(remote(RemoteStatus.EXPIRED)), S.QUEUED, "job.expired"),
+        (S.DOWNLOADING, machine.Downloaded(3), S.DELIVERING, "download.completed"),
+        (S.DELIVERING, machine.DeliveredAll(), S.DONE, "batch.done"),
+    ],
+)
+def test_decide_happy_and_remote_outcomes(
+    state: BatchState, observation: machine.Observation, to_state: BatchState, event: str
+) -> None:
+    decision = decide(batch(state), observation, NOW, POLICY, rng())
+    assert (decision.to_state, decision.event) == (to_state, event)
+    assert decision.to_state in ALLOWED[state]
+
+
+def test_job_created_persists_ids_urls_and_deadlines() -> None:
+    job = remote()
+    decision = decide(batch(S.CREATING), machine.JobCreated(job), NOW, POLICY, rng())
+    assert decision.changes["x_job_id"] == job.id
+    assert decision.changes["upload_url"] == job.upload_url
+    assert decision.changes["download_expires_at"] == job.download_expires_at
+
+
+def test_poll_interval_grows_and_is_capped() -> None:
+    intervals = [machine.poll_interval(n, POLICY) for n in range(8)]
+    assert intervals[:4] == [5, 10, 20, 40]
+    assert max(intervals) == 60
+    assert intervals == sorted(intervals)
+
+
+def test_failed_job_on_last_attempt_gives_up_with_the_api_error() -> None:
+    decision = decide(batch(S.WAITING, attempt=3),
+                      machine.Polled(remote(RemoteStatus.FAILED, "Malformed file")),
+                      NOW, POLICY, rng())
+    assert decision.to_state is S.FAILED
+    assert decision.reject_reason is not None and "Malformed file" in decision.reject_reason
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "to_state", "counted"),
+    [
+        (S.CREATING, RetryableError("503"), S.CREATING, True),
+        (S.CREATING, RateLimited("429", retry_after=100), S.CREATING, False),
+        (S.CREATING, ConflictError("409"), S.CREATING, False),
+        (S.CREATING, AuthError("401"), S.CREATING, False),
+        (S.UPLOADING, RetryableError("reset"), S.UPLOADING, True),
+        (S.WAITING, RetryableError("500"), S.WAITING, True),
+        (S.DOWNLOADING, IntegrityError("crc"), S.DOWNLOADING, True),
+    ],
+)
+def test_retryable_errors_stay_in_stage_with_a_delay(
+    state: BatchState, error: Exception, to_state: BatchState, counted: bool
+) -> None:
+    decision = decide(batch(state), machine.StepFailed(error), NOW, POLICY, rng())
+    assert decision.to_state is to_state
+    assert decision.changes["next_attempt_at"] > NOW
+    key = "stage_retries" if counted else "stage_waits"
+    assert decision.changes[key] == 1
+
+
+def test_rate_limit_waits_until_reset() -> None:
+    decision = decide(batch(S.WAITING), machine.StepFailed(RateLimited("429", retry_after=120)),
+                      NOW, POLICY, rng())
+    wait = (decision.changes["next_attempt_at"] - NOW).total_seconds()
+    assert 120 <= wait <= 124
+
+
+def test_auth_error_pauses_instead_of_burning_retries() -> None:
+    decision = decide(batch(S.CREATING, stage_waits=50), machine.StepFailed(AuthError("401")),
+                      NOW, POLICY, rng())
+    assert decision.pause and decision.to_state is S.CREATING
+
+
+def test_exhausted_retries_in_create_reject_the_batch() -> None:
+    decision = decide(batch(S.CREATING, stage_retries=3), machine.StepFailed(RetryableError("x")),
+                      NOW, POLICY, rng())
+    assert decision.to_state is S.FAILED
+
+
+def test_exhausted_retries_after_create_start_a_new_job() -> None:
+    decision = decide(batch(S.DOWNLOADING, stage_retries=3),
+                      machine.StepFailed(RetryableError("x")), NOW, POLICY, rng())
+    assert decision.to_state is S.QUEUED
+    assert decision.changes["x_job_id"] is None
+
+
+@pytest.mark.parametrize("error", [UploadWindowClosed("late"), DownloadExpired("late")])
+def test_closed_windows_lead_to_a_new_job(error: Exception) -> None:
+    state = S.UPLOADING if isinstance(error, UploadWindowClosed) else S.DOWNLOADING
+    decision = decide(batch(state), machine.StepFailed(error), NOW, POLICY, rng())
+    assert decision.to_state is S.QUEUED
+    last = decide(batch(state, attempt=3), machine.StepFailed(error), NOW, POLICY, rng())
+    assert last.to_state is S.FAILED
+
+
+def test_permanent_error_on_create_fails_the_batch() -> None:
+    decision = decide(batch(S.CREATING), machine.StepFailed(PermanentError("400")),
+                      NOW, POLICY, rng())
+    assert decision.to_state is S.FAILED
+
+
+def test_delivery_trouble_waits_and_retries_forever() -> None:
+    decision = decide(batch(S.DELIVERING, stage_waits=40),
+                      machine.StepFailed(PermissionError("outbox not writable")),
+                      NOW, POLICY, rng())
+    assert decision.to_state is S.DELIVERING
+    assert decision.changes["next_attempt_at"] - NOW <= timedelta(seconds=300)
+
+
+def test_observation_in_wrong_state_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="not valid"):
+        decide(batch(S.QUEUED), machine.UploadFinished(), NOW, POLICY, rng())
+
+
+@pytest.mark.parametrize(
+    ("error", "counted_so_far", "expected"),
+    [
+        (RetryableError("x"), 0, RetryAt),
+        (RetryableError("x"), 3, GiveUp),
+        (PermanentError("x"), 0, GiveUp),
+        (ConflictError("x"), 99, RetryAt),
+        (RateLimited("x", retry_after=5), 99, RetryAt),
+        (ValueError("bug"), 0, GiveUp),
+    ],
+)
+def test_retry_classification(error: Exception, counted_so_far: int, expected: type) -> None:
+    verdict = retry_decision(error, counted_so_far=counted_so_far, waits_so_far=0,
+                             policy=POLICY.retry, rng=rng())
+    assert isinstance(verdict, expected)
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    r = random.Random(3)
+    delays = [retry_decision(RetryableError("x"), counted_so_far=0, waits_so_far=n,
+                             policy=POLICY.retry, rng=r) for n in range(20)]
+    values = [d.delay_s for d in delays if isinstance(d, RetryAt)]
+    assert max(values) <= 300
+    assert values[0] <= 2
+    assert len(set(values)) == len(values)  # jitter: no two restarts wake together
