@@ -1,0 +1,428 @@
+"""Configuration: one TOML file read into frozen dataclasses and validated before anything runs.
+
+Every key is optional (the defaults are in the dataclasses below and in config.example.toml).
+A misspelt key is an error rather than silently ignored, so that a typo never leaves a
+production daemon on a default the operator thought they had changed. The bearer token is never
+in this file: see `load_bearer_token`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+from orchestrator.errors import ConfigError
+
+CREDENTIAL_NAME = "bearer-token"
+TOKEN_ENV = "X_BEARER_TOKEN"  # noqa: S105 (the variable name, not a token)
+UPLOAD_CHUNK_GRANULE = 256 * 1024  # resumable uploads take chunks in multiples of 256 KiB
+_MAX_TOKEN_FILE_BYTES = 64 * 1024  # a token is ~100 bytes; anything huge is the wrong file
+# Unknown keys that look like they hold a credential get a "where to put it" answer instead.
+_SECRET_LIKE_KEY = re.compile(
+    r"token|secret|password|passwd|credential|bearer|authorization|api_?key", re.IGNORECASE
+)
+_WHERE_THE_TOKEN_GOES = (
+    f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} (systemd LoadCredential=), "
+    f"a file named by api.bearer_token_file, or the environment variable {TOKEN_ENV}"
+)
+
+
+def _rule(ok: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
+    """Field metadata: a predicate on the converted value and how to describe valid values."""
+    return {"ok": ok, "allowed": allowed}
+
+
+def _http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not parts.username  # credentials in a URL would end up in logs
+        and not parts.query
+        and not parts.fragment
+    )
+
+
+def _loopback(value: str) -> bool:
+    if value == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(value).is_loopback
+    except ValueError:
+        return False
+
+
+_POSITIVE = _rule(lambda v: v > 0, "a number greater than 0")
+_NON_NEGATIVE = _rule(lambda v: v >= 0, "a number >= 0")
+_AT_LEAST_ONE = _rule(lambda v: v >= 1, "an integer >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    base_url: str = field(
+        default="https://api.x.com",
+        metadata=_rule(_http_url, "an http(s) URL with a host and no user info, query or #"),
+    )
+    connect_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
+    # Per socket read. There is deliberately no total timeout: it would kill large transfers.
+    read_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
+    bearer_token_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    inbox: Path = Path("/srv/compliance/inbox")
+    outbox: Path = Path("/srv/compliance/outbox")
+    state_dir: Path = Path("/var/lib/compliance-orchestrator")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxConfig:
+    min_age_s: float = field(default=2.0, metadata=_NON_NEGATIVE)
+    rescan_interval_s: float = field(default=5.0, metadata=_POSITIVE)
+    use_watcher: bool = True
+    invalid_lines: Literal["reject", "drop"] = "reject"
+    duplicate_content: Literal["process", "link"] = "process"
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    concurrency: Literal["global", "per-type"] = "global"
+    upload_margin_s: float = field(
+        default=60.0,
+        metadata=_rule(lambda v: 0 <= v < 900, "a number >= 0 and below the 900 s upload window"),
+    )
+    download_margin_s: float = field(
+        default=3600.0,
+        metadata=_rule(
+            lambda v: 0 <= v < 604800, "a number >= 0 and below the 7-day download window"
+        ),
+    )
+    download_warn_lead_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
+    max_attempts: int = field(default=5, metadata=_AT_LEAST_ONE)
+    max_stage_retries: int = field(default=10, metadata=_rule(lambda v: v >= 0, "an integer >= 0"))
+    backoff_initial_s: float = field(default=2.0, metadata=_POSITIVE)
+    backoff_max_s: float = field(default=300.0, metadata=_POSITIVE)
+    resumable_threshold_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=_rule(lambda v: v >= 0, "an integer >= 0")
+    )
+    upload_chunk_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_rule(
+            lambda v: v > 0 and v % UPLOAD_CHUNK_GRANULE == 0,
+            f"a positive multiple of {UPLOAD_CHUNK_GRANULE} (256 KiB)",
+        ),
+    )
+    max_ids_per_job: int = field(default=100_000_000, metadata=_AT_LEAST_ONE)
+    max_bytes_per_job: int = field(default=2_000_000_000, metadata=_AT_LEAST_ONE)
+    pack_wait_s: float = field(default=0.0, metadata=_NON_NEGATIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class PollConfig:
+    initial_interval_s: float = field(default=5.0, metadata=_POSITIVE)
+    max_interval_s: float = field(default=60.0, metadata=_POSITIVE)
+    backoff_factor: float = field(default=1.5, metadata=_rule(lambda v: v >= 1, "a number >= 1"))
+    # Requests of each rate window left for other clients of the same app (limit: 150/window).
+    rate_reserve: int = field(
+        default=10, metadata=_rule(lambda v: 0 <= v < 150, "an integer from 0 to 149")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    enabled: bool = False
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_rule(_loopback, "a loopback address such as 127.0.0.1, ::1 or localhost"),
+    )
+    port: int = field(
+        default=9464,
+        metadata=_rule(lambda v: 0 <= v <= 65535, "an integer from 0 (any free port) to 65535"),
+    )
+
+
+_SECTIONS: dict[str, type] = {
+    "api": ApiConfig,
+    "paths": PathsConfig,
+    "inbox": InboxConfig,
+    "jobs": JobsConfig,
+    "poll": PollConfig,
+    "log": LogConfig,
+    "health": HealthConfig,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    api: ApiConfig = field(default_factory=ApiConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    poll: PollConfig = field(default_factory=PollConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    source: Path | None = None  # the file this was loaded from
+
+    def for_logging(self) -> dict[str, Any]:
+        """Every setting as plain JSON-able values. The config holds no secret (the token is
+        never in it), so this is all of it; paths become strings."""
+        out: dict[str, Any] = {}
+        for name in _SECTIONS:
+            section = asdict(getattr(self, name))
+            out[name] = {k: str(v) if isinstance(v, Path) else v for k, v in section.items()}
+        out["source"] = str(self.source) if self.source else None
+        return out
+
+
+def _show(value: Any) -> str:
+    """A value as the operator wrote it in TOML, shortened."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    text = json.dumps(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _convert(hint: Any, value: Any, base: Path) -> tuple[Any, str | None]:
+    """TOML value -> field value, or (None, what was expected)."""
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        ok = isinstance(value, str) and value in choices
+        return (value, None) if ok else (None, "one of " + ", ".join(map(json.dumps, choices)))
+    if hint is bool:
+        return (value, None) if isinstance(value, bool) else (None, "true or false")
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return (value, None) if ok else (None, "an integer")
+    if hint is float:
+        # TOML `2` is an int; accept it for a float field. bool is an int in Python: refuse it.
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and math.isfinite(value):
+            return float(value), None
+        return None, "a finite number"
+    if hint is str:
+        return (value, None) if isinstance(value, str) else (None, "a string")
+    if hint in (Path, Path | None):
+        if not isinstance(value, str) or (hint is Path and not value):
+            return None, "a non-empty path string" if hint is Path else "a path string"
+        if not value:
+            return None, None  # "" = not set
+        return Path(os.path.normpath(base / value)), None
+    raise TypeError(f"no converter for {hint!r}")  # a programming error, not a config error
+
+
+def _unknown_key(
+    path: Path, dotted: str, known: list[str], known_label: str, what: str = "key"
+) -> ConfigError:
+    name = dotted.rpartition(".")[2]
+    if _SECRET_LIKE_KEY.search(name) and name != "bearer_token_file":
+        return ConfigError(
+            f"{path}: {dotted}: secrets do not belong in the config file (it is read by "
+            f"humans, backups and check-config); put the bearer token in "
+            f"{_WHERE_THE_TOKEN_GOES}"
+        )
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(f"{path}: unknown {what} {dotted}{hint}; {known_label}: {', '.join(known)}")
+
+
+def _build_section(path: Path, name: str, table: Any, base: Path) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {name} = {_show(table)}: expected a [{name}] table")
+    hints = get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        dotted = f"{name}.{key}"
+        if key not in known:
+            raise _unknown_key(path, dotted, known, f"keys of [{name}]")
+        value, expected = _convert(hints[key], raw, base)
+        meta = cls.__dataclass_fields__[key].metadata
+        if expected is None and "ok" in meta and not meta["ok"](value):
+            expected = meta["allowed"]
+        if expected is not None:
+            raise ConfigError(f"{path}: {dotted} = {_show(raw)}: expected {expected}")
+        values[key] = value.rstrip("/") if key == "base_url" else value
+    return cls(**values)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def _check_relations(config: Config, path: Path) -> None:
+    pairs = [
+        ("jobs.backoff_initial_s", config.jobs.backoff_initial_s,
+         "jobs.backoff_max_s", config.jobs.backoff_max_s),
+        ("poll.initial_interval_s", config.poll.initial_interval_s,
+         "poll.max_interval_s", config.poll.max_interval_s),
+    ]  # fmt: skip
+    for low_key, low, high_key, high in pairs:
+        if low > high:
+            raise ConfigError(f"{path}: {low_key} = {low}: expected at most {high_key} ({high})")
+    inbox, outbox, state = config.paths.inbox, config.paths.outbox, config.paths.state_dir
+    # Results written where the inbox is scanned would be claimed as new input, and spool
+    # files inside the inbox or outbox would be picked up by producers or consumers.
+    if _inside(inbox, outbox) or _inside(outbox, inbox):
+        raise ConfigError(
+            f"{path}: paths.inbox ({inbox}) and paths.outbox ({outbox}) must be separate "
+            "folders, neither inside the other"
+        )
+    for key, folder in (("paths.inbox", inbox), ("paths.outbox", outbox)):
+        if _inside(state, folder):
+            raise ConfigError(
+                f"{path}: paths.state_dir ({state}) must not be inside {key} ({folder})"
+            )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: the file is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file; raise ConfigError naming the file and the key."""
+    path = Path(path)
+    data = _read_toml(path)
+    base = path.absolute().parent  # relative paths are relative to the config file
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in _SECTIONS:
+            what = "section" if isinstance(table, dict) else "top-level key"
+            raise _unknown_key(path, name, list(_SECTIONS), "sections", what)
+        sections[name] = _build_section(path, name, table, base)
+    config = Config(**sections, source=path)
+    _check_relations(config, path)
+    return config
+
+
+# --- bearer token -------------------------------------------------------------------------
+
+
+def _token_from_file(file: Path, source: str) -> str:
+    try:
+        with open(file, "rb") as f:
+            data = f.read(_MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the bearer token from {source}: {exc.strerror}") from None
+    if len(data) > _MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"{source} is too large to be a bearer token; wrong file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} is not UTF-8 text; wrong file?") from None
+
+
+def _locate_token(config: Config, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """(raw token or None if no source exists, description of the source)."""
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        file = Path(cred_dir) / CREDENTIAL_NAME
+        if file.exists():
+            source = f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} ({file})"
+            return _token_from_file(file, source), source
+    if config.api.bearer_token_file is not None:
+        file = config.api.bearer_token_file
+        source = f"api.bearer_token_file ({file})"
+        if not file.exists():
+            # Configured explicitly: silently falling back to another source would surprise.
+            raise ConfigError(f"{source} does not exist")
+        return _token_from_file(file, source), source
+    if TOKEN_ENV in environ:
+        return environ[TOKEN_ENV], f"environment variable {TOKEN_ENV}"
+    return None, ""
+
+
+def _find_token(config: Config, environ: Mapping[str, str]) -> tuple[str, str]:
+    raw, source = _locate_token(config, environ)
+    if raw is None:
+        raise ConfigError(f"no bearer token found; put it in {_WHERE_THE_TOKEN_GOES}")
+    token = raw.strip()
+    if not token:
+        raise ConfigError(f"the bearer token in {source} is empty")
+    # Printable ASCII without spaces: anything else is a pasted second line or the wrong file,
+    # and would make an invalid (or injected) Authorization header.
+    if not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ConfigError(
+            f"the bearer token in {source} contains spaces, line breaks or non-ASCII "
+            "characters; it must be the token alone"
+        )
+    return token, source
+
+
+def load_bearer_token(config: Config, environ: Mapping[str, str] = os.environ) -> str:
+    """The bearer token, from $CREDENTIALS_DIRECTORY/bearer-token, then api.bearer_token_file,
+    then $X_BEARER_TOKEN. Errors name the source, never the token."""
+    return _find_token(config, environ)[0]
+
+
+def bearer_token_source(config: Config, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the token comes from (for check-config and startup logs); validates it too."""
+    return _find_token(config, environ)[1]
+
+
+# --- check-config -------------------------------------------------------------------------
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    """`check-config --config PATH`: 0 and a summary if usable, else the error and 2."""
+    try:
+        config = load_config(args.config)
+        source = bearer_token_source(config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    health = (
+        f"http://{config.health.host}:{config.health.port}/healthz"
+        if config.health.enabled
+        else "disabled"
+    )
+    print(f"config OK: {args.config}")
+    summary = {
+        "inbox": config.paths.inbox,
+        "outbox": config.paths.outbox,
+        "state_dir": config.paths.state_dir,
+        "api": config.api.base_url,
+        "token from": source,
+        "concurrency": config.jobs.concurrency,
+        "log": f"{config.log.level}, {config.log.format}",
+        "health": health,
+    }
+    for label, value in summary.items():
+        print(f"  {label + ':':<13}{value}")
+    return 0
