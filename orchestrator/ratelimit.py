@@ -1,0 +1,123 @@
+"""Rate-limit bookkeeping for the X API, one bucket per endpoint. Pure: no I/O, no clock.
+
+The X API answers every call with `x-rate-limit-limit`, `x-rate-limit-remaining` and
+`x-rate-limit-reset` (epoch seconds when the fixed 15-minute window ends). Buckets are per
+endpoint (create, get, list), shared by every client of the same app, so the daemon keeps a
+configurable reserve free for the others instead of spending the budget to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+LIMIT_HEADER = "x-rate-limit-limit"
+REMAINING_HEADER = "x-rate-limit-remaining"
+RESET_HEADER = "x-rate-limit-reset"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    limit: int
+    remaining: int
+    reset_at: float  # epoch seconds, the server's clock
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # aiohttp's CIMultiDictProxy is case-insensitive; a plain dict may not be.
+    value = headers.get(name)
+    if value is None:
+        for key, candidate in headers.items():
+            if key.lower() == name:
+                return candidate
+    return value
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
+    """The rate-limit headers of one response, or None when absent or unreadable."""
+    remaining = _int(_header(headers, REMAINING_HEADER))
+    reset = _int(_header(headers, RESET_HEADER))
+    if remaining is None or reset is None or remaining < 0:
+        return None
+    limit = _int(_header(headers, LIMIT_HEADER))
+    return RateLimit(
+        limit=limit if limit is not None else remaining, remaining=remaining, reset_at=float(reset)
+    )
+
+
+# One 15-minute window plus slack: a reset further away than this is clock skew between
+# us and the server (or a test moving the server's clock), not a reason to sleep for days.
+MAX_WAIT_S = 960.0
+
+
+class RateBudget:
+    """What the server last said about each endpoint's bucket."""
+
+    def __init__(self, *, max_wait_s: float = MAX_WAIT_S) -> None:
+        self._limits: dict[str, RateLimit] = {}
+        self._max_wait_s = max_wait_s
+
+    def update(self, endpoint: str, headers: Mapping[str, str]) -> None:
+        """Record the rate-limit headers of a response; responses without them change nothing."""
+        parsed = parse_rate_limit(headers)
+        if parsed is None:
+            return
+        previous = self._limits.get(endpoint)
+        # Responses of concurrent calls can arrive out of order: within one window the
+        # lowest remaining count is the newest truth.
+        if (
+            previous is not None
+            and previous.reset_at == parsed.reset_at
+            and previous.remaining < parsed.remaining
+        ):
+            return
+        self._limits[endpoint] = parsed
+
+    def exhaust(self, endpoint: str, reset_at: float) -> None:
+        """Mark a bucket empty until `reset_at` (a 429 without usable headers)."""
+        previous = self._limits.get(endpoint)
+        limit = previous.limit if previous is not None else 0
+        self._limits[endpoint] = RateLimit(limit=limit, remaining=0, reset_at=reset_at)
+
+    def wait_before(self, endpoint: str, now: float, *, reserve: int = 0) -> float:
+        """Seconds to wait before the next call so that `reserve` requests stay free.
+
+        0 when the bucket is unknown, its window has already reset, or more than `reserve`
+        requests remain; otherwise the time until the window resets (at most `max_wait_s`).
+        """
+        known = self._limits.get(endpoint)
+        if known is None or now >= known.reset_at:
+            return 0.0
+        if known.remaining > max(reserve, 0):
+            return 0.0
+        return min(known.reset_at - now, self._max_wait_s)
+
+    def spacing(self, endpoint: str, now: float, *, reserve: int = 0) -> float:
+        """Shortest interval between calls that spreads the usable budget over the window.
+
+        A poller that never calls more often than this never hits the reserve. 0 when the
+        bucket is unknown or its window has reset.
+        """
+        known = self._limits.get(endpoint)
+        if known is None or now >= known.reset_at:
+            return 0.0
+        left = min(known.reset_at - now, self._max_wait_s)
+        usable = known.remaining - max(reserve, 0)
+        if usable <= 0:
+            return left
+        return left / usable
+
+    def get(self, endpoint: str) -> RateLimit | None:
+        return self._limits.get(endpoint)
+
+    def snapshot(self) -> dict[str, RateLimit]:
+        return dict(self._limits)
