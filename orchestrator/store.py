@@ -102,6 +102,8 @@ class Store:
     def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
         self.conn = conn
         self.clock = clock
+        # One connection is shared by the inbox and the lanes: transactions take turns.
+        self._write_lock = anyio.Lock()
 
     @classmethod
     async def open(cls, db_path: Path, clock: Clock, *, backup_dir: Path | None = None) -> Store:
@@ -128,13 +130,14 @@ class Store:
         # Shielded: a shutdown arriving mid-transaction waits the few milliseconds it takes,
         # so a transition and its event row always commit or roll back together.
         with anyio.CancelScope(shield=True):
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
+            async with self._write_lock:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    await self.conn.execute("ROLLBACK")
+                    raise
+                await self.conn.execute("COMMIT")
 
     async def _event(
         self, kind: str, *, batch_id: int | None = None, input_id: int | None = None,

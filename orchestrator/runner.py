@@ -1,0 +1,373 @@
+"""The one-job-at-a-time loop: load -> plan -> act -> decide -> persist.
+
+A *lane* runs one batch at a time. With `concurrency = "global"` there is one lane for both
+job types (X: "You can run one batch job at a time"); with `"per-type"` one lane per type.
+Intent is persisted before every remote side effect (QUEUED -> CREATING with the job name
+before the POST) and results right after, so a restart resumes from the database alone.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import anyio
+import structlog
+
+from orchestrator import machine, transfer
+from orchestrator.deliver import batch_files, deliver_batch
+from orchestrator.errors import IntegrityError, OrchestratorError, UploadWindowClosed
+from orchestrator.intake import Intake
+from orchestrator.layout import Layout
+from orchestrator.machine import Decision, Policy
+from orchestrator.model import Batch, BatchState, InputState, JobType, RemoteStatus
+from orchestrator.results import ResultReport, normalise_results
+from orchestrator.store import StaleState, Store
+from orchestrator.xapi import XApi
+
+log = structlog.get_logger(__name__)
+
+
+class Wakeup:
+    """Wakes sleeping lanes early (a new input was queued, or we are stopping)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        with anyio.move_on_after(max(0.0, timeout)):
+            await event.wait()
+        if event.is_set() and event is self._event:
+            self._event = anyio.Event()
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    resumable_threshold_bytes: int = 64 << 20
+    upload_chunk_bytes: int = 8 << 20
+    rate_reserve: int = 10
+    idle_check_s: float = 30.0
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        xapi: XApi,
+        session: aiohttp.ClientSession,
+        layout: Layout,
+        intake: Intake,
+        policy: Policy,
+        settings: RunnerSettings,
+        lanes: Sequence[Sequence[JobType]],
+        wakeup: Wakeup,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.xapi = xapi
+        self.session = session
+        self.layout = layout
+        self.intake = intake
+        self.policy = policy
+        self.settings = settings
+        self.lanes = [tuple(lane) for lane in lanes]
+        self.wakeup = wakeup
+        self.rng = rng or random.Random()
+        self.wall_clock = wall_clock
+        self.heartbeat = time.monotonic()
+        self.current: dict[int, Batch] = {}  # lane index -> batch in hand, for status lines
+        self._fresh_intents: set[tuple[int, int]] = set()  # (batch id, attempt) POST not yet sent
+        self._verified_uploads: set[tuple[int, int]] = set()
+        self._auth_reported = False
+
+    def now(self) -> datetime:
+        return self.store.clock.now()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with anyio.create_task_group() as group:
+            for index, lane in enumerate(self.lanes):
+                group.start_soon(self._lane, index, lane)
+            task_status.started()
+
+    # ---- lanes --------------------------------------------------------------------------
+
+    async def _lane(self, index: int, job_types: tuple[JobType, ...]) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            batch = await self._next_batch(job_types)
+            if batch is None:
+                self.current.pop(index, None)
+                await self.wakeup.wait(self.settings.idle_check_s)
+                continue
+            self.current[index] = batch
+            with structlog.contextvars.bound_contextvars(
+                batch_id=batch.id, job_type=str(batch.job_type)
+            ):
+                try:
+                    await self.step(batch)
+                except Exception as error:
+                    # A bug must not take the whole daemon down in a restart loop: say so
+                    # loudly, keep the state as it is, and try again later.
+                    log.exception(
+                        "runner.step_crashed", error=type(error).__name__, state=str(batch.state)
+                    )
+                    await self.wakeup.wait(self.policy.retry.backoff_max_s)
+
+    async def _next_batch(self, job_types: tuple[JobType, ...]) -> Batch | None:
+        active = await self.store.active_batches(job_types)
+        if active:
+            return active[0]
+        queued = [
+            i for i in await self.store.inputs_in([InputState.QUEUED]) if i.job_type in job_types
+        ]
+        if not queued:
+            return None
+        item = queued[0]  # FIFO by claim order
+        body = self.layout.spool / item.ids_name
+        return await self.store.form_batch(
+            item.job_type,
+            [(item.id, 0, 0, item.id_count or 0)],
+            upload_name=item.ids_name,
+            id_count=item.id_count or 0,
+            upload_bytes=body.stat().st_size,
+        )
+
+    async def step(self, batch: Batch) -> Batch:
+        """Do the one thing this batch needs next and persist the outcome."""
+        step = machine.plan(batch, self.now(), self.policy)
+        match step:
+            case None:
+                return batch
+            case machine.Sleep(until=until):
+                await self.wakeup.wait((until - self.now()).total_seconds())
+                return batch
+            case machine.StartAttempt(attempt=attempt):
+                self._fresh_intents.add((batch.id, attempt))
+                return await self._persist(batch, machine.start_attempt(batch, attempt))
+            case machine.Abandon(error=error):
+                return await self._observe(batch, machine.StepFailed(error))
+        try:
+            observation = await self._act(batch, step)
+        except (OrchestratorError, OSError) as error:
+            observation = machine.StepFailed(error)
+        return await self._observe(batch, observation)
+
+    async def _act(self, batch: Batch, step: machine.Step) -> machine.Observation:
+        match step:
+            case machine.CreateJob(name=name):
+                return await self._create(batch, name)
+            case machine.Upload():
+                return await self._upload(batch)
+            case machine.Poll():
+                await self._respect_budget("get")
+                assert batch.x_job_id is not None
+                return machine.Polled(await self.xapi.get_job(batch.x_job_id))
+            case machine.Download():
+                return await self._download(batch)
+            case machine.Deliver():
+                return await self._deliver(batch)
+        raise AssertionError(f"unexpected step {step!r}")
+
+    async def _observe(self, batch: Batch, observation: machine.Observation) -> Batch:
+        decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
+        if isinstance(observation, machine.StepFailed):
+            self._fresh_intents.discard((batch.id, batch.attempt))
+        return await self._persist(batch, decision, observation)
+
+    async def _persist(
+        self, batch: Batch, decision: Decision, observation: machine.Observation | None = None
+    ) -> Batch:
+        input_error = None
+        if decision.to_state is BatchState.FAILED:
+            input_error = await self._rejection_document(batch, decision, observation)
+        try:
+            updated = await self.store.apply(batch, decision, input_error=input_error)
+        except StaleState as stale:
+            log.warning("batch.stale", error_msg=str(stale))
+            return batch
+        self._log_decision(batch, decision)
+        if decision.pause and not self._auth_reported:
+            self._auth_reported = True
+        elif not decision.pause and decision.to_state is not BatchState.QUEUED:
+            self._auth_reported = False
+        if decision.to_state.is_final:
+            await self._finish(updated, decision)
+        return updated
+
+    def _log_decision(self, batch: Batch, decision: Decision) -> None:
+        if decision.pause and self._auth_reported and batch.stage_waits > 0:
+            level = "debug"  # said once already; the queue is kept until the token works
+        else:
+            level = decision.level
+        fields = {
+            "from_state": str(batch.state),
+            "to_state": str(decision.to_state),
+            "x_job_id": decision.changes.get("x_job_id") or batch.x_job_id,
+            **decision.detail,
+        }
+        getattr(log, level)(decision.event, **fields)
+
+    async def _rejection_document(
+        self, batch: Batch, decision: Decision, observation: machine.Observation | None
+    ) -> dict[str, object]:
+        error = observation.error if isinstance(observation, machine.StepFailed) else None
+        return {
+            "stage": str(batch.state),
+            "reason": "gave_up",
+            "message": decision.reject_reason,
+            "attempts": batch.attempt,
+            "stage_retries": batch.stage_retries,
+            "last_http_status": getattr(error, "http_status", None) or batch.last_http_status,
+            "problem": getattr(error, "problem", None),
+            "job_error": decision.detail.get("job_error"),
+            "x_job_ids": [row["x_job_id"] for row in await self.store.remote_jobs_of(batch.id)],
+            "batch_created_at": batch.created_at.isoformat() if batch.created_at else None,
+            "gave_up_at": self.now().isoformat(),
+        }
+
+    async def _finish(self, batch: Batch, decision: Decision) -> None:
+        parts = await self.store.batch_parts(batch.id)
+        if batch.state is BatchState.FAILED:
+            for part in parts:
+                await self.intake.finish_rejection(part.input.id)
+        elif batch.state is BatchState.DONE:
+            for part in parts:
+                for name in (part.input.spool_name, part.input.ids_name):
+                    (self.layout.spool / name).unlink(missing_ok=True)
+        for path in batch_files(self.layout, batch).values():
+            path.unlink(missing_ok=True)
+        started = batch.created_at or self.now()
+        log.info(
+            "job.finished",
+            outcome=str(batch.state),
+            attempts=batch.attempt,
+            inputs=len(parts),
+            ids=batch.id_count,
+            x_job_id=batch.x_job_id,
+            duration_ms=int((self.now() - started).total_seconds() * 1000),
+            reason=decision.reject_reason,
+        )
+
+    # ---- actions ------------------------------------------------------------------------
+
+    async def _respect_budget(self, endpoint: str) -> None:
+        delay = self.xapi.budget.wait_before(
+            endpoint, self.wall_clock(), reserve=self.settings.rate_reserve
+        )
+        if delay > 0:
+            log.warning(
+                "xapi.rate_wait",
+                endpoint=endpoint,
+                wait_s=round(delay, 1),
+                resume_at=datetime.fromtimestamp(self.wall_clock() + delay).isoformat(),
+            )
+            await anyio.sleep(delay)
+
+    async def _create(self, batch: Batch, name: str) -> machine.Observation:
+        if (batch.id, batch.attempt) not in self._fresh_intents:
+            # We may have sent this POST before a crash or a lost response: adopt, don't dup.
+            await self._respect_budget("list")
+            existing = await self.xapi.find_job_by_name(batch.job_type, name)
+            if existing is not None:
+                return machine.JobCreated(existing, adopted=True)
+        await self._respect_budget("create")
+        resumable = batch.upload_bytes >= self.settings.resumable_threshold_bytes
+        self._fresh_intents.discard((batch.id, batch.attempt))  # from now on: maybe sent
+        job = await self.xapi.create_job(batch.job_type, name=name, resumable=resumable)
+        self._verified_uploads.add((batch.id, batch.attempt))
+        return machine.JobCreated(job)
+
+    async def _upload(self, batch: Batch) -> machine.Observation:
+        assert batch.upload_url is not None and batch.x_job_id is not None
+        if (batch.id, batch.attempt) not in self._verified_uploads:
+            # After a restart the upload may already have gone through.
+            await self._respect_budget("get")
+            remote = await self.xapi.get_job(batch.x_job_id)
+            self._verified_uploads.add((batch.id, batch.attempt))
+            if remote.status in (RemoteStatus.IN_PROGRESS, RemoteStatus.COMPLETE):
+                return machine.UploadFinished()
+            if remote.status in (RemoteStatus.FAILED, RemoteStatus.EXPIRED):
+                raise UploadWindowClosed(f"remote job is {remote.status} before the upload")
+        body = self.layout.spool / batch.upload_name
+        started = time.monotonic()
+        if batch.resumable:
+            session_url = batch.upload_session_url
+            if session_url is not None:
+                try:
+                    await self._send_resumable(session_url, body)
+                except transfer.UploadSessionGone:
+                    log.warning("upload.session_gone", x_job_id=batch.x_job_id)
+                    session_url = None
+            if session_url is None:
+                # Persist the session before sending bytes so a restart continues it.
+                session_url = await transfer.start_resumable(self.session, batch.upload_url)
+                observation = machine.UploadSessionStarted(session_url)
+                decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
+                batch = await self._persist(batch, decision)
+                await self._send_resumable(session_url, body)
+        else:
+            await transfer.upload_simple(self.session, batch.upload_url, body)
+        log.debug(
+            "upload.transferred",
+            bytes=batch.upload_bytes,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        return machine.UploadFinished()
+
+    async def _send_resumable(self, session_url: str, body: Path) -> None:
+        await transfer.upload_resumable(
+            self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes
+        )
+
+    async def _download(self, batch: Batch) -> machine.Observation:
+        assert batch.download_url is not None
+        files = batch_files(self.layout, batch)
+        started = time.monotonic()
+        report = await transfer.download(self.session, batch.download_url, files["raw"])
+        try:
+            results = await anyio.to_thread.run_sync(
+                normalise_results, files["raw"], files["results"]
+            )
+        except IntegrityError:
+            files["raw"].unlink(missing_ok=True)
+            files["results"].unlink(missing_ok=True)
+            raise
+        files["report"].write_text(json.dumps(asdict(results)))
+        files["raw"].unlink(missing_ok=True)
+        log.info(
+            "download.transferred",
+            bytes=report.bytes,
+            affected=results.affected,
+            crc32c_checked=report.crc32c_checked,
+            resumed_from=report.resumed_from,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        return machine.Downloaded(results.affected)
+
+    async def _deliver(self, batch: Batch) -> machine.Observation:
+        files = batch_files(self.layout, batch)
+        report = ResultReport(**json.loads(files["report"].read_text()))
+        summaries = await deliver_batch(self.store, self.layout, batch, report)
+        for summary in summaries:
+            log.info("outbox.delivered", **summary)
+        return machine.DeliveredAll()
+
+
+def lanes_for(concurrency: str) -> list[list[JobType]]:
+    if concurrency == "per-type":
+        return [[JobType.TWEETS], [JobType.USERS]]
+    return [[JobType.TWEETS, JobType.USERS]]
