@@ -26,8 +26,9 @@ from orchestrator.errors import IntegrityError, OrchestratorError, UploadWindowC
 from orchestrator.intake import Intake
 from orchestrator.layout import Layout
 from orchestrator.machine import Decision, Policy
-from orchestrator.model import Batch, BatchState, InputState, JobType, RemoteStatus
+from orchestrator.model import Batch, BatchState, JobType, RemoteStatus
 from orchestrator.results import ResultReport, normalise_results
+from orchestrator.scheduler import Scheduler
 from orchestrator.store import StaleState, Store
 from orchestrator.xapi import XApi
 
@@ -56,7 +57,8 @@ class RunnerSettings:
     resumable_threshold_bytes: int = 64 << 20
     upload_chunk_bytes: int = 8 << 20
     rate_reserve: int = 10
-    idle_check_s: float = 30.0
+    idle_check_s: float = 5.0
+    max_sleep_s: float = 5.0
 
 
 class Runner:
@@ -68,6 +70,7 @@ class Runner:
         session: aiohttp.ClientSession,
         layout: Layout,
         intake: Intake,
+        scheduler: Scheduler,
         policy: Policy,
         settings: RunnerSettings,
         lanes: Sequence[Sequence[JobType]],
@@ -80,6 +83,7 @@ class Runner:
         self.session = session
         self.layout = layout
         self.intake = intake
+        self.scheduler = scheduler
         self.policy = policy
         self.settings = settings
         self.lanes = [tuple(lane) for lane in lanes]
@@ -108,10 +112,10 @@ class Runner:
     async def _lane(self, index: int, job_types: tuple[JobType, ...]) -> None:
         while True:
             self.heartbeat = time.monotonic()
-            batch = await self._next_batch(job_types)
+            batch = await self.scheduler.next_batch(job_types)
             if batch is None:
                 self.current.pop(index, None)
-                await self.wakeup.wait(self.settings.idle_check_s)
+                await self.wakeup.wait(self.scheduler.idle_wait_s(self.settings.idle_check_s))
                 continue
             self.current[index] = batch
             with structlog.contextvars.bound_contextvars(
@@ -127,25 +131,6 @@ class Runner:
                     )
                     await self.wakeup.wait(self.policy.retry.backoff_max_s)
 
-    async def _next_batch(self, job_types: tuple[JobType, ...]) -> Batch | None:
-        active = await self.store.active_batches(job_types)
-        if active:
-            return active[0]
-        queued = [
-            i for i in await self.store.inputs_in([InputState.QUEUED]) if i.job_type in job_types
-        ]
-        if not queued:
-            return None
-        item = queued[0]  # FIFO by claim order
-        body = self.layout.spool / item.ids_name
-        return await self.store.form_batch(
-            item.job_type,
-            [(item.id, 0, 0, item.id_count or 0)],
-            upload_name=item.ids_name,
-            id_count=item.id_count or 0,
-            upload_bytes=body.stat().st_size,
-        )
-
     async def step(self, batch: Batch) -> Batch:
         """Do the one thing this batch needs next and persist the outcome."""
         step = machine.plan(batch, self.now(), self.policy)
@@ -153,7 +138,9 @@ class Runner:
             case None:
                 return batch
             case machine.Sleep(until=until):
-                await self.wakeup.wait((until - self.now()).total_seconds())
+                # Capped, so an operator's `retry`/`cancel` from another process is seen soon.
+                remaining = (until - self.now()).total_seconds()
+                await self.wakeup.wait(min(remaining, self.settings.max_sleep_s))
                 return batch
             case machine.StartAttempt(attempt=attempt):
                 self._fresh_intents.add((batch.id, attempt))

@@ -32,6 +32,7 @@ from orchestrator.model import JobType
 from orchestrator.outbox import cleanup_temp_files
 from orchestrator.retry import RetryPolicy
 from orchestrator.runner import Runner, RunnerSettings, Wakeup, lanes_for
+from orchestrator.scheduler import PackingLimits, Scheduler
 from orchestrator.store import Store
 from orchestrator.xapi import XApi, make_session
 
@@ -56,6 +57,15 @@ def policy_of(config: Config) -> Policy:
             backoff_initial_s=jobs.backoff_initial_s,
             backoff_max_s=jobs.backoff_max_s,
         ),
+    )
+
+
+def packing_of(config: Config) -> PackingLimits:
+    jobs = config.jobs
+    return PackingLimits(
+        max_ids_per_job=jobs.max_ids_per_job,
+        max_bytes_per_job=jobs.max_bytes_per_job,
+        pack_wait_s=jobs.pack_wait_s,
     )
 
 
@@ -118,6 +128,7 @@ class Service:
                 session=http,
                 layout=layout,
                 intake=intake,
+                scheduler=Scheduler(store, layout, packing_of(config)),
                 policy=policy_of(config),
                 settings=RunnerSettings(
                     resumable_threshold_bytes=config.jobs.resumable_threshold_bytes,
