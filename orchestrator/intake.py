@@ -190,6 +190,18 @@ class Intake:
         log.error("input.rejected", file=entry.path.name, reason=entry.reason, stage="inbox",
                   rejected_as=placed.name)
 
+    async def maintenance(self) -> None:
+        """Called every rescan interval: finish rejections that could not be moved earlier
+        (e.g. the outbox was not writable). Nothing is lost meanwhile: the file stays in the
+        spool and its reason in the database."""
+        for item in await self.store.inputs_in([InputState.REJECTED]):
+            if (self.layout.spool / item.spool_name).exists():
+                try:
+                    await self.finish_rejection(item.id)
+                except OSError as error:
+                    log.warning("outbox.reject_retry_failed", file=item.name,
+                                error=type(error).__name__, error_msg=str(error))
+
     # ---- recovery -------------------------------------------------------------------------
 
     async def recover(self) -> None:

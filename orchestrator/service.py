@@ -154,6 +154,7 @@ class Service:
                         stop_event=self._stop,
                     )
                 )
+                group.start_soon(self._maintain, intake)
                 systemd.notify("READY=1\nSTATUS=running")
                 log.info("service.ready", lanes=len(runner.lanes))
                 if on_ready is not None:
@@ -165,6 +166,12 @@ class Service:
                 systemd.notify("STOPPING=1")
                 wakeup.notify()
                 group.cancel_scope.cancel()
+
+
+    async def _maintain(self, intake: Intake) -> None:
+        while True:
+            await anyio.sleep(self.config.inbox.rescan_interval_s)
+            await intake.maintenance()
 
 
 async def _run_until_signal(service: Service) -> None:
