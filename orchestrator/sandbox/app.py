@@ -1,0 +1,137 @@
+"""The aiohttp application: routes plus one middleware that logs and injects faults."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import structlog
+from aiohttp import web
+
+from orchestrator.sandbox import api, bodies, control, download, storage, upload
+from orchestrator.sandbox.faults import Fault
+from orchestrator.sandbox.ratelimit import RateState
+from orchestrator.sandbox.state import STATE, SandboxState
+
+log = structlog.get_logger(__name__)
+
+_API_ENDPOINTS = ("create", "get", "list")
+
+
+def classify(request: web.Request) -> str | None:
+    """The fault/rate-limit endpoint name of a request, None for controls and unknown paths."""
+    path = request.path
+    if path.startswith("/_sandbox"):
+        return None
+    if path == "/2/compliance/jobs":
+        return "create" if request.method == "POST" else "list"
+    if path.startswith("/2/compliance/jobs/"):
+        return "get"
+    if "/submission/" in path:
+        return "upload"
+    if "/delivery/" in path:
+        return "download"
+    return None
+
+
+def _fault_response(state: SandboxState, endpoint: str, fault: Fault) -> web.Response:
+    status = int(fault.kind)
+    if endpoint in _API_ENDPOINTS:
+        if status == 429:
+            reset = math.ceil(state.clock.timestamp() + fault.retry_after)
+            rate = RateState(state.config.rate_limit, 0, reset, allowed=False)
+            return api.api_response(bodies.TOO_MANY_REQUESTS, 429, rate)
+        return api.api_response(bodies.SERVER_ERRORS[status], status)
+    code, message = bodies.STORAGE_FAULTS[status]
+    response = storage.xml_response(status, bodies.gcs_error(code, message))
+    if status == 429:
+        response.headers["Retry-After"] = str(math.ceil(fault.retry_after))
+    return response
+
+
+async def _truncated(
+    request: web.Request, response: web.Response, fault: Fault
+) -> web.StreamResponse:
+    """Send the headers and only part of the body, then close the connection."""
+    body = response.body if isinstance(response.body, bytes) else b""
+    keep = fault.after_bytes if fault.after_bytes is not None else len(body) // 2
+    partial = web.StreamResponse(status=response.status, headers=response.headers)
+    partial.content_length = len(body)
+    await partial.prepare(request)
+    await partial.write(body[:keep])
+    if request.transport is not None:
+        request.transport.close()
+    return partial
+
+
+async def _with_fault(
+    request: web.Request, handler: web.Handler, endpoint: str, fault: Fault
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    if fault.kind == "slow":
+        await asyncio.sleep(fault.delay)
+        return await handler(request)
+    if fault.kind in ("429", "500", "503"):
+        if endpoint == "upload":
+            await storage.drain(request)
+        return _fault_response(state, endpoint, fault)
+    if fault.kind == "reset" and not (endpoint == "upload" and fault.after_bytes):
+        return storage.drop(request)
+    if fault.kind == "truncate" and endpoint != "download":
+        response = await handler(request)
+        if isinstance(response, web.Response):
+            return await _truncated(request, response, fault)
+        return response
+    request[storage.FAULT] = fault  # handled inside the storage handlers
+    return await handler(request)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Fault injection, then one log line per request (never the query string)."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    endpoint = classify(request)
+    fault = state.faults.take(endpoint) if endpoint is not None else None
+    status = 0
+    try:
+        if fault is None:
+            response = await handler(request)
+        else:
+            response = await _with_fault(request, handler, endpoint or "", fault)
+        status = 0 if request.get(storage.DROPPED) else response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (ConnectionError, asyncio.CancelledError):
+        status = 0
+        raise
+    except Exception:
+        status = 500
+        log.exception("sandbox.handler_failed", method=request.method, path=request.path)
+        raise
+    finally:
+        if endpoint is not None or not request.path.startswith("/_sandbox"):
+            state.request_log.append((request.method, request.path, status))
+        log.info(
+            "sandbox.request",
+            method=request.method,
+            path=request.path,
+            status=status,
+            endpoint=endpoint,
+            fault=fault.kind if fault is not None else None,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+
+def build_app(state: SandboxState) -> web.Application:
+    # client_max_size only bounds request.read()/post(): uploads are streamed, not read.
+    app = web.Application(middlewares=[observe], client_max_size=16 << 20)
+    app[STATE] = state
+    control.add_routes(app)
+    api.add_routes(app)
+    app.router.add_route("*", "/{bucket}/{job_id}/submission/{object}", upload.submission)
+    app.router.add_route("*", "/{bucket}/{job_id}/delivery/{object}", download.delivery)
+    return app
