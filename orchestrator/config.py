@@ -129,7 +129,10 @@ class JobsConfig:
         ),
     )
     max_ids_per_job: int = field(default=100_000_000, metadata=_AT_LEAST_ONE)
-    max_bytes_per_job: int = field(default=2_000_000_000, metadata=_AT_LEAST_ONE)
+    max_bytes_per_job: int = field(
+        default=2_000_000_000, metadata=_rule(lambda v: v >= 64, "an integer >= 64")
+    )
+    pack_files: bool = True
     pack_wait_s: float = field(default=0.0, metadata=_NON_NEGATIVE)
 
 

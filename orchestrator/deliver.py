@@ -3,22 +3,27 @@
 Idempotent by construction: the output name was fixed when the input was claimed, the
 content is derived from files kept in the spool until the database says `done`, and every
 write is temp + fsync + rename. A crash half-way simply redoes the delivery.
+
+A packed batch (several inputs) has its results split back per input; a split input (one
+part per batch) keeps each part's results in the spool and is written to the outbox once,
+after its last part.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from orchestrator import __version__
+from orchestrator.batchfiles import ResultCounts, Slice, count_results, split_results
 from orchestrator.clock import iso
 from orchestrator.layout import Layout
-from orchestrator.model import Batch
-from orchestrator.outbox import atomic_write_file, atomic_write_json
-from orchestrator.results import ResultReport
+from orchestrator.model import Batch, InputFile, InputState
+from orchestrator.outbox import atomic_output, atomic_write_file, atomic_write_json
 from orchestrator.store import BatchPart, Store
 
 
@@ -35,105 +40,127 @@ def batch_files(layout: Layout, batch: Batch) -> dict[str, Path]:
     return {
         "raw": layout.spool / f"batch-{batch.id}.download",
         "results": layout.spool / f"batch-{batch.id}.results.jsonl",
-        "report": layout.spool / f"batch-{batch.id}.results.json",
     }
 
 
-async def deliver_batch(
-    store: Store, layout: Layout, batch: Batch, report: ResultReport
-) -> list[dict[str, Any]]:
-    """Write every input's results and manifest; returns one summary per input."""
+def part_results(layout: Layout, item: InputFile, part: int) -> Path:
+    """Results of one part of an input, kept in the spool until the input is delivered."""
+    return layout.spool / f"{item.spool_name}.part-{part}.results.jsonl"
+
+
+def _concatenate(sources: list[Path], dest: Path) -> None:
+    with atomic_output(dest) as out:
+        for source in sources:
+            with open(source, "rb") as stream:
+                while block := stream.read(1 << 20):
+                    out.write(block)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    part: BatchPart
+    results: Path
+
+
+async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict[str, Any]]:
+    """Place every part's results; write the outbox for inputs whose last part this is."""
     parts = await store.batch_parts(batch.id)
-    if len(parts) != 1 or parts[0].first_id != 0 or parts[0].id_count != parts[0].input.id_count:
-        # Packing and splitting write per-input results from a membership index; batches are
-        # formed one whole input each until that lands, so this is a programming error.
-        raise RuntimeError(f"batch {batch.id} does not carry exactly one whole input")
     results = batch_files(layout, batch)["results"]
-    remote_jobs = [dict(row) for row in await store.remote_jobs_of(batch.id)]
+    ready: list[_Ready] = []
+    if len(parts) == 1:
+        ready.append(_Ready(parts[0], results))  # one input (or part): all results are its own
+    else:
+        members = [
+            (Slice(layout.spool / p.input.ids_name, p.first_id, p.id_count),
+             part_results(layout, p.input, p.part))
+            for p in parts
+        ]
+        await anyio.to_thread.run_sync(split_results, results, members, layout.spool)
+        ready = [_Ready(p, dest) for p, (_, dest) in zip(parts, members, strict=True)]
     summaries = []
-    for part in parts:
-        summaries.append(
-            await _deliver_input(store, layout, batch, part, results, report, remote_jobs)
-        )
+    for entry in ready:
+        item = entry.part.input
+        covered = await store.covered_ids(item.id) + entry.part.id_count
+        if covered < (item.id_count or 0):
+            keep = part_results(layout, item, entry.part.part)
+            if entry.results != keep:  # the batch's files go when it is done; this part stays
+                await anyio.to_thread.run_sync(atomic_write_file, keep, entry.results)
+            summaries.append({"file": item.name, "input_id": item.id, "part": entry.part.part,
+                              "part_ids": entry.part.id_count, "pending": True})
+            continue
+        summaries.append(await _deliver_input(store, layout, batch, entry, len(parts)))
     return summaries
 
 
 async def _deliver_input(
-    store: Store,
-    layout: Layout,
-    batch: Batch,
-    part: BatchPart,
-    results: Path,
-    report: ResultReport,
-    remote_jobs: list[dict[str, Any]],
+    store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int
 ) -> dict[str, Any]:
-    item = part.input
-    out_dir = layout.outbox_for(item.job_type)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    item = entry.part.input
+    earlier = [
+        row for row in await store.parts_of_input(item.id) if row["part"] != entry.part.part
+    ]
+    sources = [part_results(layout, item, row["part"]) for row in earlier] + [entry.results]
     target = layout.results_path(item.job_type, item.out_stem)
-    await anyio.to_thread.run_sync(atomic_write_file, target, results)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if len(sources) == 1:
+        await anyio.to_thread.run_sync(atomic_write_file, target, sources[0])
+    else:
+        await anyio.to_thread.run_sync(_concatenate, sources, target)
+    counts: ResultCounts = await anyio.to_thread.run_sync(count_results, target)
     output_sha256 = await anyio.to_thread.run_sync(_sha256_of, target)
+    jobs = [dict(row) for row in await store.remote_jobs_of_input(item.id)]
     now = store.clock.now()
     claimed = item.claimed_at
     manifest = {
         "generator": f"compliance-orchestrator {__version__}",
         "input": {
-            "file": item.name,
-            "job_type": str(item.job_type),
-            "bytes": item.size_bytes,
-            "sha256": item.input_sha256,
-            "claimed_at": iso(claimed),
+            "file": item.name, "job_type": str(item.job_type), "bytes": item.size_bytes,
+            "sha256": item.input_sha256, "claimed_at": iso(claimed),
             "dropped_lines": item.bad_line_count,
-            **(
-                {"bad_lines": item.report.get("bad_lines", [])}
-                if item.report and item.bad_line_count
-                else {}
-            ),
+            **({"bad_lines": item.report.get("bad_lines", [])}
+               if item.report and item.bad_line_count else {}),
         },
-        "output": {
-            "file": target.name,
-            "bytes": target.stat().st_size,
-            "sha256": output_sha256,
-        },
+        "output": {"file": target.name, "bytes": target.stat().st_size, "sha256": output_sha256},
         "counts": {
-            "submitted": item.id_count,
-            "affected": report.affected,
-            "by_reason": dict(sorted(report.by_reason.items())),
+            "submitted": item.id_count, "affected": counts.affected,
+            "by_reason": dict(sorted(counts.by_reason.items())),
         },
-        "batch": {
-            "id": batch.id,
-            "key": batch.key,
-            "attempts": batch.attempt,
-            "inputs": 1,
-            "ids": batch.id_count,
-        },
+        "batch": {"id": batch.id, "key": batch.key, "attempts": batch.attempt,
+                  "inputs": inputs_in_batch, "ids": batch.id_count,
+                  "parts": len(sources)},
         "jobs": [
-            {
-                "x_job_id": job["x_job_id"],
-                "attempt": job["attempt"],
-                "name": job["name"],
-                "created_at": job["created_at"],
-                "status": job["final_status"],
-                **({"error": job["error"]} if job["error"] else {}),
-            }
-            for job in remote_jobs
+            {"x_job_id": job["x_job_id"], "attempt": job["attempt"], "name": job["name"],
+             "created_at": job["created_at"], "status": job["final_status"],
+             "shared_by_inputs": job["batch_inputs"],
+             **({"error": job["error"]} if job["error"] else {})}
+            for job in jobs
         ],
         "timings": {
-            "claimed_at": iso(claimed),
-            "queued_at": iso(item.queued_at),
-            "job_created_at": iso(batch.x_created_at),
-            "uploaded_at": iso(batch.uploaded_at),
-            "completed_at": iso(batch.completed_at),
-            "delivered_at": iso(now),
+            "claimed_at": iso(claimed), "queued_at": iso(item.queued_at),
+            "job_created_at": iso(batch.x_created_at), "uploaded_at": iso(batch.uploaded_at),
+            "completed_at": iso(batch.completed_at), "delivered_at": iso(now),
             "total_s": round((now - claimed).total_seconds(), 3) if claimed else None,
         },
     }
-    manifest_path = layout.manifest_path(item.job_type, item.out_stem)
-    await anyio.to_thread.run_sync(atomic_write_json, manifest_path, manifest)
-    return {
-        "file": item.name,
-        "input_id": item.id,
-        "results": target.name,
-        "affected": report.affected,
-        "submitted": item.id_count,
-    }
+    await anyio.to_thread.run_sync(
+        atomic_write_json, layout.manifest_path(item.job_type, item.out_stem), manifest
+    )
+    return {"file": item.name, "input_id": item.id, "results": target.name,
+            "affected": counts.affected, "submitted": item.id_count}
+
+
+async def cleanup_after(store: Store, layout: Layout, batch: Batch) -> None:
+    """Remove spool files nobody needs any more once a batch is final."""
+    for path in batch_files(layout, batch).values():
+        path.unlink(missing_ok=True)
+    parts = await store.batch_parts(batch.id)
+    if batch.upload_name and all(batch.upload_name != p.input.ids_name for p in parts):
+        (layout.spool / batch.upload_name).unlink(missing_ok=True)  # pack or part body
+    for part in parts:
+        current = await store.get_input(part.input.id)
+        if current is None or current.state is not InputState.DELIVERED:
+            continue  # more parts to come, or rejected (intake moves it)
+        for name in (current.spool_name, current.ids_name):
+            (layout.spool / name).unlink(missing_ok=True)
+        for row in await store.parts_of_input(current.id):
+            part_results(layout, current, row["part"]).unlink(missing_ok=True)

@@ -8,11 +8,10 @@ before the POST) and results right after, so a restart resumes from the database
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,13 +20,13 @@ import anyio
 import structlog
 
 from orchestrator import machine, transfer
-from orchestrator.deliver import batch_files, deliver_batch
+from orchestrator.deliver import batch_files, cleanup_after, deliver_batch
 from orchestrator.errors import IntegrityError, OrchestratorError, UploadWindowClosed
 from orchestrator.intake import Intake
 from orchestrator.layout import Layout
 from orchestrator.machine import Decision, Policy
 from orchestrator.model import Batch, BatchState, JobType, RemoteStatus
-from orchestrator.results import ResultReport, normalise_results
+from orchestrator.results import normalise_results
 from orchestrator.scheduler import Scheduler
 from orchestrator.store import StaleState, Store
 from orchestrator.xapi import XApi
@@ -231,12 +230,7 @@ class Runner:
         if batch.state is BatchState.FAILED:
             for part in parts:
                 await self.intake.finish_rejection(part.input.id)
-        elif batch.state is BatchState.DONE:
-            for part in parts:
-                for name in (part.input.spool_name, part.input.ids_name):
-                    (self.layout.spool / name).unlink(missing_ok=True)
-        for path in batch_files(self.layout, batch).values():
-            path.unlink(missing_ok=True)
+        await cleanup_after(self.store, self.layout, batch)
         started = batch.created_at or self.now()
         log.info(
             "job.finished",
@@ -333,7 +327,6 @@ class Runner:
             files["raw"].unlink(missing_ok=True)
             files["results"].unlink(missing_ok=True)
             raise
-        files["report"].write_text(json.dumps(asdict(results)))
         files["raw"].unlink(missing_ok=True)
         log.info(
             "download.transferred",
@@ -346,11 +339,12 @@ class Runner:
         return machine.Downloaded(results.affected)
 
     async def _deliver(self, batch: Batch) -> machine.Observation:
-        files = batch_files(self.layout, batch)
-        report = ResultReport(**json.loads(files["report"].read_text()))
-        summaries = await deliver_batch(self.store, self.layout, batch, report)
+        summaries = await deliver_batch(self.store, self.layout, batch)
         for summary in summaries:
-            log.info("outbox.delivered", **summary)
+            if summary.pop("pending", False):
+                log.info("input.part_done", **summary)
+            else:
+                log.info("outbox.delivered", **summary)
         return machine.DeliveredAll()
 
 

@@ -367,21 +367,51 @@ class Store:
     async def _finish_inputs(
         self, batch_id: int, to_state: BatchState, input_error: Mapping[str, Any] | None
     ) -> None:
-        if to_state is BatchState.CANCELLED:
-            target, event = InputState.QUEUED, "batch.input_released"
-        elif to_state is BatchState.DONE:
-            target, event = InputState.DELIVERED, "outbox.delivered"
-        else:
-            target, event = InputState.REJECTED, "input.rejected"
         rows = await self._fetch_all(
-            "SELECT DISTINCT input_id FROM batch_inputs WHERE batch_id = ?", (batch_id,)
+            "SELECT DISTINCT bi.input_id, i.id_count FROM batch_inputs bi"
+            " JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = ?", (batch_id,),
         )
         for row in rows:
+            input_id = row["input_id"]
             changes: dict[str, Any] = {}
-            if target is InputState.REJECTED:
+            if to_state is BatchState.CANCELLED:
+                target, event = InputState.QUEUED, "batch.input_released"
+            elif to_state is BatchState.FAILED:
+                target, event = InputState.REJECTED, "input.rejected"
                 changes["error_json"] = dict(input_error or {})
-            await self._move_input(row["input_id"], [InputState.BATCHED], target, event=event,
+            elif await self._covered(input_id) >= (row["id_count"] or 0):
+                target, event = InputState.DELIVERED, "outbox.delivered"
+            else:  # a split input with parts still to run
+                target, event = InputState.QUEUED, "input.part_done"
+            await self._move_input(input_id, [InputState.BATCHED], target, event=event,
                                    detail={"batch_id": batch_id}, **changes)
+
+    async def _covered(self, input_id: int) -> int:
+        row = await self._fetch_one(
+            "SELECT COALESCE(SUM(bi.id_count), 0) AS n FROM batch_inputs bi"
+            " JOIN batches b ON b.id = bi.batch_id WHERE bi.input_id = ? AND b.state = 'done'",
+            (input_id,),
+        )
+        return 0 if row is None else int(row["n"])
+
+    async def covered_ids(self, input_id: int) -> int:
+        """How many of the input's IDs went through batches that are done (splitting)."""
+        return await self._covered(input_id)
+
+    async def parts_of_input(self, input_id: int) -> list[aiosqlite.Row]:
+        return await self._fetch_all(
+            "SELECT bi.batch_id, bi.part, bi.first_id, bi.id_count, b.state FROM batch_inputs bi"
+            " JOIN batches b ON b.id = bi.batch_id WHERE bi.input_id = ?"
+            " AND b.state NOT IN ('failed', 'cancelled') ORDER BY bi.part", (input_id,),
+        )
+
+    async def remote_jobs_of_input(self, input_id: int) -> list[aiosqlite.Row]:
+        return await self._fetch_all(
+            "SELECT r.*, (SELECT COUNT(*) FROM batch_inputs x WHERE x.batch_id = r.batch_id)"
+            " AS batch_inputs FROM remote_jobs r WHERE r.batch_id IN"
+            " (SELECT batch_id FROM batch_inputs WHERE input_id = ?)"
+            " ORDER BY r.batch_id, r.attempt", (input_id,),
+        )
 
     # ---- status ---------------------------------------------------------------------------
 

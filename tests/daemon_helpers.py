@@ -42,6 +42,11 @@ max_stage_retries = {max_stage_retries}
 backoff_initial_s = 0.05
 backoff_max_s = 0.5
 upload_margin_s = {upload_margin_s}
+pack_files = {pack_files}
+pack_wait_s = {pack_wait_s}
+max_ids_per_job = {max_ids_per_job}
+resumable_threshold_bytes = {resumable_threshold_bytes}
+upload_chunk_bytes = {upload_chunk_bytes}
 
 [poll]
 initial_interval_s = 0.1
@@ -59,7 +64,9 @@ def write_config(workdir: Path, base_url: str, **overrides: Any) -> Path:
     values: dict[str, Any] = {
         "base_url": base_url, "min_age_s": 0.05, "use_watcher": "true",
         "invalid_lines": "reject", "concurrency": "global", "max_attempts": 5,
-        "max_stage_retries": 10, "upload_margin_s": 1.0,
+        "max_stage_retries": 10, "upload_margin_s": 1.0, "pack_files": "true", "pack_wait_s": 0.0,
+        "max_ids_per_job": 100_000_000, "resumable_threshold_bytes": 64 << 20,
+        "upload_chunk_bytes": 256 << 10,
     }
     values.update(overrides)
     path = workdir / "config.toml"

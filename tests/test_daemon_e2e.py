@@ -33,8 +33,9 @@ async def test_files_of_both_types_come_back_exactly_as_the_sandbox_says(
         drop(tmp_path, "tweets", "batch one.txt", tweets)
         drop(tmp_path, "users", "users.csv", users)
         await wait_for(lambda: outcome(tmp_path, "tweets", "batch one.txt") is not None
-                       and outcome(tmp_path, "users", "users.csv") is not None,
-                       what="both results in the outbox")
+                       and outcome(tmp_path, "users", "users.csv") is not None
+                       and not list((tmp_path / "state" / "spool").iterdir()),
+                       what="both results in the outbox and a clean spool")
 
     for job_type, stem, ids in ((JobType.TWEETS, "batch one", tweets),
                                 (JobType.USERS, "users", users)):
@@ -61,7 +62,7 @@ async def test_files_of_both_types_come_back_exactly_as_the_sandbox_says(
 async def test_jobs_run_one_at_a_time_and_never_hit_the_conflict_rule(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
-    config = load(write_config(tmp_path, sandbox.base_url))
+    config = load(write_config(tmp_path, sandbox.base_url, pack_files="false"))
     names = [f"file-{n}.txt" for n in range(4)]
     async with running_service(config):
         for n, name in enumerate(names):
