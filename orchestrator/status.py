@@ -35,14 +35,15 @@ def daemon_pid(state_dir: Path) -> int | None:
     """PID of the running daemon, judged by whether its lock is held."""
     lock_path = state_dir / "daemon.lock"
     try:
-        with open(lock_path, "rb+") as handle:
+        # Read-only is enough for flock, and works for group members who may not write it.
+        with open(lock_path, "rb") as handle:
             try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 text = handle.read().decode(errors="replace").strip()
                 return int(text) if text.isdigit() else -1
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         return None
     return None
 
