@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import filecmp
+import hashlib
 import json
 import os
 import re
@@ -58,6 +59,11 @@ def _truncate_name(name: str, max_bytes: int) -> str:
     return cut or os.fsdecode(raw[:max_bytes])
 
 
+def truncate_name(name: str, max_bytes: int) -> str:
+    """`name` cut (on a UTF-8 character boundary) to at most `max_bytes` bytes."""
+    return _truncate_name(name, max_bytes)
+
+
 def temp_path_for(dest: Path) -> Path:
     """A fresh temp name beside `dest` (same filesystem, so the final rename is atomic)."""
     stem = _truncate_name(dest.name, NAME_MAX_BYTES - len(TEMP_PREFIX) - 9)
@@ -103,6 +109,47 @@ def atomic_write_file(
             assert src is not None
             with open(src, "rb") as inp:
                 shutil.copyfileobj(inp, out, COPY_BUFFER)
+
+
+class _Mismatch(Exception):
+    """The bytes copied are not the ones expected (raised inside atomic_output to discard)."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(COPY_BUFFER):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_copy_verified(src: Path, dest: Path, sha256: str) -> bool:
+    """Copy `src` to `dest` atomically only if the bytes read hash to `sha256`.
+
+    Returns False, leaving `dest` as it was, when `src` is missing or differs: the hash is
+    taken over the very bytes written, so a source changed mid-copy is never placed.
+    """
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink put there by someone: not our file
+            return False
+        raise
+    with os.fdopen(fd, "rb") as inp:
+        try:
+            with atomic_output(dest) as out:
+                digest = hashlib.sha256()
+                while block := inp.read(COPY_BUFFER):
+                    digest.update(block)
+                    out.write(block)
+                if digest.hexdigest() != sha256:
+                    raise _Mismatch
+        except _Mismatch:
+            return False
+    return True
 
 
 def _link_into_place(src: Path, dest: Path) -> bool:

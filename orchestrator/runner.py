@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
@@ -20,11 +20,14 @@ import anyio
 import structlog
 
 from orchestrator import machine, transfer
+from orchestrator.activity import Activity
 from orchestrator.deliver import batch_files, cleanup_after, deliver_batch
 from orchestrator.errors import IntegrityError, OrchestratorError, UploadWindowClosed
 from orchestrator.intake import Intake
+from orchestrator.lanes import RunnerSettings, Wakeup, lanes_for
 from orchestrator.layout import Layout
 from orchestrator.machine import Decision, Policy
+from orchestrator.metrics import Metrics
 from orchestrator.model import Batch, BatchState, JobType, RemoteStatus
 from orchestrator.results import normalise_results
 from orchestrator.scheduler import Scheduler
@@ -33,31 +36,14 @@ from orchestrator.xapi import XApi
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["Runner", "RunnerSettings", "Wakeup", "lanes_for"]  # lanes.py: kept importable here
 
-class Wakeup:
-    """Wakes sleeping lanes early (a new input was queued, or we are stopping)."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float) -> None:
-        event = self._event
-        with anyio.move_on_after(max(0.0, timeout)):
-            await event.wait()
-        if event.is_set() and event is self._event:
-            self._event = anyio.Event()
+# The lane a task runs (each lane is its own task), so that deep waits can beat its heart.
+_LANE: ContextVar[int | None] = ContextVar("orchestrator_lane", default=None)
 
 
-@dataclass(frozen=True, slots=True)
-class RunnerSettings:
-    resumable_threshold_bytes: int = 64 << 20
-    upload_chunk_bytes: int = 8 << 20
-    rate_reserve: int = 10
-    idle_check_s: float = 5.0
-    max_sleep_s: float = 5.0
+class _Stopping(Exception):
+    """The runner is stopping: abandon this step before its next remote call."""
 
 
 class Runner:
@@ -76,6 +62,8 @@ class Runner:
         wakeup: Wakeup,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.xapi = xapi
@@ -89,14 +77,40 @@ class Runner:
         self.wakeup = wakeup
         self.rng = rng or random.Random()
         self.wall_clock = wall_clock
-        self.heartbeat = time.monotonic()
-        self.current: dict[int, Batch] = {}  # lane index -> batch in hand, for status lines
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.activity = Activity(
+            len(self.lanes), self.metrics, monotonic=store.clock.monotonic, now=self.now,
+            on_change=on_change, download_warn_lead_s=settings.download_warn_lead_s,
+        )
+        self.stopped = anyio.Event()  # every lane has returned after stop()
+        self._stopping = False
+        self._affected: dict[int, int] = {}  # batch id -> affected IDs, for job.finished
         self._fresh_intents: set[tuple[int, int]] = set()  # (batch id, attempt) POST not yet sent
         self._verified_uploads: set[tuple[int, int]] = set()
         self._auth_reported = False
 
     def now(self) -> datetime:
         return self.store.clock.now()
+
+    @property
+    def heartbeat(self) -> float:
+        """store.clock.monotonic() of the least recent progress of any lane."""
+        return self.activity.heartbeat
+
+    @property
+    def current(self) -> dict[int, Batch]:
+        """Lane index -> batch in hand."""
+        return self.activity.current()
+
+    @property
+    def auth_paused(self) -> bool:
+        """The X API refused the credentials; work waits until the token works."""
+        return self._auth_reported
+
+    def stop(self) -> None:
+        """Start no new step; steps in flight run on until they persist their outcome."""
+        self._stopping = True
+        self.wakeup.notify()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -105,30 +119,50 @@ class Runner:
             for index, lane in enumerate(self.lanes):
                 group.start_soon(self._lane, index, lane)
             task_status.started()
+        self.stopped.set()
+
+    def _beat(self) -> None:
+        lane = _LANE.get()
+        if lane is not None:
+            self.activity.beat(lane)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep up to `seconds` (less when woken), beating, ending early when stopping."""
+        deadline = self.store.clock.monotonic() + seconds
+        while not self._stopping and (left := deadline - self.store.clock.monotonic()) > 0:
+            await self.wakeup.wait(min(left, self.settings.max_sleep_s))
+            self._beat()
 
     # ---- lanes --------------------------------------------------------------------------
 
     async def _lane(self, index: int, job_types: tuple[JobType, ...]) -> None:
-        while True:
-            self.heartbeat = time.monotonic()
+        _LANE.set(index)
+        while not self._stopping:
+            self.activity.beat(index)
             batch = await self.scheduler.next_batch(job_types)
             if batch is None:
-                self.current.pop(index, None)
+                self.activity.hold(index, None)
                 await self.wakeup.wait(self.scheduler.idle_wait_s(self.settings.idle_check_s))
                 continue
-            self.current[index] = batch
+            if self._stopping:
+                break  # formed but not started: the next start picks it up
+            self.activity.hold(index, batch)
             with structlog.contextvars.bound_contextvars(
                 batch_id=batch.id, job_type=str(batch.job_type)
             ):
+                self.activity.warn_if_results_expire_soon(batch)
                 try:
                     await self.step(batch)
+                except _Stopping:
+                    break
                 except Exception as error:
                     # A bug must not take the whole daemon down in a restart loop: say so
                     # loudly, keep the state as it is, and try again later.
                     log.exception(
                         "runner.step_crashed", error=type(error).__name__, state=str(batch.state)
                     )
-                    await self.wakeup.wait(self.policy.retry.backoff_max_s)
+                    await self._pause(self.policy.retry.backoff_max_s)
+        self.activity.hold(index, None)
 
     async def step(self, batch: Batch) -> Batch:
         """Do the one thing this batch needs next and persist the outcome."""
@@ -185,6 +219,7 @@ class Runner:
         except StaleState as stale:
             log.warning("batch.stale", error_msg=str(stale))
             return batch
+        self.activity.update(updated)
         self._log_decision(batch, decision)
         if decision.pause and not self._auth_reported:
             self._auth_reported = True
@@ -232,12 +267,16 @@ class Runner:
                 await self.intake.finish_rejection(part.input.id)
         await cleanup_after(self.store, self.layout, batch)
         started = batch.created_at or self.now()
+        self.metrics.job_finished(str(batch.job_type), str(batch.state))
         log.info(
             "job.finished",
             outcome=str(batch.state),
             attempts=batch.attempt,
             inputs=len(parts),
             ids=batch.id_count,
+            # Known unless a restart came between download and delivery.
+            affected=self._affected.pop(batch.id, None) if batch.state is BatchState.DONE
+            else 0,
             x_job_id=batch.x_job_id,
             duration_ms=int((self.now() - started).total_seconds() * 1000),
             reason=decision.reject_reason,
@@ -256,7 +295,9 @@ class Runner:
                 wait_s=round(delay, 1),
                 resume_at=datetime.fromtimestamp(self.wall_clock() + delay).isoformat(),
             )
-            await anyio.sleep(delay)
+            await self._pause(delay)  # a deliberate wait: the lane stays alive
+        if self._stopping:
+            raise _Stopping
 
     async def _create(self, batch: Batch, name: str) -> machine.Observation:
         if (batch.id, batch.attempt) not in self._fresh_intents:
@@ -289,7 +330,7 @@ class Runner:
             session_url = batch.upload_session_url
             if session_url is not None:
                 try:
-                    await self._send_resumable(session_url, body)
+                    await self._send_resumable(session_url, body, batch)
                 except transfer.UploadSessionGone:
                     log.warning("upload.session_gone", x_job_id=batch.x_job_id)
                     session_url = None
@@ -299,9 +340,10 @@ class Runner:
                 observation = machine.UploadSessionStarted(session_url)
                 decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
                 batch = await self._persist(batch, decision)
-                await self._send_resumable(session_url, body)
+                await self._send_resumable(session_url, body, batch)
         else:
-            await transfer.upload_simple(self.session, batch.upload_url, body)
+            meter = self.activity.meter(batch, "upload", baseline=0, resumed_bytes_count=False)
+            await transfer.upload_simple(self.session, batch.upload_url, body, progress=meter)
         log.debug(
             "upload.transferred",
             bytes=batch.upload_bytes,
@@ -309,16 +351,23 @@ class Runner:
         )
         return machine.UploadFinished()
 
-    async def _send_resumable(self, session_url: str, body: Path) -> None:
+    async def _send_resumable(self, session_url: str, body: Path, batch: Batch) -> None:
+        # The first progress call reports what the storage already holds: not sent now.
+        meter = self.activity.meter(batch, "upload", baseline=None, resumed_bytes_count=False)
         await transfer.upload_resumable(
-            self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes
+            self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes,
+            progress=meter,
         )
 
     async def _download(self, batch: Batch) -> machine.Observation:
         assert batch.download_url is not None
         files = batch_files(self.layout, batch)
         started = time.monotonic()
-        report = await transfer.download(self.session, batch.download_url, files["raw"])
+        partial = files["raw"].stat().st_size if files["raw"].exists() else 0
+        meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
+        report = await transfer.download(
+            self.session, batch.download_url, files["raw"], progress=meter
+        )
         try:
             results = await anyio.to_thread.run_sync(
                 normalise_results, files["raw"], files["results"]
@@ -328,6 +377,7 @@ class Runner:
             files["results"].unlink(missing_ok=True)
             raise
         files["raw"].unlink(missing_ok=True)
+        self._affected[batch.id] = results.affected
         log.info(
             "download.transferred",
             bytes=report.bytes,
@@ -347,8 +397,3 @@ class Runner:
                 log.info("outbox.delivered", **summary)
         return machine.DeliveredAll()
 
-
-def lanes_for(concurrency: str) -> list[list[JobType]]:
-    if concurrency == "per-type":
-        return [[JobType.TWEETS], [JobType.USERS]]
-    return [[JobType.TWEETS, JobType.USERS]]

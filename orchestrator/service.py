@@ -201,11 +201,25 @@ def run_command(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format, secrets=(token,))
     try:
         anyio.run(_run_until_signal, Service(config, token))
-    except ConfigError as error:  # e.g. the state directory is locked, schema too new
-        log.error("service.config_error", error=type(error).__name__, error_msg=str(error))
-        print(f"compliance-orchestrator: {error}", file=sys.stderr)
-        return 2
     except Exception as error:
+        config_error = _config_error_in(error)
+        if config_error is not None:  # e.g. the state directory is locked, schema too new
+            log.error("service.config_error", error=type(config_error).__name__,
+                      error_msg=str(config_error))
+            print(f"compliance-orchestrator: {config_error}", file=sys.stderr)
+            return 2
         log.exception("service.crashed", error=type(error).__name__)
         return 1
     return 0
+
+
+def _config_error_in(error: BaseException) -> ConfigError | None:
+    """Task groups wrap errors in exception groups; find a ConfigError inside."""
+    if isinstance(error, ConfigError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _config_error_in(inner)
+            if found is not None:
+                return found
+    return None

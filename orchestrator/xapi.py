@@ -120,8 +120,10 @@ class XApi:
         *,
         budget: RateBudget | None = None,
         clock: Callable[[], float] = time.time,
+        on_request: Callable[[str, int | None], None] | None = None,
     ) -> None:
         self._session = session
+        self._on_request = on_request  # (endpoint, HTTP status or None): metrics
         self._base_url = base_url.rstrip("/")
         self._token = token
         self._clock = clock
@@ -239,6 +241,8 @@ class XApi:
                 f"X API {endpoint}: {self._describe(exc)}", http_status=status, endpoint=endpoint
             ) from None
         finally:
+            if self._on_request is not None:
+                self._on_request(endpoint, status)
             log.debug(
                 "xapi.request",
                 endpoint=endpoint,
