@@ -37,16 +37,25 @@ class PackingLimits:
         return max(1, min(self.max_ids_per_job, self.max_bytes_per_job // MAX_LINE_BYTES))
 
 
+def _input_of(spool_file: str) -> str:
+    """`<hex>.<type>` for an input's own files (`<hex>.<type>.ids`, `.part-2.ids`, ...)."""
+    return ".".join(spool_file.split(".")[:2])
+
+
 class Scheduler:
     def __init__(self, store: Store, layout: Layout, limits: PackingLimits) -> None:
         self.store = store
         self.layout = layout
         self.limits = limits
         self._wake_at: datetime | None = None
+        self._swept = False
 
     async def next_batch(self, job_types: tuple[JobType, ...]) -> Batch | None:
         """The oldest unfinished batch of these types, else a new one from the queue."""
         self._wake_at = None
+        if not self._swept:
+            self._swept = True
+            await self.sweep_spool()
         active = await self.store.active_batches(job_types)
         if active:
             batch = active[0]
@@ -151,6 +160,29 @@ class Scheduler:
         ids, size = await anyio.to_thread.run_sync(build_body, pieces, self.layout.spool / name)
         return await self.store.form_batch(job_type, parts, upload_name=name, id_count=ids,
                                            upload_bytes=size)
+
+    async def sweep_spool(self) -> list[str]:
+        """Remove spool files no live input or batch refers to (a crash between a batch
+        becoming final and its cleanup leaves some). Lists the folder *before* reading the
+        database, so a file claimed meanwhile is never mistaken for garbage."""
+        present = [p.name for p in self.layout.spool.iterdir()
+                   if p.is_file() and not p.name.startswith(".tmp-")]
+        live_inputs = {i.spool_name for i in await self.store.inputs_in(
+            [InputState.CLAIMING, InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED,
+             InputState.REJECTED])}
+        live_files: set[str] = set()
+        for batch in await self.store.active_batches(list(JobType)):
+            live_files.update({batch.upload_name, f"batch-{batch.id}.download",
+                               f"batch-{batch.id}.results.jsonl"})
+        removed = []
+        for name in present:
+            if name in live_files or _input_of(name) in live_inputs:
+                continue
+            (self.layout.spool / name).unlink(missing_ok=True)
+            removed.append(name)
+        if removed:
+            log.info("spool.swept", files=len(removed))
+        return removed
 
     async def ensure_body(self, batch: Batch) -> Path:
         """The upload body exists (rebuilt from the batch's parts after a crash if needed)."""

@@ -204,3 +204,24 @@ async def test_membership_split_keeps_memory_off_the_python_heap(tmp_path: Path)
     assert counts[0].affected == len(range(0, 100_000, 7))
     assert counts[1].affected == len(range(50_001, 200_000, 7)) + (1 if 50_000 % 7 == 0 else 0)
     assert peak < 20 << 20, f"peak Python allocation {peak / 1e6:.1f} MB"
+
+
+async def test_startup_sweeps_spool_files_nobody_refers_to(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    config = load(write_config(tmp_path, sandbox.base_url))
+    ids = make_ids(21, 30)
+    async with running_service(config):
+        drop(tmp_path, "tweets", "first.txt", ids)
+        await wait_for(lambda: outcome(tmp_path, "tweets", "first.txt") == "delivered"
+                       and not list((tmp_path / "state" / "spool").iterdir()))
+    spool = tmp_path / "state" / "spool"
+    # What a crash between "batch done" and its cleanup leaves behind:
+    for leftover in ("batch-1.results.jsonl", "0123456789abcdef.tweets.part-0.results.jsonl",
+                     "0123456789abcdef.tweets.pack.ids"):
+        (spool / leftover).write_text("{}\n")
+    async with running_service(config):
+        drop(tmp_path, "users", "second.txt", make_ids(22, 10))
+        await wait_for(lambda: outcome(tmp_path, "users", "second.txt") == "delivered"
+                       and not list(spool.iterdir()), what="a clean spool")
+    assert read_results(tmp_path, "tweets", "first") == sandbox.expected_results("tweets", ids)
