@@ -44,6 +44,9 @@ class Policy:
     poll_initial_s: float = 5.0
     poll_max_s: float = 60.0
     poll_factor: float = 1.5
+    # Never wait longer than this share of the job's age: completion is noticed within ~10%
+    # of how long the job took (or poll_initial_s for quick ones).
+    poll_age_fraction: float = 0.1
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -177,10 +180,15 @@ def download_deadline(batch: Batch, policy: Policy) -> datetime | None:
     return batch.download_expires_at - timedelta(seconds=policy.download_margin_s)
 
 
-def poll_interval(poll_count: int, policy: Policy) -> float:
+def poll_interval(poll_count: int, policy: Policy, age_s: float | None = None) -> float:
     """Short at first, growing geometrically, capped: a quick job is noticed quickly and a
-    long one costs few requests."""
-    return min(policy.poll_max_s, policy.poll_initial_s * policy.poll_factor ** min(poll_count, 60))
+    long one costs few requests. With the job's age known, also at most a fixed share of it
+    (but never below the first interval)."""
+    interval = min(policy.poll_max_s,
+                   policy.poll_initial_s * policy.poll_factor ** min(poll_count, 60))
+    if age_s is not None:
+        interval = min(interval, max(policy.poll_initial_s, age_s * policy.poll_age_fraction))
+    return interval
 
 
 def plan(batch: Batch, now: datetime, policy: Policy) -> Step:
@@ -304,7 +312,8 @@ def _on_polled(
             detail={"x_job_id": job.id, "status": "expired"},
         )
     # created / in_progress / a status we don't know yet: keep polling, less often over time.
-    interval = poll_interval(batch.poll_count + 1, policy)
+    age_s = (now - batch.uploaded_at).total_seconds() if batch.uploaded_at else None
+    interval = poll_interval(batch.poll_count + 1, policy, age_s)
     changed = str(status) != (batch.x_status or "")
     return Decision(
         S.WAITING, "job.status",

@@ -254,3 +254,15 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert max(values) <= 300
     assert values[0] <= 2
     assert len(set(values)) == len(values)  # jitter: no two restarts wake together
+
+
+def test_poll_interval_stays_within_a_tenth_of_the_job_age() -> None:
+    slow = Policy(poll_initial_s=5, poll_max_s=60, poll_factor=3)
+    assert machine.poll_interval(5, slow) == 60
+    assert machine.poll_interval(5, slow, age_s=100) == 10  # 10% of 100 s
+    assert machine.poll_interval(5, slow, age_s=10) == 5  # never below the first interval
+    assert machine.poll_interval(5, slow, age_s=6000) == 60  # and never above the cap
+    uploaded = NOW - timedelta(seconds=200)
+    decision = decide(batch(S.WAITING, poll_count=9, uploaded_at=uploaded),
+                      machine.Polled(remote(RemoteStatus.IN_PROGRESS)), NOW, slow, rng())
+    assert decision.changes["next_attempt_at"] - NOW == timedelta(seconds=20)
