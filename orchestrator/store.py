@@ -368,7 +368,7 @@ class Store:
         self, batch_id: int, to_state: BatchState, input_error: Mapping[str, Any] | None
     ) -> None:
         rows = await self._fetch_all(
-            "SELECT DISTINCT bi.input_id, i.id_count FROM batch_inputs bi"
+            "SELECT DISTINCT bi.input_id, i.id_count, i.name, i.job_type FROM batch_inputs bi"
             " JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = ?", (batch_id,),
         )
         for row in rows:
@@ -378,7 +378,11 @@ class Store:
                 target, event = InputState.QUEUED, "batch.input_released"
             elif to_state is BatchState.FAILED:
                 target, event = InputState.REJECTED, "input.rejected"
-                changes["error_json"] = dict(input_error or {})
+                # Per input, so `requeue` and `retry` can find the file and its type.
+                changes["error_json"] = {
+                    **dict(input_error or {}), "file": row["name"], "input_id": input_id,
+                    "job_type": row["job_type"], "batch_id": batch_id,
+                }
             elif await self._covered(input_id) >= (row["id_count"] or 0):
                 target, event = InputState.DELIVERED, "outbox.delivered"
             else:  # a split input with parts still to run

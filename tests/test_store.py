@@ -92,7 +92,8 @@ async def test_failed_batch_rejects_its_inputs_in_the_same_transaction(store: St
     await store.apply(creating, give_up, input_error={"message": "nope", "stage": "creating"})
     item = await store.get_input(input_id)
     assert item is not None and item.state is InputState.REJECTED
-    assert item.error == {"message": "nope", "stage": "creating"}
+    assert item.error == {"message": "nope", "stage": "creating", "file": "a.txt",
+                          "input_id": input_id, "job_type": "tweets", "batch_id": batch.id}
 
 
 async def test_disallowed_transition_is_refused(store: Store) -> None:
