@@ -43,6 +43,15 @@ class Layout:
     def manifest_path(self, job_type: JobType, out_stem: str) -> Path:
         return self.outbox_for(job_type) / f"{out_stem}.manifest.json"
 
-    def ensure(self) -> None:
-        for folder in (self.spool, self.rejected, *(self.outbox_for(t) for t in JobType)):
-            folder.mkdir(parents=True, exist_ok=True)
+    def ensure(self) -> list[tuple[Path, OSError]]:
+        """Create the folders. The spool is the daemon's own: failing there is fatal. An
+        outbox folder that cannot be made is returned instead: the daemon starts anyway and
+        keeps results in the spool until the outbox is fixed."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        problems = []
+        for folder in (self.rejected, *(self.outbox_for(t) for t in JobType)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                problems.append((folder, error))
+        return problems

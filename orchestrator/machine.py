@@ -370,6 +370,7 @@ def _on_error(
         state, "xapi.auth_failed" if is_auth else "step.retry", changes,
         level="error" if is_auth else "warning",
         detail={**detail, "retry_in_s": round(verdict.delay_s, 1),
+                "resume_at": changes["next_attempt_at"].isoformat(),
                 "attempt": batch.stage_retries + (1 if verdict.counted else 0)},
         pause=is_auth,
     )

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -142,6 +142,8 @@ class Runner:
             batch = await self.scheduler.next_batch(job_types)
             if batch is None:
                 self.activity.hold(index, None)
+                if self._stopping:
+                    break  # the wakeup may have gone to another lane meanwhile
                 await self.wakeup.wait(self.scheduler.idle_wait_s(self.settings.idle_check_s))
                 continue
             if self._stopping:
@@ -173,7 +175,8 @@ class Runner:
             case machine.Sleep(until=until):
                 # Capped, so an operator's `retry`/`cancel` from another process is seen soon.
                 remaining = (until - self.now()).total_seconds()
-                await self.wakeup.wait(min(remaining, self.settings.max_sleep_s))
+                if not self._stopping:
+                    await self.wakeup.wait(min(remaining, self.settings.max_sleep_s))
                 return batch
             case machine.StartAttempt(attempt=attempt):
                 self._fresh_intents.add((batch.id, attempt))
@@ -274,9 +277,8 @@ class Runner:
             attempts=batch.attempt,
             inputs=len(parts),
             ids=batch.id_count,
-            # Known unless a restart came between download and delivery.
-            affected=self._affected.pop(batch.id, None) if batch.state is BatchState.DONE
-            else 0,
+            # None when failed, or when a restart came between download and delivery.
+            affected=self._affected.pop(batch.id, None),
             x_job_id=batch.x_job_id,
             duration_ms=int((self.now() - started).total_seconds() * 1000),
             reason=decision.reject_reason,
@@ -293,7 +295,7 @@ class Runner:
                 "xapi.rate_wait",
                 endpoint=endpoint,
                 wait_s=round(delay, 1),
-                resume_at=datetime.fromtimestamp(self.wall_clock() + delay).isoformat(),
+                resume_at=datetime.fromtimestamp(self.wall_clock() + delay, tz=UTC).isoformat(),
             )
             await self._pause(delay)  # a deliberate wait: the lane stays alive
         if self._stopping:

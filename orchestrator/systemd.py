@@ -31,8 +31,14 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Never block the event loop on a receiver that does not keep up: a dropped
+            # STATUS or WATCHDOG is repaired by the next one.
+            sock.setblocking(False)
             sock.connect(_address(raw))
             sock.sendall(message.encode())
+    except BlockingIOError:
+        log.debug("systemd.notify_dropped", message=message.partition("=")[0])
+        return False
     except OSError as error:
         log.warning("systemd.notify_failed", error=type(error).__name__, error_msg=str(error))
         return False

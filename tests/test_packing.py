@@ -145,7 +145,7 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
     """Die after the packed batch's results were split for some inputs but not all."""
     config = load(write_config(tmp_path, sandbox.base_url, pack_wait_s=1.0))
     files = {f"p{n}.txt": make_ids(300 + n, 30) for n in range(6)}
-    service = Service(config, TOKEN)
+    service = Service(config, TOKEN, stop_grace_s=0)
     tripped = anyio.Event()
     import orchestrator.deliver as deliver_module
 

@@ -52,7 +52,7 @@ async def test_stop_at_every_stage_then_resume(
 ) -> None:
     config = load(write_test_config(tmp_path, sandbox.base_url))
     ids = make_ids(42, 120)
-    service = Service(config, TOKEN)
+    service = Service(config, TOKEN, stop_grace_s=0)
     tripped = anyio.Event()
 
     def trip() -> None:
