@@ -166,6 +166,18 @@ class HealthConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    stop_grace_s: float = field(
+        default=20.0,
+        metadata=_rule(lambda v: 0 <= v <= 600, "a number of seconds from 0 to 600"),
+    )
+    stale_after_s: float = field(
+        default=0.0,
+        metadata=_rule(lambda v: v == 0 or v >= 10, "0 (automatic) or at least 10 seconds"),
+    )
+
+
 _SECTIONS: dict[str, type] = {
     "api": ApiConfig,
     "paths": PathsConfig,
@@ -174,6 +186,7 @@ _SECTIONS: dict[str, type] = {
     "poll": PollConfig,
     "log": LogConfig,
     "health": HealthConfig,
+    "service": ServiceConfig,
 }
 
 
@@ -186,6 +199,7 @@ class Config:
     poll: PollConfig = field(default_factory=PollConfig)
     log: LogConfig = field(default_factory=LogConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
     source: Path | None = None  # the file this was loaded from
 
     def for_logging(self) -> dict[str, Any]:

@@ -44,7 +44,6 @@ from orchestrator.xapi import XApi, make_session
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_STOP_GRACE_S = 20.0  # TODO(config): [service] stop_grace_s
 FINAL_WRITES_S = 10.0  # after the grace: cancelled steps, shielded last writes, closing
 START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, recovery)
 # A lane beats at least every few seconds when idle or waiting, and with every MiB a transfer
@@ -104,7 +103,7 @@ class Service:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        stop_grace_s: float = DEFAULT_STOP_GRACE_S,
+        stop_grace_s: float | None = None,
         stale_after_s: float | None = None,
         notifier: systemd.Notifier | None = None,
     ) -> None:
@@ -112,8 +111,10 @@ class Service:
         self.token = token
         self.clock = clock or SystemClock()
         self.rng = rng
-        self.stop_grace_s = stop_grace_s
-        self.stale_after_s = stale_after_s or max(
+        self.stop_grace_s = (
+            config.service.stop_grace_s if stop_grace_s is None else stop_grace_s
+        )
+        self.stale_after_s = stale_after_s or config.service.stale_after_s or max(
             MIN_STALE_AFTER_S, 2 * config.api.read_timeout_s
         )
         self.notifier = notifier or systemd.Notifier()

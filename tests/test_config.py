@@ -139,7 +139,8 @@ def test_for_logging_is_plain_json(tmp_path: Path) -> None:
     assert json.loads(json.dumps(data)) == data
     assert data["paths"]["inbox"] == str(tmp_path / "in")
     assert data["jobs"]["max_attempts"] == 5
-    assert set(data) == {"api", "paths", "inbox", "jobs", "poll", "log", "health", "source"}
+    assert set(data) == {"api", "paths", "inbox", "jobs", "poll", "log", "health", "service",
+                         "source"}
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -471,3 +471,13 @@ def test_runtime_works_without_writable_executable_memory() -> None:
         result.stdout + result.stderr
     )
 
+
+
+def test_stop_grace_fits_inside_the_units_stop_timeout() -> None:
+    """systemd SIGKILLs after TimeoutStopSec; the daemon's own grace must end well before."""
+    from orchestrator.config import load_config
+
+    timeout = one(unit_settings(UNIT.read_text()), "Service", "TimeoutStopSec")
+    assert timeout.endswith("s")
+    grace = load_config(DEPLOY / "config.toml").service.stop_grace_s
+    assert grace + 10 <= float(timeout[:-1])
