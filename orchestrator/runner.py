@@ -220,8 +220,12 @@ class Runner:
         try:
             updated = await self.store.apply(batch, decision, input_error=input_error)
         except StaleState as stale:
+            # Someone else (an operator's `cancel`) moved the batch; the database wins.
             log.warning("batch.stale", error_msg=str(stale))
-            return batch
+            current = await self.store.get_batch(batch.id)
+            if current is not None and current.state.is_final:
+                await cleanup_after(self.store, self.layout, current)
+            return current or batch
         self.activity.update(updated)
         self._log_decision(batch, decision)
         if decision.pause and not self._auth_reported:
