@@ -112,8 +112,10 @@ class Intake:
                    **fields: Any) -> None:
         """A warning per problem, not per retry; repeats of the same failure go to debug."""
         message = redact_text(str(error))
-        level = "debug" if self._warned.get(key) == message else "warning"
-        self._warned[key] = message
+        # Same kind of failure = same problem, even if the message names another temp file.
+        kind = f"{type(error).__name__}:{getattr(error, 'errno', None) or message}"
+        level = "debug" if self._warned.get(key) == kind else "warning"
+        self._warned[key] = kind
         getattr(log, level)(event, error=type(error).__name__, error_msg=message, **fields)
 
     def _resolved(self, key: tuple[str, str], event: str, **fields: Any) -> None:
@@ -259,14 +261,16 @@ class Intake:
                 for b in report.bad_lines
             ]
         return {"input_sha256": report.input_sha256, "id_count": report.id_count,
-                "bad_line_count": report.bad_line_count, "report_json": summary}
+                "bad_line_count": report.bad_line_count, "report_json": summary,
+                "body_sha256": report.output_sha256}
 
     @staticmethod
     def _stored_fields(item: InputFile) -> dict[str, Any]:
         report = {k: v for k, v in (item.report or {}).items()
                   if k not in ("waiting_for", "link")}
         return {"input_sha256": item.input_sha256, "id_count": item.id_count,
-                "bad_line_count": item.bad_line_count, "report_json": report}
+                "bad_line_count": item.bad_line_count, "report_json": report,
+                "body_sha256": item.body_sha256 or report.get("body_sha256")}
 
     async def _queue(self, item: InputFile, fields: dict[str, Any]) -> None:
         await self.store.move_input(
@@ -281,13 +285,7 @@ class Intake:
 
     async def _twins(self, item: InputFile, body_sha256: str) -> list[InputFile]:
         """Other inputs of the same type with the same upload body (not rejected ones)."""
-        # A scan of the table; a `body_sha256` column with an index would make this one
-        # lookup (see the intake report for the migration).
-        rows = await self.store.inputs_in(
-            [InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED, InputState.DELIVERED]
-        )
-        return [r for r in rows if r.id != item.id and r.job_type is item.job_type
-                and (r.report or {}).get("body_sha256") == body_sha256]
+        return await self.store.twins_of(item.job_type, body_sha256, item.id)
 
     async def _dedupe(self, item: InputFile, fields: dict[str, Any]) -> bool:
         """Link to an earlier delivered twin, or wait for one in flight: True if handled."""
@@ -305,16 +303,15 @@ class Intake:
                     **{**fields, "report_json": report},
                 )
                 try:
-                    if await self._finish_link(linking):
-                        return True
+                    failed = await self._finish_link(linking)
                 except OSError as error:
                     # Intent persisted: maintenance() finishes the link once the outbox works.
                     self._warn_once(("link", str(item.id)), "outbox.link_deferred", error,
                                     file=item.name, input_id=item.id, retry="every rescan")
                     return True
-                # The earlier result changed under us; try an older twin.
-                unusable.append(f"{twin.name}: result changed during the copy")
-                continue
+                if failed is None:
+                    return True
+                why = failed  # the earlier result changed under us: try an older twin
             unusable.append(f"{twin.name}: {why}")
         # Only an earlier twin is waited for: two copies never wait for each other.
         in_flight = [t for t in twins if t.state in _IN_FLIGHT
@@ -377,12 +374,13 @@ class Intake:
             "jobs": jobs,
         }, ""
 
-    async def _finish_link(self, item: InputFile) -> bool:
+    async def _finish_link(self, item: InputFile) -> str | None:
         """Write the linked result + manifest and mark the input delivered (idempotent).
 
-        False if the earlier result is gone or changed and no complete copy of it exists yet:
-        the input then goes the normal way (queued) unless the caller tries another twin.
-        OSError (outbox not writable) propagates; the intent stays for a retry.
+        None when done. If the earlier result is gone or changed and no complete copy of it
+        exists yet, the intent is dropped and the reason returned: the caller processes the
+        input the normal way (or tries another twin). OSError (outbox not writable)
+        propagates, and the intent stays for a retry.
         """
         intent = (item.report or {})["link"]
         dest = self.layout.results_path(item.job_type, item.out_stem)
@@ -397,8 +395,12 @@ class Intake:
             return atomic_copy_verified(source, dest, expected)
 
         if not await anyio.to_thread.run_sync(place):
-            await self._abandon_link(item, f"{intent['results']} changed or was removed")
-            return False
+            why = f"{intent['results']} was changed or removed from the outbox"
+            await self.store.move_input(
+                item.id, [InputState.CLAIMED], InputState.CLAIMED, event="input.link_abandoned",
+                detail={"reason": why}, **self._stored_fields(item),
+            )
+            return why
         now = self.store.clock.now()
         manifest = self._linked_manifest(item, intent, dest, now)
         await anyio.to_thread.run_sync(
@@ -414,16 +416,7 @@ class Intake:
         log.info("outbox.linked", file=item.name, input_id=item.id,
                  job_type=str(item.job_type), results=dest.name, linked_file=intent["file"],
                  linked_input_id=intent["input_id"], affected=intent["affected"])
-        return True
-
-    async def _abandon_link(self, item: InputFile, why: str) -> None:
-        """Drop the link intent; the input is claimed and validated again, the normal way."""
-        log.warning("input.link_unavailable", file=item.name, input_id=item.id, reasons=[why],
-                    action="processing it as a new job")
-        await self.store.move_input(
-            item.id, [InputState.CLAIMED], InputState.CLAIMED, event="input.link_abandoned",
-            detail={"reason": why}, **self._stored_fields(item),
-        )
+        return None
 
     def _linked_manifest(self, item: InputFile, intent: dict[str, Any], dest: Path,
                          now: datetime) -> dict[str, Any]:
@@ -460,12 +453,18 @@ class Intake:
         """Carry on with a claimed input from what the database says about it."""
         report = item.report or {}
         if "link" in report:
-            if await self._finish_link(item):
+            why = await self._finish_link(item)
+            if why is None:
                 return
+            log.warning("input.link_unavailable", file=item.name, input_id=item.id,
+                        reasons=[f"{report['link']['file']}: {why}"],
+                        action="processing it as a new job")
             refreshed = await self.store.get_input(item.id)
             assert refreshed is not None
-            item = refreshed
-            report = item.report or {}
+            if (self.layout.spool / item.ids_name).exists():
+                await self._queue(refreshed, self._stored_fields(refreshed))
+                return
+            item, report = refreshed, {}
         if "body_sha256" in report and (self.layout.spool / item.ids_name).exists():
             fields = self._stored_fields(item)
             if self.duplicate_content == "link" and await self._dedupe(item, fields):

@@ -164,6 +164,7 @@ class InputFile:
     input_sha256: str | None = None
     id_count: int | None = None
     bad_line_count: int = 0
+    body_sha256: str | None = None  # of the normalised upload body (duplicate detection)
     report: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     claimed_at: datetime | None = None

@@ -184,7 +184,8 @@ class Service:
             self._poke()
 
         intake = Intake(
-            store, layout, invalid_lines=config.inbox.invalid_lines, on_queued=queued
+            store, layout, invalid_lines=config.inbox.invalid_lines,
+            duplicate_content=config.inbox.duplicate_content, on_queued=queued,
         )
         await intake.recover()
         async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:

@@ -35,6 +35,7 @@ _BATCH_COLUMNS = frozenset(
 _INPUT_COLUMNS = frozenset(
     {
         "state", "input_sha256", "id_count", "bad_line_count", "report_json", "error_json",
+        "body_sha256",
         "queued_at", "finished_at",
     }
 )
@@ -92,6 +93,7 @@ def input_from_row(row: Mapping[str, Any]) -> InputFile:
         out_stem=row["out_stem"], state=InputState(row["state"]), spool_name=row["spool_name"],
         inode=row["inode"], size_bytes=row["size_bytes"], input_sha256=row["input_sha256"],
         id_count=row["id_count"], bad_line_count=row["bad_line_count"],
+        body_sha256=row["body_sha256"],
         report=_json_or_none(row["report_json"]), error=_json_or_none(row["error_json"]),
         claimed_at=from_iso(row["claimed_at"]), queued_at=from_iso(row["queued_at"]),
         finished_at=from_iso(row["finished_at"]),
@@ -199,6 +201,17 @@ class Store:
         marks = ",".join("?" * len(wanted))
         rows = await self._fetch_all(
             f"SELECT * FROM inputs WHERE state IN ({marks}) ORDER BY id", wanted  # noqa: S608
+        )
+        return [input_from_row(r) for r in rows]
+
+    async def twins_of(
+        self, job_type: JobType, body_sha256: str, exclude_id: int
+    ) -> list[InputFile]:
+        """Other live or delivered inputs of the type with the same upload body, oldest first."""
+        rows = await self._fetch_all(
+            "SELECT * FROM inputs WHERE job_type = ? AND body_sha256 = ? AND id != ?"
+            " AND state IN ('claimed', 'queued', 'batched', 'delivered') ORDER BY id",
+            (job_type, body_sha256, exclude_id),
         )
         return [input_from_row(r) for r in rows]
 

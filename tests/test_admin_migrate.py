@@ -32,12 +32,17 @@ def user_version(path: Path) -> int:
         conn.close()
 
 
+HEAD = len(migrate.list_migrations())  # the schema version this program ships
+NEXT = HEAD + 1
+NEXT_FILE = f"{NEXT:04d}_add_notes.sql"
+
+
 @pytest.fixture
 def next_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shipped migrations plus a new 0002, as the next release would bring."""
+    """The shipped migrations plus a new one, as the next release would bring."""
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.migrations_dir(), folder)
-    (folder / "0002_add_notes.sql").write_text(
+    (folder / NEXT_FILE).write_text(
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);\n"
     )
     monkeypatch.setattr(migrate, "migrations_dir", lambda: folder)
@@ -50,16 +55,16 @@ def test_a_fresh_state_dir_gets_the_schema_then_is_up_to_date(
     config = offline_config(tmp_path)
     run = run_cli(capsys, "migrate", "--config", config)
     assert run.code == 0, run.err
-    assert "created -> version 1" in run.out and "applied 0001_initial.sql" in run.out
-    assert user_version(tmp_path / "state/state.db") == 1
+    assert f"created -> version {HEAD}" in run.out and "applied 0001_initial.sql" in run.out
+    assert user_version(tmp_path / "state/state.db") == HEAD
 
     run = run_cli(capsys, "migrate", "--config", config)
     assert run.code == 0
-    assert run.out.strip().endswith("up to date (schema version 1)")
+    assert run.out.strip().endswith(f"up to date (schema version {HEAD})")
     run = run_cli(capsys, "migrate", "--config", config, "--json")
     assert run.json == {
         "ok": True, "state_db": str(tmp_path / "state/state.db"), "created": False,
-        "from_version": 1, "to_version": 1, "applied": [], "backup": None,
+        "from_version": HEAD, "to_version": HEAD, "applied": [], "backup": None,
         "status": "up to date",
     }
 
@@ -68,12 +73,12 @@ def test_pending_migrations_are_applied_after_a_backup(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], next_migration: Path
 ) -> None:
     config = offline_config(tmp_path)
-    del next_migration
     db_path = tmp_path / "state/state.db"
     db_path.parent.mkdir()
     conn = sqlite3.connect(db_path)
-    conn.executescript((migrate.migrations_dir() / "0001_initial.sql").read_text())
-    conn.execute("PRAGMA user_version = 1")
+    for shipped in migrate.list_migrations(next_migration)[:HEAD]:
+        conn.executescript(shipped.path.read_text())
+    conn.execute(f"PRAGMA user_version = {HEAD}")
     conn.execute("INSERT INTO events (at, kind) VALUES ('2026-01-01', 'kept')")
     conn.commit()
     conn.close()
@@ -82,17 +87,17 @@ def test_pending_migrations_are_applied_after_a_backup(
     assert run.code == 0, run.err
     result = run.json
     assert result["status"] == "migrated"
-    assert (result["from_version"], result["to_version"]) == (1, 2)
-    assert result["applied"] == [{"version": 2, "file": "0002_add_notes.sql"}]
+    assert (result["from_version"], result["to_version"]) == (HEAD, NEXT)
+    assert result["applied"] == [{"version": NEXT, "file": NEXT_FILE}]
     backup = Path(result["backup"])
     assert backup.parent == tmp_path / "state/backups"
-    assert user_version(backup) == 1 and user_version(db_path) == 2
+    assert user_version(backup) == HEAD and user_version(db_path) == NEXT
     assert db(tmp_path, "SELECT kind FROM events") == [{"kind": "kept"}]
 
     # The other commands refuse a database that needs migrating, and say what to do.
-    db(tmp_path, "PRAGMA user_version = 1")
+    db(tmp_path, f"PRAGMA user_version = {HEAD}")
     run = run_cli(capsys, "retry", "1", "--config", config)
-    assert run.code == 2 and "needs migration(s) 2" in run.err and "migrate" in run.err
+    assert run.code == 2 and f"needs migration(s) {NEXT}" in run.err and "migrate" in run.err
 
 
 def test_refused_while_the_daemon_holds_the_state_dir(
@@ -114,7 +119,7 @@ def test_a_database_newer_than_the_program_is_refused(
     db(tmp_path, "PRAGMA user_version = 7")
     run = run_cli(capsys, "migrate", "--config", config)
     assert run.code == 2
-    assert "schema version 7 is newer than this program (1)" in run.err
+    assert f"schema version 7 is newer than this program ({HEAD})" in run.err
     assert user_version(tmp_path / "state/state.db") == 7
 
 
@@ -122,11 +127,11 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], next_migration: Path
 ) -> None:
     config = offline_config(tmp_path)
-    (next_migration / "0002_add_notes.sql").write_text("CREATE TABLE events (x);\n")
-    run = run_cli(capsys, "migrate", "--config", config)  # 0001 applies, 0002 fails
+    (next_migration / NEXT_FILE).write_text("CREATE TABLE events (x);\n")
+    run = run_cli(capsys, "migrate", "--config", config)  # the shipped ones apply, NEXT fails
     assert run.code == 1
-    assert "0002_add_notes.sql failed" in run.err and "stays at version 1" in run.err
-    assert user_version(tmp_path / "state/state.db") == 1
+    assert f"{NEXT_FILE} failed" in run.err and f"stays at version {HEAD}" in run.err
+    assert user_version(tmp_path / "state/state.db") == HEAD
 
 
 def test_console_script_smoke(tmp_path: Path) -> None:
