@@ -98,6 +98,7 @@ class InboxConfig:
     use_watcher: bool = True
     invalid_lines: Literal["reject", "drop"] = "reject"
     duplicate_content: Literal["process", "link"] = "process"
+    link_max_age_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,13 +92,14 @@ class _Replaced(Exception):
 class Intake:
     def __init__(
         self, store: Store, layout: Layout, *, invalid_lines: Policy = "reject",
-        duplicate_content: DuplicatePolicy = "process",
+        duplicate_content: DuplicatePolicy = "process", link_max_age_s: float = 86400.0,
         on_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.layout = layout
         self.invalid_lines = invalid_lines
         self.duplicate_content = duplicate_content
+        self.link_max_age_s = link_max_age_s
         self.on_queued = on_queued
         self._busy: set[int] = set()  # inputs a task is working on right now
         self._deferred_rejections: set[int] = set()  # rejected inputs still in the spool
@@ -290,7 +291,10 @@ class Intake:
     async def _dedupe(self, item: InputFile, fields: dict[str, Any]) -> bool:
         """Link to an earlier delivered twin, or wait for one in flight: True if handled."""
         twins = await self._twins(item, fields["report_json"]["body_sha256"])
-        delivered = sorted((t for t in twins if t.state is InputState.DELIVERED),
+        # Compliance status changes over time: only a recent enough result is reused.
+        fresh_since = self.store.clock.now() - timedelta(seconds=self.link_max_age_s)
+        delivered = sorted((t for t in twins if t.state is InputState.DELIVERED
+                            and t.finished_at is not None and t.finished_at >= fresh_since),
                            key=lambda t: (iso(t.finished_at) or "", t.id), reverse=True)
         unusable: list[str] = []
         for twin in delivered:

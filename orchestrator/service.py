@@ -185,7 +185,8 @@ class Service:
 
         intake = Intake(
             store, layout, invalid_lines=config.inbox.invalid_lines,
-            duplicate_content=config.inbox.duplicate_content, on_queued=queued,
+            duplicate_content=config.inbox.duplicate_content,
+            link_max_age_s=config.inbox.link_max_age_s, on_queued=queued,
         )
         await intake.recover()
         async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:

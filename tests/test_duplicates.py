@@ -274,3 +274,22 @@ async def test_link_waits_while_the_outbox_is_not_writable_then_links(
     assert len(sandbox.jobs()) == 1
     deferred = [e for e in logs if e["event"] == "outbox.link_deferred"]
     assert [e["log_level"] for e in deferred].count("warning") == 1
+
+
+async def test_link_mode_does_not_reuse_a_result_older_than_link_max_age(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    path = write_config(tmp_path, sandbox.base_url)
+    path.write_text(path.read_text().replace(
+        'invalid_lines = "reject"',
+        'invalid_lines = "reject"\nduplicate_content = "link"\nlink_max_age_s = 0.0'))
+    config = load(path)
+    ids = make_ids(83, 30)
+    async with running_service(config):
+        drop(tmp_path, "tweets", "old.txt", ids)
+        await wait_for(lambda: outcome(tmp_path, "tweets", "old.txt") == "delivered")
+        drop(tmp_path, "tweets", "again.txt", ids)
+        await wait_for(lambda: outcome(tmp_path, "tweets", "again.txt") == "delivered")
+    assert "linked_to" not in manifest(tmp_path, "tweets", "again")
+    assert len(sandbox.jobs()) == 2  # the stale result was not reused: a fresh job ran
+    assert read_results(tmp_path, "tweets", "again") == sandbox.expected_results("tweets", ids)
