@@ -12,6 +12,7 @@ after its last part.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ def _concatenate(sources: list[Path], dest: Path) -> None:
                     out.write(block)
 
 
+def _written_by(manifest_path: Path, batch: Batch) -> bool:
+    try:
+        written = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and (written.get("batch") or {}).get("key") == batch.key
+
+
 @dataclass(frozen=True, slots=True)
 class _Ready:
     part: BatchPart
@@ -64,10 +73,15 @@ class _Ready:
 
 async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict[str, Any]]:
     """Place every part's results; write the outbox for inputs whose last part this is."""
-    parts = await store.batch_parts(batch.id)
+    every_part = await store.batch_parts(batch.id)
+    # Inputs already delivered before a crash are never written again (a consumer may have
+    # taken their files away since).
+    parts = [p for p in every_part if p.input.state is not InputState.DELIVERED]
     results = batch_files(layout, batch)["results"]
     ready: list[_Ready] = []
-    if len(parts) == 1:
+    if not parts:
+        return []
+    if len(every_part) == 1:
         ready.append(_Ready(parts[0], results))  # one input (or part): all results are its own
     else:
         members = [
@@ -88,7 +102,8 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
             summaries.append({"file": item.name, "input_id": item.id, "part": entry.part.part,
                               "part_ids": entry.part.id_count, "pending": True})
             continue
-        summaries.append(await _deliver_input(store, layout, batch, entry, len(parts)))
+        summaries.append(await _deliver_input(store, layout, batch, entry, len(every_part)))
+        await store.mark_delivered(item.id, batch.id)
     return summaries
 
 
@@ -96,6 +111,11 @@ async def _deliver_input(
     store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int
 ) -> dict[str, Any]:
     item = entry.part.input
+    manifest_path = layout.manifest_path(item.job_type, item.out_stem)
+    if _written_by(manifest_path, batch):
+        # Placed just before a crash that beat the database commit: don't write it twice.
+        return {"file": item.name, "input_id": item.id, "results": f"{item.out_stem}.jsonl",
+                "already_delivered": True}
     earlier = [
         row for row in await store.parts_of_input(item.id) if row["part"] != entry.part.part
     ]
@@ -142,9 +162,8 @@ async def _deliver_input(
             "total_s": round((now - claimed).total_seconds(), 3) if claimed else None,
         },
     }
-    await anyio.to_thread.run_sync(
-        atomic_write_json, layout.manifest_path(item.job_type, item.out_stem), manifest
-    )
+    # The manifest goes last: its presence (naming this batch) marks the input delivered.
+    await anyio.to_thread.run_sync(atomic_write_json, manifest_path, manifest)
     return {"file": item.name, "input_id": item.id, "results": target.name,
             "affected": counts.affected, "submitted": item.id_count}
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 from orchestrator.errors import (
     AuthError,
     DownloadExpired,
+    PermanentError,
     UploadWindowClosed,
 )
 from orchestrator.model import Batch, BatchState, RemoteJob, RemoteStatus
@@ -337,15 +338,19 @@ def _on_error(
         level = "error" if isinstance(error, DownloadExpired) else "warning"
         return _new_job_or_fail(batch, now, policy, rng, why=str(error),
                                 event="job.abandoned", level=level, detail=detail)
-    if state is S.DELIVERING:
-        # Local trouble (outbox not writable, disk full): wait and retry; nothing is lost.
+    if state is S.DELIVERING or (isinstance(error, OSError) and state is not S.CREATING):
+        # Local trouble (outbox not writable, spool disk full, I/O error): wait and retry
+        # without using up attempts. A completed remote job is never thrown away for it; the
+        # upload and download deadlines above still apply.
         retries = batch.stage_waits
         delay = min(policy.retry.backoff_max_s,
                     policy.retry.backoff_initial_s * 2 ** min(retries, 30))
+        event = "outbox.write_failed" if state is S.DELIVERING else "local.io_failed"
         return Decision(
-            S.DELIVERING, "outbox.write_failed",
+            state, event,
             {**base, "stage_waits": retries + 1, "next_attempt_at": now + timedelta(seconds=delay)},
-            level="warning", detail={**detail, "retry_in_s": round(delay, 1)},
+            level="warning" if retries == 0 else "debug",
+            detail={**detail, "retry_in_s": round(delay, 1)},
         )
     verdict = retry_decision(
         error, counted_so_far=batch.stage_retries, waits_so_far=batch.stage_waits,
@@ -357,6 +362,15 @@ def _on_error(
                 S.FAILED, "batch.gave_up", {**base, **_fresh_stage()}, level="error",
                 detail={**detail, "reason": verdict.reason},
                 reject_reason=f"could not create a compliance job: {error}",
+            )
+        if state is S.WAITING and not isinstance(error, PermanentError):
+            # The job may well still be running: keep asking (slowly) until the download
+            # deadline rather than abandon it and meet a 409 from its own predecessor.
+            return Decision(
+                S.WAITING, "step.retry",
+                {**base, "stage_waits": batch.stage_waits + 1,
+                 "next_attempt_at": now + timedelta(seconds=policy.retry.backoff_max_s)},
+                level="warning", detail={**detail, "retry_in_s": policy.retry.backoff_max_s},
             )
         return _new_job_or_fail(batch, now, policy, rng, why=f"{state} failed: {error}",
                                 event="job.abandoned", detail=detail)

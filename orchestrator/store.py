@@ -381,11 +381,14 @@ class Store:
         self, batch_id: int, to_state: BatchState, input_error: Mapping[str, Any] | None
     ) -> None:
         rows = await self._fetch_all(
-            "SELECT DISTINCT bi.input_id, i.id_count, i.name, i.job_type FROM batch_inputs bi"
-            " JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = ?", (batch_id,),
+            "SELECT DISTINCT bi.input_id, i.id_count, i.name, i.job_type, i.state"
+            " FROM batch_inputs bi JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = ?",
+            (batch_id,),
         )
         for row in rows:
             input_id = row["input_id"]
+            if row["state"] == InputState.DELIVERED:
+                continue  # marked one by one during delivery (mark_delivered)
             changes: dict[str, Any] = {}
             if to_state is BatchState.CANCELLED:
                 target, event = InputState.QUEUED, "batch.input_released"
@@ -410,6 +413,12 @@ class Store:
             (input_id,),
         )
         return 0 if row is None else int(row["n"])
+
+    async def mark_delivered(self, input_id: int, batch_id: int) -> None:
+        """One input of a delivering batch is durably in the outbox: never write it again."""
+        async with self.transaction():
+            await self._move_input(input_id, [InputState.BATCHED], InputState.DELIVERED,
+                                   event="outbox.delivered", detail={"batch_id": batch_id})
 
     async def covered_ids(self, input_id: int) -> int:
         """How many of the input's IDs went through batches that are done (splitting)."""

@@ -266,3 +266,20 @@ def test_poll_interval_stays_within_a_tenth_of_the_job_age() -> None:
     decision = decide(batch(S.WAITING, poll_count=9, uploaded_at=uploaded),
                       machine.Polled(remote(RemoteStatus.IN_PROGRESS)), NOW, slow, rng())
     assert decision.changes["next_attempt_at"] - NOW == timedelta(seconds=20)
+
+
+@pytest.mark.parametrize("state", [S.UPLOADING, S.DOWNLOADING])
+def test_local_disk_trouble_waits_and_never_throws_away_a_remote_job(state: BatchState) -> None:
+    full = OSError(28, "No space left on device")
+    decision = decide(batch(state, stage_retries=3, stage_waits=7), machine.StepFailed(full),
+                      NOW, POLICY, rng())
+    assert decision.to_state is state
+    assert decision.changes["stage_waits"] == 8
+    assert "x_job_id" not in decision.changes  # the remote job is kept
+
+
+def test_polling_errors_keep_polling_until_the_download_deadline() -> None:
+    decision = decide(batch(S.WAITING, stage_retries=3), machine.StepFailed(RetryableError("x")),
+                      NOW, POLICY, rng())
+    assert decision.to_state is S.WAITING
+    assert decision.changes["next_attempt_at"] - NOW == timedelta(seconds=300)

@@ -170,14 +170,26 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
             await tripped.wait()
     monkeypatch.undo()
     assert deliver_batch is deliver_module.deliver_batch
+    users_out = tmp_path / "outbox" / "users"
+    before = {p.name: p.stat().st_ino for p in users_out.iterdir()}
+    assert len(before) == 4  # two inputs were delivered before the crash
+    taken = sorted(n for n in before if n.endswith(".manifest.json"))[0].split(".")[0]
+    for suffix in (".jsonl", ".manifest.json"):  # a consumer takes one result set away
+        (users_out / f"{taken}{suffix}").unlink()
+        del before[f"{taken}{suffix}"]
     async with running_service(config):
-        await wait_for(lambda: all(outcome(tmp_path, "users", n) == "delivered" for n in files),
-                       timeout=60)
+        await wait_for(lambda: all(outcome(tmp_path, "users", n) == "delivered"
+                                   for n in files if not n.startswith(taken))
+                       and {r["state"] for r in db_rows(tmp_path, "SELECT state FROM inputs")}
+                       == {"delivered"}, timeout=60)
     for name, ids in files.items():
-        assert read_results(tmp_path, "users", Path(name).stem) == sandbox.expected_results(
-            "users", ids)
-    outputs = sorted(p.name for p in (tmp_path / "outbox" / "users").iterdir())
-    assert len(outputs) == 2 * len(files)
+        if (users_out / f"{Path(name).stem}.jsonl").exists():
+            assert read_results(tmp_path, "users", Path(name).stem) == (
+                sandbox.expected_results("users", ids))
+    after = {p.name: p.stat().st_ino for p in users_out.iterdir()}
+    # Delivered once: what was there was not rewritten, what was taken did not come back.
+    assert all(after[name] == inode for name, inode in before.items())
+    assert len(after) == 2 * len(files) - 2
     assert len(sandbox.jobs()) == len({r["x_job_id"] for r in db_rows(
         tmp_path, "SELECT x_job_id FROM remote_jobs")})
     assert Store  # the store module stays importable for the restart
