@@ -116,6 +116,11 @@ def count_results(path: Path) -> ResultCounts:
     return ResultCounts(affected, by_reason)
 
 
+def _id_key(value: str) -> str:
+    """IDs compare as numbers: "007" in an input and "7" from X are the same ID."""
+    return value.lstrip("0") or "0"
+
+
 def split_results(
     results: Path, members: Sequence[tuple[Slice, Path]], workdir: Path
 ) -> list[ResultCounts]:
@@ -135,7 +140,7 @@ def split_results(
         with open(results, "rb") as stream:
             conn.executemany(
                 "INSERT OR IGNORE INTO results (id, line) VALUES (?, ?)",
-                ((str(json.loads(line)["id"]), line.rstrip(b"\n"))
+                ((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
                  for line in stream if line.strip()),
             )
         conn.execute("COMMIT")
@@ -144,7 +149,7 @@ def split_results(
             conn.execute("CREATE TEMP TABLE member (id TEXT PRIMARY KEY) WITHOUT ROWID")
             conn.execute("BEGIN")
             conn.executemany("INSERT OR IGNORE INTO member (id) VALUES (?)",
-                             ((value,) for value in iter_slice_ids(piece)))
+                             ((_id_key(value),) for value in iter_slice_ids(piece)))
             conn.execute("COMMIT")
             with atomic_output(dest) as out:
                 for (line,) in conn.execute(

@@ -177,9 +177,10 @@ async def cleanup_after(store: Store, layout: Layout, batch: Batch) -> None:
         (layout.spool / batch.upload_name).unlink(missing_ok=True)  # pack or part body
     for part in parts:
         current = await store.get_input(part.input.id)
-        if current is None or current.state is not InputState.DELIVERED:
-            continue  # more parts to come, or rejected (intake moves it)
-        for name in (current.spool_name, current.ids_name):
-            (layout.spool / name).unlink(missing_ok=True)
-        for row in await store.parts_of_input(current.id):
-            part_results(layout, current, row["part"]).unlink(missing_ok=True)
+        if current is None or current.state not in (InputState.DELIVERED, InputState.REJECTED):
+            continue  # more parts to come
+        if current.state is InputState.DELIVERED:  # a rejected one's file is intake's to move
+            for name in (current.spool_name, current.ids_name):
+                (layout.spool / name).unlink(missing_ok=True)
+        for other in layout.spool.glob(f"{current.spool_name}.part-*"):
+            other.unlink(missing_ok=True)  # results and bodies of every part

@@ -89,6 +89,11 @@ class _Replaced(Exception):
     """The inbox name now holds another file than the one found stable."""
 
 
+class _Unclaimable(Exception):
+    """Copied across filesystems, but the original cannot be removed from the inbox (the
+    daemon may not write that folder): claiming it would process it again on every scan."""
+
+
 class Intake:
     def __init__(
         self, store: Store, layout: Layout, *, invalid_lines: Policy = "reject",
@@ -102,6 +107,7 @@ class Intake:
         self.link_max_age_s = link_max_age_s
         self.on_queued = on_queued
         self._busy: set[int] = set()  # inputs a task is working on right now
+        self._unclaimable: set[tuple[str, int, int]] = set()  # (path, inode, size)
         self._deferred_rejections: set[int] = set()  # rejected inputs still in the spool
         self._pending_entries: dict[Path, InvalidEntry] = {}  # entries we failed to move
         self._warned: dict[tuple[str, str], str] = {}  # (kind, key) -> last message logged
@@ -138,6 +144,9 @@ class Intake:
 
     async def claim(self, candidate: Candidate) -> InputFile | None:
         name = display_name(candidate.path.name)
+        unclaimable = (str(candidate.path), candidate.inode, candidate.size)
+        if unclaimable in self._unclaimable:
+            return None  # reported once already; a changed file gets another try
         out_stem = await self._choose_out_stem(candidate.job_type, name)
         spool_name = f"{secrets.token_hex(8)}.{candidate.job_type}"
         row = await self.store.insert_claiming(
@@ -151,6 +160,13 @@ class Intake:
                 await anyio.to_thread.run_sync(
                     self._move_into_spool, candidate.path, target, candidate.inode
                 )
+            except _Unclaimable as stuck:
+                self._unclaimable.add(unclaimable)
+                await self.store.delete_claiming(row.id, "cannot remove it from the inbox")
+                log.error("inbox.unclaimable", file=name, job_type=str(candidate.job_type),
+                          error_msg=redact_text(str(stuck.args[0])),
+                          hint="the daemon must be able to delete files in the inbox folder")
+                return None
             except (FileNotFoundError, _Replaced) as gone:
                 replaced = isinstance(gone, _Replaced)
                 reason = ("replaced since it was found; checked again once stable" if replaced
@@ -201,10 +217,15 @@ class Intake:
             with atomic_output(target) as out:
                 while block := inp.read(1 << 20):
                     out.write(block)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             if os.lstat(source).st_ino == inode:
                 source.unlink()
                 fsync_dir(source.parent)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            target.unlink(missing_ok=True)
+            raise _Unclaimable(error) from None
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -596,6 +617,12 @@ class Intake:
         try:
             for input_id in sorted(self._deferred_rejections):
                 await self.finish_rejection(input_id)
+            # Rejections recorded by someone else (an operator's `cancel` that died before
+            # moving the files) are finished here too.
+            for item in await self.store.inputs_in([InputState.REJECTED]):
+                if (item.id not in self._deferred_rejections
+                        and (self.layout.spool / item.spool_name).exists()):
+                    await self.finish_rejection(item.id)
             for entry in list(self._pending_entries.values()):
                 await self.reject_entry(entry)
             for item in await self.store.inputs_in([InputState.CLAIMED]):
@@ -631,7 +658,13 @@ class Intake:
             if (original_stat is not None and original_stat.st_ino == item.inode
                     and spooled_stat.st_ino != item.inode
                     and original_stat.st_size == spooled_stat.st_size):
-                original.unlink()
+                try:
+                    original.unlink()
+                except OSError as error:  # cannot remove it: undo the claim, say so once
+                    spooled.unlink(missing_ok=True)
+                    await self.store.delete_claiming(item.id, "cannot remove it from the inbox")
+                    log.error("inbox.unclaimable", file=item.name, error_msg=str(error))
+                    return
             await self.store.move_input(item.id, [InputState.CLAIMING], InputState.CLAIMED,
                                         event="inbox.claimed", detail={"recovered": True})
             log.info("inbox.claim_recovered", file=item.name, input_id=item.id)

@@ -9,6 +9,7 @@ before the POST) and results right after, so a restart resumes from the database
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -139,7 +140,15 @@ class Runner:
         _LANE.set(index)
         while not self._stopping:
             self.activity.beat(index)
-            batch = await self.scheduler.next_batch(job_types)
+            try:
+                batch = await self.scheduler.next_batch(job_types)
+            except (OSError, sqlite3.Error) as error:
+                # Disk full while building a pack body, the database busy past its timeout:
+                # wait and look again rather than take the whole daemon down.
+                log.warning("runner.schedule_failed", error=type(error).__name__,
+                            error_msg=str(error), retry_in_s=self.policy.retry.backoff_max_s)
+                await self._pause(min(30.0, self.policy.retry.backoff_max_s))
+                continue
             if batch is None:
                 self.activity.hold(index, None)
                 if self._stopping:
@@ -224,8 +233,15 @@ class Runner:
             log.warning("batch.stale", error_msg=str(stale))
             current = await self.store.get_batch(batch.id)
             if current is not None and current.state.is_final:
+                for part in await self.store.batch_parts(current.id):
+                    await self.intake.finish_rejection(part.input.id)  # a half-done cancel
                 await cleanup_after(self.store, self.layout, current)
             return current or batch
+        if decision.to_state is BatchState.QUEUED and batch.state is not BatchState.QUEUED:
+            # A new remote job follows: a partial download of the old one must not be resumed
+            # against the new job's URL.
+            for path in batch_files(self.layout, batch).values():
+                path.unlink(missing_ok=True)
         self.activity.update(updated)
         self._log_decision(batch, decision)
         if decision.pause and not self._auth_reported:

@@ -168,9 +168,10 @@ class Scheduler:
         present = [p.name for p in self.layout.spool.iterdir()
                    if p.is_file() and not p.name.startswith(".tmp-")]
         live_inputs = {i.spool_name for i in await self.store.inputs_in(
-            [InputState.CLAIMING, InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED,
-             InputState.REJECTED])}
-        live_files: set[str] = set()
+            [InputState.CLAIMING, InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED])}
+        # A rejected input's own file waits in the spool until it can be moved; nothing else
+        # of it is needed any more.
+        live_files = {i.spool_name for i in await self.store.inputs_in([InputState.REJECTED])}
         for batch in await self.store.active_batches(list(JobType)):
             live_files.update({batch.upload_name, f"batch-{batch.id}.download",
                                f"batch-{batch.id}.results.jsonl"})

@@ -362,6 +362,36 @@ async def test_a_claim_across_filesystems_copies_and_removes_only_the_copied_fil
         await store.close()
 
 
+async def test_a_cross_filesystem_file_the_daemon_cannot_delete_is_reported_once_not_copied_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inbox on another filesystem, in a folder the daemon may read but not write."""
+    intake, store = await _intake(tmp_path)
+    real_rename, real_unlink = Path.rename, Path.unlink
+
+    def cross_device(self: Path, target: Any) -> Any:
+        if self.parent.name == "tweets":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(self, target)
+
+    def read_only_inbox(self: Path, missing_ok: bool = False) -> None:
+        if self.parent.name == "tweets":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    path = put(tmp_path / "inbox" / "tweets", "stuck.txt", b"123\n456\n")
+    monkeypatch.setattr(Path, "rename", cross_device)
+    monkeypatch.setattr(Path, "unlink", read_only_inbox)
+    try:
+        for _ in range(3):  # three rescans
+            assert await intake.claim(_candidate(path)) is None
+        assert path.exists()  # nothing lost
+        assert [p.name for p in (tmp_path / "state" / "spool").iterdir()] == []  # no copies
+        assert await store.inputs_in(list(InputState)) == []  # no stray claiming rows
+    finally:
+        await store.close()
+
+
 async def test_recovery_keeps_a_whole_spooled_file_even_if_it_is_not_the_one_recorded(
     tmp_path: Path,
 ) -> None:
