@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from orchestrator.outbox import atomic_output
 BLOCK = 4 << 20
 # A normalised line is at most 19 digits + "\n": the bytes limit turns into an ID count.
 MAX_LINE_BYTES = 20
+_REASON = re.compile(rb'"reason":"([^"\\]*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,11 @@ def count_results(path: Path) -> ResultCounts:
         for line in stream:
             if line.strip():
                 affected += 1
-                reason = str(json.loads(line).get("reason", "(none)"))
+                # Lines are compact JSON (results.py wrote them); a plain reason string is
+                # read without a full parse, anything unusual falls back to json.
+                found = _REASON.search(line)
+                reason = (found.group(1).decode() if found
+                          else str(json.loads(line).get("reason", "(none)")))
                 by_reason[reason] = by_reason.get(reason, 0) + 1
     return ResultCounts(affected, by_reason)
 

@@ -11,6 +11,7 @@ after its last part.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ def batch_files(layout: Layout, batch: Batch) -> dict[str, Path]:
     return {
         "raw": layout.spool / f"batch-{batch.id}.download",
         "results": layout.spool / f"batch-{batch.id}.results.jsonl",
+        "report": layout.spool / f"batch-{batch.id}.results.json",  # counts + sha256 of results
     }
 
 
@@ -55,6 +57,16 @@ def _concatenate(sources: list[Path], dest: Path) -> None:
             with open(source, "rb") as stream:
                 while block := stream.read(1 << 20):
                     out.write(block)
+
+
+def _known_report(layout: Layout, batch: Batch) -> tuple[ResultCounts, str] | None:
+    """The counts and sha256 that normalising the download already computed, if kept."""
+    try:
+        data = json.loads(batch_files(layout, batch)["report"].read_text())
+        return ResultCounts(int(data["affected"]), dict(data["by_reason"])), str(
+            data["output_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _written_by(manifest_path: Path, batch: Batch) -> bool:
@@ -122,12 +134,20 @@ async def _deliver_input(
     sources = [part_results(layout, item, row["part"]) for row in earlier] + [entry.results]
     target = layout.results_path(item.job_type, item.out_stem)
     target.parent.mkdir(parents=True, exist_ok=True)
+    whole_batch = sources == [batch_files(layout, batch)["results"]]
+    known = _known_report(layout, batch) if whole_batch else None
     if len(sources) == 1:
-        await anyio.to_thread.run_sync(atomic_write_file, target, sources[0])
+        # A hard link where spool and outbox share a filesystem: no copy of a large file.
+        await anyio.to_thread.run_sync(
+            functools.partial(atomic_write_file, target, sources[0], allow_link=True)
+        )
     else:
         await anyio.to_thread.run_sync(_concatenate, sources, target)
-    counts: ResultCounts = await anyio.to_thread.run_sync(count_results, target)
-    output_sha256 = await anyio.to_thread.run_sync(_sha256_of, target)
+    if known is not None:  # computed while the download was normalised: same bytes
+        counts, output_sha256 = known
+    else:
+        counts = await anyio.to_thread.run_sync(count_results, target)
+        output_sha256 = await anyio.to_thread.run_sync(_sha256_of, target)
     jobs = [dict(row) for row in await store.remote_jobs_of_input(item.id)]
     now = store.clock.now()
     claimed = item.claimed_at

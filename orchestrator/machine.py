@@ -48,6 +48,9 @@ class Policy:
     # Never wait longer than this share of the job's age: completion is noticed within ~10%
     # of how long the job took (or poll_initial_s for quick ones).
     poll_age_fraction: float = 0.1
+    # Polls of one job after another stay within X's 150 requests / 15 min (less the reserve
+    # for other clients): the age-based cap never goes below this spacing.
+    poll_min_spacing_s: float = 900 / 140
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -184,11 +187,12 @@ def download_deadline(batch: Batch, policy: Policy) -> datetime | None:
 def poll_interval(poll_count: int, policy: Policy, age_s: float | None = None) -> float:
     """Short at first, growing geometrically, capped: a quick job is noticed quickly and a
     long one costs few requests. With the job's age known, also at most a fixed share of it
-    (but never below the first interval)."""
+    (but never below the first interval, nor below the rate-limit spacing)."""
     interval = min(policy.poll_max_s,
                    policy.poll_initial_s * policy.poll_factor ** min(poll_count, 60))
     if age_s is not None:
-        interval = min(interval, max(policy.poll_initial_s, age_s * policy.poll_age_fraction))
+        floor = max(policy.poll_initial_s, policy.poll_min_spacing_s)
+        interval = min(interval, max(floor, age_s * policy.poll_age_fraction))
     return interval
 
 

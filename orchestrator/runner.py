@@ -8,6 +8,8 @@ before the POST) and results right after, so a restart resumes from the database
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 import sqlite3
 import time
@@ -30,6 +32,7 @@ from orchestrator.layout import Layout
 from orchestrator.machine import Decision, Policy
 from orchestrator.metrics import Metrics
 from orchestrator.model import Batch, BatchState, JobType, RemoteStatus
+from orchestrator.outbox import atomic_write_file
 from orchestrator.results import normalise_results
 from orchestrator.scheduler import Scheduler
 from orchestrator.store import StaleState, Store
@@ -398,6 +401,12 @@ class Runner:
             files["raw"].unlink(missing_ok=True)
             files["results"].unlink(missing_ok=True)
             raise
+        # Kept for delivery, which then need not parse and hash the results again.
+        report_json = json.dumps({"affected": results.affected, "by_reason": results.by_reason,
+                                  "output_sha256": results.output_sha256})
+        await anyio.to_thread.run_sync(
+            functools.partial(atomic_write_file, files["report"], data=report_json.encode())
+        )
         files["raw"].unlink(missing_ok=True)
         self._affected[batch.id] = results.affected
         log.info(

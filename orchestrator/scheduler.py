@@ -174,7 +174,8 @@ class Scheduler:
         live_files = {i.spool_name for i in await self.store.inputs_in([InputState.REJECTED])}
         for batch in await self.store.active_batches(list(JobType)):
             live_files.update({batch.upload_name, f"batch-{batch.id}.download",
-                               f"batch-{batch.id}.results.jsonl"})
+                               f"batch-{batch.id}.results.jsonl",
+                               f"batch-{batch.id}.results.json"})
         removed = []
         for name in present:
             if name in live_files or _input_of(name) in live_inputs:

@@ -257,7 +257,7 @@ def test_backoff_is_capped_and_jittered() -> None:
 
 
 def test_poll_interval_stays_within_a_tenth_of_the_job_age() -> None:
-    slow = Policy(poll_initial_s=5, poll_max_s=60, poll_factor=3)
+    slow = Policy(poll_initial_s=5, poll_max_s=60, poll_factor=3, poll_min_spacing_s=0)
     assert machine.poll_interval(5, slow) == 60
     assert machine.poll_interval(5, slow, age_s=100) == 10  # 10% of 100 s
     assert machine.poll_interval(5, slow, age_s=10) == 5  # never below the first interval
@@ -283,3 +283,10 @@ def test_polling_errors_keep_polling_until_the_download_deadline() -> None:
                       NOW, POLICY, rng())
     assert decision.to_state is S.WAITING
     assert decision.changes["next_attempt_at"] - NOW == timedelta(seconds=300)
+
+
+def test_poll_spacing_never_drops_below_what_the_rate_limit_sustains() -> None:
+    policy = Policy(poll_initial_s=5, poll_max_s=60, poll_factor=1.5)  # default 900/140 s
+    assert machine.poll_interval(0, policy, age_s=1) == 5  # the first poll stays quick
+    later = machine.poll_interval(3, policy, age_s=20)
+    assert later == pytest.approx(900 / 140)  # not 5 s: a stream of short jobs stays < 150
