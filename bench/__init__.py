@@ -1,0 +1,1 @@
+"""Benchmarks of compliance-orchestrator against its sandbox: `python bench/run.py`."""

@@ -1,0 +1,108 @@
+"""(b) End-to-end wall time of one big file vs the floor; (c) the daemon's peak RSS by size.
+
+One sandbox (zero processing time) serves the floor transfer and then the daemon runs, each
+size in a fresh daemon process and folder, so each VmHWM belongs to one input alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench import floor
+from bench._common import (
+    TUNED_SETTINGS,
+    Daemon,
+    Figure,
+    cached_id_file,
+    describe_settings,
+    drop,
+    manifest_path,
+    rejected,
+    sandbox,
+    stage,
+    wait_until,
+    warm,
+)
+
+RSS_LIMIT_MB = 150.0
+RSS_SPREAD_MB = 25.0
+E2E_RATIO_TARGET = 2.0
+# Daemon log events that mark the phases of one input's way, in order.
+PHASES = ("inbox.claimed", "input.queued", "job.created", "upload.completed", "job.status",
+          "download.transferred", "outbox.delivered")
+
+
+def run_daemon(workdir: Path, base_url: str, token: str, src: Path,
+               timeout: float) -> dict[str, Any]:
+    """Drop `src` into a fresh daemon's inbox; time it to its manifest; read its VmHWM."""
+    workdir.mkdir(parents=True)
+    name = f"ids-{src.stem}.txt"
+    part = stage(workdir, name, src)  # copied before the daemon starts: not timed
+    os.sync()  # so the copy's writeback does not land inside the timed run
+    with Daemon(workdir, base_url, token, TUNED_SETTINGS) as daemon:
+        wall0 = time.time()
+        started = drop(part)
+        done = wait_until(lambda: manifest_path(workdir, name).exists(), timeout,
+                          f"the manifest of {name}", interval=0.01, alive=daemon.process)
+        hwm = daemon.hwm_mb()
+        idle = daemon.idle_hwm_kib / 1024
+        # The manifest is written just before the log line that says so.
+        wait_until(lambda: daemon.logged("outbox.delivered"), 10, "the delivery log line")
+        phases = {}
+        for event in PHASES:
+            found = [e for e in daemon.events(event)
+                     if event != "job.status" or e.get("status") == "complete"]
+            if found:
+                at = datetime.fromisoformat(found[-1]["timestamp"]).timestamp()
+                phases[event] = round(at - wall0, 3)
+    if rejected(workdir):
+        raise AssertionError(f"input rejected: {rejected(workdir)}")
+    manifest = json.loads(manifest_path(workdir, name).read_text())
+    submitted = manifest["counts"]["submitted"]
+    if submitted != src.stat().st_size // 20:
+        raise AssertionError(f"manifest says {submitted} IDs submitted")
+    return {"wall_s": done - started, "hwm_mb": hwm, "idle_mb": idle, "phases": phases,
+            "affected": manifest["counts"]["affected"]}
+
+
+def measure(workdir: Path, big: int, small: int) -> list[Figure]:
+    big_file, small_file = cached_id_file(big), cached_id_file(small)
+    warm(big_file)
+    with sandbox(workdir / "sb", "--processing-time", "0") as sb:
+        base = floor.transfer(sb.base_url, sb.token, big_file, workdir)
+        large = run_daemon(workdir / "big", sb.base_url, sb.token, big_file, timeout=400)
+        little = run_daemon(workdir / "small", sb.base_url, sb.token, small_file, timeout=200)
+    ratio = large["wall_s"] / base["total_s"]
+    figures = [
+        Figure(
+            key="b", measure=f"drop -> manifest, one {big / 1e6:g}M-ID file",
+            value=large["wall_s"], unit="s", baseline=base["total_s"],
+            baseline_label=f"{floor.tool()} PUT+GET",
+            ratio=ratio, target=f"<= {E2E_RATIO_TARGET:g}x floor",
+            passed=ratio <= E2E_RATIO_TARGET,
+            note=f"{describe_settings(TUNED_SETTINGS)}; floor = PUT {base['put_s']:.2f} s + "
+                 f"GET {base['get_s']:.2f} s; daemon phases (s after drop): {large['phases']}",
+            extra={"floor": base, "daemon": large},
+        ),
+    ]
+    for ids, run in ((small, little), (big, large)):
+        figures.append(Figure(
+            key="c", measure=f"daemon peak RSS, one {ids / 1e6:g}M-ID file",
+            value=run["hwm_mb"], unit="MB", baseline=run["idle_mb"],
+            baseline_label="same daemon, idle",
+            ratio=run["hwm_mb"] / run["idle_mb"], target=f"< {RSS_LIMIT_MB:g} MB",
+            passed=run["hwm_mb"] < RSS_LIMIT_MB,
+        ))
+    spread = large["hwm_mb"] - little["hwm_mb"]
+    figures.append(Figure(
+        key="c", measure=f"peak RSS growth, {small / 1e6:g}M -> {big / 1e6:g}M IDs",
+        value=spread, unit="MB", baseline=little["hwm_mb"],
+        baseline_label=f"{small / 1e6:g}M-ID peak", ratio=large["hwm_mb"] / little["hwm_mb"],
+        target=f"<= {RSS_SPREAD_MB:g} MB", passed=abs(spread) <= RSS_SPREAD_MB,
+    ))
+    return figures
