@@ -130,7 +130,8 @@ async def _commit(
         )
         for item in inputs:
             cursor = await conn.execute(
-                "UPDATE inputs SET state = 'rejected', error_json = ?, finished_at = ?"
+                "UPDATE inputs SET state = 'rejected', error_json = ?, finished_at = ?,"
+                " out_stem = out_stem || '#rejected-' || id"  # frees the name for a requeue
                 " WHERE id = ? AND state = 'batched' RETURNING id",
                 (json.dumps(documents[item.id], sort_keys=True), iso(now), item.id),
             )

@@ -80,6 +80,11 @@ class UploadWindowClosed(PermanentError):
     """The signed upload URL has expired (GCS ExpiredToken); the job must be recreated."""
 
 
+class RemoteJobEnded(UploadWindowClosed):
+    """The remote job had already expired or failed before its upload; a new one is needed
+    (and, unlike an abandoned one, it no longer blocks the next)."""
+
+
 class DownloadExpired(PermanentError):
     """The signed download URL has expired; the batch must be resubmitted."""
 

@@ -17,12 +17,14 @@ from orchestrator.errors import (
     AuthError,
     DownloadExpired,
     PermanentError,
+    RemoteJobEnded,
     UploadWindowClosed,
 )
 from orchestrator.model import Batch, BatchState, RemoteJob, RemoteStatus
 from orchestrator.retry import GiveUp, RetryPolicy, retry_decision
 
 S = BatchState
+OWN_JOB_SLACK_S = 5.0  # past an abandoned job's upload window before the next POST
 
 ALLOWED: Final[dict[BatchState, frozenset[BatchState]]] = {
     S.QUEUED: frozenset({S.CREATING, S.CANCELLED}),
@@ -238,6 +240,7 @@ def start_attempt(batch: Batch, attempt: int) -> Decision:
 def _new_job_or_fail(
     batch: Batch, now: datetime, policy: Policy, rng: random.Random, *, why: str,
     event: str, level: str = "warning", detail: Mapping[str, Any] | None = None,
+    own_job_active: bool = True,
 ) -> Decision:
     """The remote job is lost (failed, expired, window closed): start over with a new one,
     unless the batch has used up its attempts."""
@@ -248,11 +251,15 @@ def _new_job_or_fail(
             detail={**info, "max_attempts": policy.max_attempts},
             reject_reason=f"{why}; gave up after {batch.attempt} remote job(s)",
         )
-    delay = rng.uniform(0.0, policy.retry.backoff_initial_s)
+    next_at = now + timedelta(seconds=rng.uniform(0.0, policy.retry.backoff_initial_s))
+    if own_job_active and batch.state is S.UPLOADING and batch.upload_expires_at is not None:
+        # A job abandoned before its upload counts as active until its window ends: a POST
+        # before then would only meet a 409 from our own job.
+        next_at = max(next_at, batch.upload_expires_at + timedelta(seconds=OWN_JOB_SLACK_S))
+        info["new_job_not_before"] = next_at.isoformat()
     return Decision(
         S.QUEUED, event,
-        {**_CLEAR_REMOTE, **_fresh_stage(), "last_error": why,
-         "next_attempt_at": now + timedelta(seconds=delay)},
+        {**_CLEAR_REMOTE, **_fresh_stage(), "last_error": why, "next_attempt_at": next_at},
         level=level, detail=info,
     )
 
@@ -341,7 +348,8 @@ def _on_error(
     if isinstance(error, UploadWindowClosed | DownloadExpired):
         level = "error" if isinstance(error, DownloadExpired) else "warning"
         return _new_job_or_fail(batch, now, policy, rng, why=str(error),
-                                event="job.abandoned", level=level, detail=detail)
+                                event="job.abandoned", level=level, detail=detail,
+                                own_job_active=not isinstance(error, RemoteJobEnded))
     if state is S.DELIVERING or (isinstance(error, OSError) and state is not S.CREATING):
         # Local trouble (outbox not writable, spool disk full, I/O error): wait and retry
         # without using up attempts. A completed remote job is never thrown away for it; the

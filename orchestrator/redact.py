@@ -19,7 +19,9 @@ SECRET_KEY_PATTERN = re.compile(
 )
 
 # Any URL with a query string: keep scheme/host/path, drop the query.
-_URL_WITH_QUERY = re.compile(r"(https?://[^\s?\"'<>]+)\?[^\s\"'<>]*", re.IGNORECASE)
+_URL_WITH_QUERY = re.compile(
+    r"(https?://[^\s?\"'<>]+)\?(?!<redacted>)[^\s\"'<>]*", re.IGNORECASE
+)
 # Bearer tokens in free text ("Authorization: Bearer abc", "Bearer abc").
 _BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9%._~+/=-]+", re.IGNORECASE)
 # Query parameters that carry signatures, even outside a full URL.

@@ -25,7 +25,7 @@ import structlog
 from orchestrator import machine, transfer
 from orchestrator.activity import Activity
 from orchestrator.deliver import batch_files, cleanup_after, deliver_batch
-from orchestrator.errors import IntegrityError, OrchestratorError, UploadWindowClosed
+from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded
 from orchestrator.intake import Intake
 from orchestrator.lanes import RunnerSettings, Wakeup, lanes_for
 from orchestrator.layout import Layout
@@ -348,7 +348,7 @@ class Runner:
             if remote.status in (RemoteStatus.IN_PROGRESS, RemoteStatus.COMPLETE):
                 return machine.UploadFinished()
             if remote.status in (RemoteStatus.FAILED, RemoteStatus.EXPIRED):
-                raise UploadWindowClosed(f"remote job is {remote.status} before the upload")
+                raise RemoteJobEnded(f"remote job is {remote.status} before the upload")
         body = self.layout.spool / batch.upload_name
         started = time.monotonic()
         if batch.resumable:

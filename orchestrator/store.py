@@ -250,6 +250,9 @@ class Store:
         if to_state.is_final:
             values["finished_at"] = iso(self.clock.now())
         assignments = ", ".join(f"{column} = ?" for column in values)
+        if to_state is InputState.REJECTED and InputState.REJECTED not in from_states:
+            # Free the outbox name: a requeued copy of the file gets `ids.jsonl`, not `ids-2`.
+            assignments += ", out_stem = out_stem || '#rejected-' || id"
         marks = ",".join("?" * len(allowed))
         cursor = await self.conn.execute(
             f"UPDATE inputs SET {assignments} WHERE id = ? AND state IN ({marks})"  # noqa: S608

@@ -86,12 +86,12 @@ async def test_cancel_a_queued_batch_while_the_daemon_runs_then_requeue_it(
         assert run.code == 0, run.err
         assert "running daemon" in run.out
         # Claimed like a new file; its old output name is taken by the cancelled input.
-        await wait_for(lambda: delivered(tmp_path, "tweets", "cancel-me-2"),
+        await wait_for(lambda: delivered(tmp_path, "tweets", "cancel-me"),
                        what="the requeued file delivered")
 
         run = await arun_cli(capsys, "jobs", "--config", config.source, "--json")
         outputs.append(run)
-    assert read_results(tmp_path, "tweets", "cancel-me-2") == sandbox.expected_results(
+    assert read_results(tmp_path, "tweets", "cancel-me") == sandbox.expected_results(
         "tweets", ids)
     assert f"{key}-2" not in [job.get("name") for job in sandbox.jobs()]  # never retried
     assert batch_row(tmp_path, 1)["state"] == "cancelled"
@@ -151,7 +151,7 @@ async def test_retry_of_a_failed_batch_sends_its_inputs_round_again(
         assert run.json["action"] == "requeue"
         assert [r["file"] for r in run.json["requeued"]] == ["doomed.txt"]
         assert run.json["requeued"][0]["to"] == str(tmp_path / "inbox/tweets/doomed.txt")
-        await wait_for(lambda: delivered(tmp_path, "tweets", "doomed-2"),
+        await wait_for(lambda: delivered(tmp_path, "tweets", "doomed"),
                        what="the requeued input delivered")
 
         run = await arun_cli(capsys, "retry", "1", "--config", config.source)
@@ -161,7 +161,7 @@ async def test_retry_of_a_failed_batch_sends_its_inputs_round_again(
         human = await arun_cli(capsys, "jobs", "--config", config.source)
         limited = await arun_cli(capsys, "jobs", "--limit", "1", "--config", config.source,
                                  "--json")
-    assert read_results(tmp_path, "tweets", "doomed-2") == sandbox.expected_results(
+    assert read_results(tmp_path, "tweets", "doomed") == sandbox.expected_results(
         "tweets", ids)
     assert not (tmp_path / "outbox/rejected/doomed.txt.error.json").exists()
 
@@ -183,7 +183,7 @@ async def test_retry_of_a_failed_batch_sends_its_inputs_round_again(
     assert job["batch_id"] == 2 and job["ids"] == 30 and job["inputs"] == 1
     assert job["attempts"] == 1 and job["duration_s"] >= 0
     assert job["remote_jobs"][0]["status"] == "complete"
-    manifest = json.loads((tmp_path / "outbox/tweets/doomed-2.manifest.json").read_text())
+    manifest = json.loads((tmp_path / "outbox/tweets/doomed.manifest.json").read_text())
     assert job["affected"] == manifest["counts"]["affected"]
     assert job["remote_jobs"][0]["x_job_id"] == manifest["jobs"][0]["x_job_id"]
 

@@ -290,3 +290,17 @@ def test_poll_spacing_never_drops_below_what_the_rate_limit_sustains() -> None:
     assert machine.poll_interval(0, policy, age_s=1) == 5  # the first poll stays quick
     later = machine.poll_interval(3, policy, age_s=20)
     assert later == pytest.approx(900 / 140)  # not 5 s: a stream of short jobs stays < 150
+
+
+def test_a_job_abandoned_before_its_upload_is_waited_out_before_the_next_post() -> None:
+    """Otherwise the next POST meets a 409 from our own job, still `created` in its window."""
+    uploading = batch(S.UPLOADING)  # window ends NOW + 15 min
+    decision = decide(uploading, machine.StepFailed(UploadWindowClosed("403")), NOW, POLICY,
+                      rng())
+    assert decision.to_state is S.QUEUED
+    assert decision.changes["next_attempt_at"] == uploading.upload_expires_at + timedelta(
+        seconds=machine.OWN_JOB_SLACK_S)
+    # A job that failed remotely is not active: the next one may start at once.
+    failed = decide(batch(S.WAITING), machine.Polled(remote(RemoteStatus.FAILED, "x")), NOW,
+                    POLICY, rng())
+    assert failed.changes["next_attempt_at"] - NOW <= timedelta(seconds=2)
