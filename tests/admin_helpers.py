@@ -6,15 +6,14 @@ import json
 import random
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from daemon_helpers import TOKEN, write_config
+from daemon_helpers import TOKEN, running_service, write_config
 
 from orchestrator import cli
 from orchestrator.clock import SystemClock
@@ -141,20 +140,7 @@ def set_batch(workdir: Path, batch_id: int, **columns: Any) -> None:
            (columns["x_job_id"], batch_id))
 
 
-@asynccontextmanager
-async def daemon(config: Config, rng: random.Random | None = None) -> AsyncIterator[Service]:
+def daemon(config: Config, rng: random.Random | None = None
+           ) -> AbstractAsyncContextManager[Service]:
     """The real daemon in this event loop (optionally with a fixed RNG); stopped at the end."""
-    service = Service(config, TOKEN, rng=rng)
-    async with anyio.create_task_group() as group:
-        ready = anyio.Event()
-
-        async def run() -> None:
-            await service.run(on_ready=ready.set)
-
-        group.start_soon(run)
-        with anyio.fail_after(15):
-            await ready.wait()
-        try:
-            yield service
-        finally:
-            service.stop()
+    return running_service(config, TOKEN, rng=rng)

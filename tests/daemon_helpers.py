@@ -136,9 +136,12 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 30.0,
 
 
 @asynccontextmanager
-async def running_service(config: Config, token: str = TOKEN) -> AsyncIterator[Service]:
-    """The real daemon in this event loop; stopped (like SIGTERM) when the block ends."""
-    service = Service(config, token)
+async def running_service(
+    config: Config, token: str = TOKEN, *, crash: bool = False, rng: random.Random | None = None
+) -> AsyncIterator[Service]:
+    """The real daemon in this event loop; stopped (like SIGTERM) when the block ends.
+    `crash=True` skips the stop grace: steps in flight are cancelled, as a kill cuts them."""
+    service = Service(config, token, rng=rng)
     async with anyio.create_task_group() as group:
         ready = anyio.Event()
 
@@ -152,6 +155,8 @@ async def running_service(config: Config, token: str = TOKEN) -> AsyncIterator[S
             yield service
         finally:
             service.stop()
+            if crash:
+                service.stop()  # a second stop skips the grace period
 
 
 def load(path: Path) -> Config:

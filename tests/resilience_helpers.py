@@ -10,14 +10,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
-from daemon_helpers import TOKEN, outcome, write_config
+from daemon_helpers import TOKEN, outcome, running_service, write_config
 
 from orchestrator.config import Config
 from orchestrator.logs import configure_logging, reset_logging
@@ -141,28 +140,12 @@ def manifest(workdir: Path, job_type: str, stem: str) -> dict[str, Any]:
     return loaded
 
 
-@asynccontextmanager
-async def daemon(config: Config, token: str = TOKEN, *, crash: bool = False
-                 ) -> AsyncIterator[Service]:
+def daemon(config: Config, token: str = TOKEN, *, crash: bool = False
+           ) -> AbstractAsyncContextManager[Service]:
     """The daemon in this event loop until the block ends. `crash=True` ends it without the
     grace period (steps in flight are cancelled, as a kill would cut them), otherwise it
     stops like on SIGTERM."""
-    service = Service(config, token)
-    async with anyio.create_task_group() as group:
-        ready = anyio.Event()
-
-        async def run() -> None:
-            await service.run(on_ready=ready.set)
-
-        group.start_soon(run)
-        with anyio.fail_after(15):
-            await ready.wait()
-        try:
-            yield service
-        finally:
-            service.stop()
-            if crash:
-                service.stop()  # a second stop skips the grace period
+    return running_service(config, token, crash=crash)
 
 
 def settled(workdir: Path, job_type: str, *names: str) -> bool:
