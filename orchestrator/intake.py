@@ -20,24 +20,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import json
 import os
 import secrets
 import stat
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import structlog
 
-from orchestrator import __version__
 from orchestrator.clock import iso
 from orchestrator.errors import InputRejected
 from orchestrator.idfile import IdFileReport, Policy, normalise_id_file
 from orchestrator.inbox import NOT_IN_TYPE_FOLDER, Candidate, InvalidEntry
 from orchestrator.layout import Layout
+from orchestrator.link import link_intent, linked_manifest
 from orchestrator.model import InputFile, InputState, JobType
 from orchestrator.outbox import (
     NAME_MAX_BYTES,
@@ -59,7 +58,6 @@ DuplicatePolicy = Literal["process", "link"]
 MANIFEST_SUFFIX = ".manifest.json"
 # Room for the longest outbox suffix plus a "-<n>" that keeps stems unique.
 _STEM_MAX_BYTES = NAME_MAX_BYTES - len(MANIFEST_SUFFIX) - 8
-_MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # ours are a few KiB
 # Write-side failures: the state dir's problem, not the input's; retried, never rejected.
 _LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE})
 _IN_FLIGHT = (InputState.QUEUED, InputState.BATCHED)
@@ -319,7 +317,7 @@ class Intake:
                            key=lambda t: (iso(t.finished_at) or "", t.id), reverse=True)
         unusable: list[str] = []
         for twin in delivered:
-            intent, why = await anyio.to_thread.run_sync(self._link_intent, twin)
+            intent, why = await anyio.to_thread.run_sync(link_intent, self.layout, twin)
             if intent is not None:
                 report = {**fields["report_json"], "link": intent}
                 linking = await self.store.move_input(
@@ -363,42 +361,6 @@ class Intake:
                  twin_file=twin.name, twin_input_id=twin.id,
                  why="same content is being processed; its result will be linked")
 
-    def _link_intent(self, twin: InputFile) -> tuple[dict[str, Any] | None, str]:
-        """What to copy from a delivered twin, from its manifest; or (None, why not)."""
-        manifest_path = self.layout.manifest_path(twin.job_type, twin.out_stem)
-        results = self.layout.results_path(twin.job_type, twin.out_stem)
-        try:
-            if os.lstat(manifest_path).st_size > _MAX_MANIFEST_BYTES:
-                return None, f"{manifest_path.name} is not a manifest of ours"
-            manifest = json.loads(manifest_path.read_bytes())
-            output, counts = manifest["output"], manifest["counts"]
-            sha, size = str(output["sha256"]), int(output["bytes"])
-            affected, by_reason = int(counts["affected"]), dict(counts["by_reason"])
-        except FileNotFoundError:
-            return None, f"{manifest_path.name} was removed from the outbox"
-        except (OSError, ValueError, KeyError, TypeError):
-            return None, f"{manifest_path.name} is unreadable"
-        try:
-            st = os.lstat(results)
-        except FileNotFoundError:
-            return None, f"{results.name} was removed from the outbox"
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-            return None, f"{results.name} was changed (it no longer matches its manifest)"
-        linked = manifest.get("linked_to")
-        jobs = manifest.get("jobs") or (linked or {}).get("jobs") or []
-        return {
-            "input_id": twin.id,
-            "file": twin.name,
-            "results": results.name,
-            "output_sha256": sha,
-            "output_bytes": size,
-            "affected": affected,
-            "by_reason": by_reason,
-            "delivered_at": (manifest.get("timings") or {}).get("delivered_at")
-            or iso(twin.finished_at),
-            "jobs": jobs,
-        }, ""
-
     async def _finish_link(self, item: InputFile) -> str | None:
         """Write the linked result + manifest and mark the input delivered (idempotent).
 
@@ -427,7 +389,7 @@ class Intake:
             )
             return why
         now = self.store.clock.now()
-        manifest = self._linked_manifest(item, intent, dest, now)
+        manifest = linked_manifest(item, intent, dest, now)
         await anyio.to_thread.run_sync(
             atomic_write_json, self.layout.manifest_path(item.job_type, item.out_stem), manifest
         )
@@ -442,37 +404,6 @@ class Intake:
                  job_type=str(item.job_type), results=dest.name, linked_file=intent["file"],
                  linked_input_id=intent["input_id"], affected=intent["affected"])
         return None
-
-    def _linked_manifest(self, item: InputFile, intent: dict[str, Any], dest: Path,
-                         now: datetime) -> dict[str, Any]:
-        claimed = item.claimed_at
-        return {
-            "generator": f"compliance-orchestrator {__version__}",
-            "input": {
-                "file": item.name,
-                "job_type": str(item.job_type),
-                "bytes": item.size_bytes,
-                "sha256": item.input_sha256,
-                "claimed_at": iso(claimed),
-                "dropped_lines": item.bad_line_count,
-                **({"bad_lines": (item.report or {}).get("bad_lines", [])}
-                   if item.bad_line_count else {}),
-            },
-            "output": {"file": dest.name, "bytes": intent["output_bytes"],
-                       "sha256": intent["output_sha256"]},
-            "counts": {"submitted": item.id_count, "affected": intent["affected"],
-                       "by_reason": dict(sorted(intent["by_reason"].items()))},
-            "linked_to": {key: intent[key] for key in
-                          ("file", "input_id", "results", "delivered_at", "jobs")},
-            "batch": None,
-            "jobs": [],
-            "timings": {
-                "claimed_at": iso(claimed),
-                "queued_at": None,
-                "delivered_at": iso(now),
-                "total_s": round((now - claimed).total_seconds(), 3) if claimed else None,
-            },
-        }
 
     async def _continue(self, item: InputFile) -> None:
         """Carry on with a claimed input from what the database says about it."""
