@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import structlog
 from daemon_helpers import TOKEN, drop, load, make_ids, outcome, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
@@ -64,7 +65,13 @@ async def test_healthz_and_metrics_after_a_job(tmp_path: Path, sandbox: Sandbox)
             await wait_for(lambda: outcome(tmp_path, "tweets", "ids.txt") == "delivered")
             await wait_for(lambda: not service.runner or not service.runner.current,
                            what="the lane to let go of the batch")
-            status, content_type, text = await get(service, "metrics")
+            # The queue gauge is refreshed after transitions, at most about once a second.
+            with anyio.fail_after(10):
+                while True:
+                    status, content_type, text = await get(service, "metrics")
+                    if value(samples(text), "orchestrator_queue_length", job_type="tweets") == 0:
+                        break
+                    await anyio.sleep(0.1)
     assert status == 200 and content_type.startswith("text/plain")
     found = samples(text)
     assert value(found, "orchestrator_jobs_finished_total", job_type="tweets",
