@@ -11,7 +11,6 @@ it tries the batch almost at once. A `failed` batch's inputs are back in the inb
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import stat
 from datetime import datetime
@@ -35,21 +34,13 @@ from orchestrator.admin_requeue import Requeued, read_record, requeue_file
 from orchestrator.clock import iso
 from orchestrator.layout import Layout
 from orchestrator.model import Batch, BatchState, InputFile, InputState
-from orchestrator.outbox import ERROR_SUFFIX, safe_basename
+from orchestrator.outbox import ERROR_SUFFIX, file_sha256, safe_basename
 from orchestrator.redact import redact_text
 from orchestrator.store import Store
 
 
 class _Changed(Exception):
     """The batch moved on between our read and our compare-and-set: nothing was written."""
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_rejected(layout: Layout, item: InputFile) -> Path | None:
@@ -82,7 +73,7 @@ def find_rejected(layout: Layout, item: InputFile) -> Path | None:
                 return path
             continue
         if (item.input_sha256 and st.st_size == item.size_bytes
-                and _sha256_of(path) == item.input_sha256):
+                and file_sha256(path) == item.input_sha256):
             return path
     return None
 

@@ -12,7 +12,6 @@ after its last part.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +24,13 @@ from orchestrator.batchfiles import ResultCounts, Slice, count_results, split_re
 from orchestrator.clock import iso
 from orchestrator.layout import Layout
 from orchestrator.model import Batch, InputFile, InputState
-from orchestrator.outbox import atomic_output, atomic_write_file, atomic_write_json
+from orchestrator.outbox import (
+    atomic_output,
+    atomic_write_file,
+    atomic_write_json,
+    file_sha256,
+)
 from orchestrator.store import BatchPart, Store
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def batch_files(layout: Layout, batch: Batch) -> dict[str, Path]:
@@ -147,7 +143,7 @@ async def _deliver_input(
         counts, output_sha256 = known
     else:
         counts = await anyio.to_thread.run_sync(count_results, target)
-        output_sha256 = await anyio.to_thread.run_sync(_sha256_of, target)
+        output_sha256 = await anyio.to_thread.run_sync(file_sha256, target)
     jobs = [dict(row) for row in await store.remote_jobs_of_input(item.id)]
     now = store.clock.now()
     claimed = item.claimed_at
