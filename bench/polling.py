@@ -100,7 +100,7 @@ def run_case(workdir: Path, case: Case) -> dict[str, Any]:
 def model(processing_s: float) -> dict[str, float]:
     """The default schedule on paper, timed from the upload: status requests for a job of
     this length, and the worst lateness it allows (the interval in force at completion)."""
-    from orchestrator.machine import Policy, poll_interval
+    from orchestrator.core.machine import Policy, poll_interval
 
     policy = Policy(poll_initial_s=DEFAULT_SETTINGS["poll.initial_interval_s"],
                     poll_max_s=DEFAULT_SETTINGS["poll.max_interval_s"],

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench._common import Figure, cached_id_file, warm
-from orchestrator.idfile import normalise_id_file
+from orchestrator.files.idfile import normalise_id_file
 
 TARGET_IDS_PER_S = 3e6  # issue 6 part 4: "several million IDs per second"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.model import JobType
+from orchestrator.core.model import JobType
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,10 @@ from daemon_helpers import TOKEN, running_service, write_config
 from orchestrator import cli
 from orchestrator.clock import SystemClock
 from orchestrator.config import Config
+from orchestrator.core.model import InputState, JobType
+from orchestrator.daemon.service import Service
 from orchestrator.layout import Layout
-from orchestrator.model import InputState, JobType
-from orchestrator.service import Service
-from orchestrator.store import Store
+from orchestrator.store.sqlite import Store
 
 SIGNED = "https://storage.example/bucket/obj?X-Goog-Signature=deadbeefcafe&X-Goog-Credential=k"
 SECRET_MARKERS = ("Signature", "Credential", "X-Goog", "upload_id=", TOKEN, "deadbeef")

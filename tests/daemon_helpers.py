@@ -13,8 +13,8 @@ from typing import Any
 import anyio
 
 from orchestrator.config import Config, load_config
-from orchestrator.model import JobType
-from orchestrator.service import Service
+from orchestrator.core.model import JobType
+from orchestrator.daemon.service import Service
 
 TOKEN = "test-bearer-token-0123456789"
 

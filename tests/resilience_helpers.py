@@ -19,9 +19,9 @@ from typing import Any
 from daemon_helpers import TOKEN, outcome, running_service, write_config
 
 from orchestrator.config import Config
+from orchestrator.daemon.service import Service
 from orchestrator.logs import configure_logging, reset_logging
 from orchestrator.sandbox import Sandbox
-from orchestrator.service import Service
 
 # Strings that must never reach a log line (the sandbox's signed URLs carry the first two).
 SECRET_MARKERS = ("X-Goog-Signature", "upload_id=", TOKEN)

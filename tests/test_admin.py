@@ -1,7 +1,7 @@
 """Operator commands against the real daemon and the sandbox on 127.0.0.1.
 
 The daemon runs in this event loop; each command runs in a worker thread through
-`orchestrator.cli.main`, exactly as an operator's shell would call it, while the daemon keeps
+`orchestrator.cli.main.main`, exactly as an operator's shell would call it, while the daemon keeps
 working. `jobs` is read-only and checked on the history these runs leave behind.
 """
 
@@ -27,7 +27,7 @@ from admin_helpers import (
 )
 from daemon_helpers import drop, load, make_ids, outcome, read_results, wait_for, write_config
 
-from orchestrator import admin_common
+from orchestrator.cli import common as admin_common
 from orchestrator.logs import configure_logging, reset_logging
 from orchestrator.sandbox import Sandbox
 

@@ -25,11 +25,11 @@ from admin_helpers import (
     set_batch,
 )
 
-from orchestrator import admin_cancel
+from orchestrator.cli import cancel as admin_cancel
 from orchestrator.clock import SystemClock, iso
-from orchestrator.intake import Intake
+from orchestrator.daemon.intake import Intake
 from orchestrator.logs import reset_logging
-from orchestrator.store import Store
+from orchestrator.store.sqlite import Store
 
 
 @pytest.fixture(autouse=True)

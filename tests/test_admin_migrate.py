@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from admin_helpers import db, offline_config, run_cli
 
-from orchestrator import migrate
-from orchestrator.lock import StateLock
+from orchestrator.daemon.lock import StateLock
 from orchestrator.logs import reset_logging
+from orchestrator.store import migrate
 
 
 @pytest.fixture(autouse=True)

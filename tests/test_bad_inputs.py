@@ -36,16 +36,16 @@ from daemon_helpers import (
     write_config,
 )
 
-from orchestrator import inbox as inbox_module
-from orchestrator import intake as intake_module
 from orchestrator.clock import SystemClock, from_iso
 from orchestrator.config import Config
-from orchestrator.inbox import Candidate
-from orchestrator.intake import Intake
+from orchestrator.core.model import InputState, JobType
+from orchestrator.daemon import intake as intake_module
+from orchestrator.daemon.intake import Intake
+from orchestrator.files import inbox as inbox_module
+from orchestrator.files.inbox import Candidate
 from orchestrator.layout import Layout
-from orchestrator.model import InputState, JobType
 from orchestrator.sandbox import Sandbox
-from orchestrator.store import Store
+from orchestrator.store.sqlite import Store
 
 # ---- helpers ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from daemon_helpers import (
     write_config,
 )
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 from orchestrator.sandbox import Sandbox, SandboxConfig
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,8 +19,8 @@ from daemon_helpers import (
     write_config,
 )
 
+from orchestrator.core.model import JobType
 from orchestrator.logs import configure_logging, reset_logging
-from orchestrator.model import JobType
 from orchestrator.sandbox import Sandbox
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import CREDENTIAL_NAME, load_config
-from orchestrator.model import JobType
+from orchestrator.core.model import JobType
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 UNIT = DEPLOY / "compliance-orchestrator.service"

@@ -28,11 +28,11 @@ from daemon_helpers import (
     write_config,
 )
 
-from orchestrator import intake as intake_module
 from orchestrator.config import Config
-from orchestrator.outbox import atomic_copy_verified, atomic_write_json
+from orchestrator.daemon import intake as intake_module
+from orchestrator.daemon.service import Service
+from orchestrator.files.outbox import atomic_copy_verified, atomic_write_json
 from orchestrator.sandbox import Sandbox
-from orchestrator.service import Service
 
 
 def manifest(workdir: Path, job_type: str, stem: str) -> dict[str, Any]:

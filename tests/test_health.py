@@ -15,13 +15,13 @@ from daemon_helpers import TOKEN, drop, load, make_ids, outcome, running_service
 from daemon_helpers import write_config as write_test_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.activity import Activity
 from orchestrator.clock import FakeClock
 from orchestrator.config import Config
-from orchestrator.metrics import Metrics
-from orchestrator.model import Batch, BatchState, JobType
+from orchestrator.core.model import Batch, BatchState, JobType
+from orchestrator.daemon.activity import Activity
+from orchestrator.daemon.metrics import Metrics
+from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox, SandboxConfig
-from orchestrator.service import Service
 
 MIB = 1024 * 1024
 

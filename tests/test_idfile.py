@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import InputRejected
-from orchestrator.idfile import MAX_LINE_BYTES, iter_ids, normalise_id_file
+from orchestrator.files.idfile import MAX_LINE_BYTES, iter_ids, normalise_id_file
 
 
 def run(tmp_path: Path, content: bytes, **kwargs: object):  # type: ignore[no-untyped-def]

@@ -10,15 +10,15 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator import inbox as inbox_module
-from orchestrator.inbox import (
+from orchestrator.core.model import JobType
+from orchestrator.files import inbox as inbox_module
+from orchestrator.files.inbox import (
     NOT_IN_TYPE_FOLDER,
     Candidate,
     InboxScanner,
     InvalidEntry,
     watch_inbox,
 )
-from orchestrator.model import JobType
 
 MIN_AGE = 5.0
 DEADLINE_S = 10.0  # generous bound for conditions in real-time tests; never a timed assertion

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.daemon.lock import AlreadyRunning, StateLock
 from orchestrator.errors import ConfigError
-from orchestrator.lock import AlreadyRunning, StateLock
 
 HOLDER = """
 import sys
 from pathlib import Path
-from orchestrator.lock import StateLock
+from orchestrator.daemon.lock import StateLock
 
 with StateLock(Path(sys.argv[1])):
     print("locked", flush=True)

@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator import machine
+from orchestrator.core import machine
+from orchestrator.core.machine import ALLOWED, Policy, decide, plan
+from orchestrator.core.model import Batch, BatchState, JobType, RemoteJob, RemoteStatus
+from orchestrator.core.retry import GiveUp, RetryAt, RetryPolicy, retry_decision
 from orchestrator.errors import (
     AuthError,
     ConflictError,
@@ -19,9 +22,6 @@ from orchestrator.errors import (
     RetryableError,
     UploadWindowClosed,
 )
-from orchestrator.machine import ALLOWED, Policy, decide, plan
-from orchestrator.model import Batch, BatchState, JobType, RemoteJob, RemoteStatus
-from orchestrator.retry import GiveUp, RetryAt, RetryPolicy, retry_decision
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 S = BatchState

@@ -10,7 +10,7 @@ import aiosqlite
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.migrate import (
+from orchestrator.store.migrate import (
     MigrationError,
     SchemaTooNew,
     apply_migrations,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import outbox
-from orchestrator.outbox import (
+from orchestrator.files import outbox
+from orchestrator.files.outbox import (
     atomic_output,
     atomic_write_file,
     atomic_write_json,
@@ -95,7 +95,7 @@ def test_new_files_honour_the_umask_not_0600(tmp_path: Path) -> None:
 _KILLED_WRITER = """
 import os, sys
 from pathlib import Path
-from orchestrator.outbox import atomic_output
+from orchestrator.files.outbox import atomic_output
 with atomic_output(Path(sys.argv[1])) as out:
     out.write(b"partial " * 1000)
     out.flush()

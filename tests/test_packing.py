@@ -25,10 +25,10 @@ from daemon_helpers import (
     write_config,
 )
 
-from orchestrator.deliver import deliver_batch
+from orchestrator.daemon.deliver import deliver_batch
+from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox
-from orchestrator.service import Service
-from orchestrator.store import Store
+from orchestrator.store.sqlite import Store
 
 
 def manifest(workdir: Path, job_type: str, stem: str) -> dict[str, Any]:
@@ -147,7 +147,7 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
     files = {f"p{n}.txt": make_ids(300 + n, 30) for n in range(6)}
     service = Service(config, TOKEN, stop_grace_s=0)
     tripped = anyio.Event()
-    import orchestrator.deliver as deliver_module
+    import orchestrator.daemon.deliver as deliver_module
 
     real = deliver_module._deliver_input
     calls = 0
@@ -199,7 +199,7 @@ async def test_membership_split_keeps_memory_off_the_python_heap(tmp_path: Path)
     """Results split per input through a scratch SQLite file, not a dict of every ID."""
     import tracemalloc
 
-    from orchestrator.batchfiles import Slice, split_results
+    from orchestrator.files.batchfiles import Slice, split_results
 
     ids_path = tmp_path / "a.ids"
     ids_path.write_bytes(b"".join(f"{1000000 + n}\n".encode() for n in range(200_000)))

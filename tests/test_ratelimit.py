@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from orchestrator.ratelimit import RateBudget, RateLimit, parse_rate_limit
+from orchestrator.core.ratelimit import RateBudget, RateLimit, parse_rate_limit
 
 NOW = 1_633_592_478.0  # 2021-10-07T07:41:18Z, the recorded first POST
 RESET = 1_633_593_378  # + 900 s, as recorded

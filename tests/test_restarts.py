@@ -20,11 +20,11 @@ import pytest
 from daemon_helpers import TOKEN, db_rows, drop, load, make_ids, outcome, read_results, wait_for
 from daemon_helpers import write_config as write_test_config
 
-from orchestrator.model import BatchState
-from orchestrator.runner import Runner
+from orchestrator.core.model import BatchState
+from orchestrator.daemon.runner import Runner
+from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox
-from orchestrator.service import Service
-from orchestrator.store import Store
+from orchestrator.store.sqlite import Store
 
 # (stage, when): "persisted" = just after the batch entered that state in the database;
 # "acted" = just after that stage's remote/file side effect, before its outcome was saved.

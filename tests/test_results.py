@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import IntegrityError, RetryableError
-from orchestrator.results import iter_results, normalise_results
+from orchestrator.files.results import iter_results, normalise_results
 
 # Verbatim shapes of real downloads (x-compliance-api.md §4), blank line included.
 TWEETS = (

@@ -27,8 +27,8 @@ from daemon_helpers import (
     write_config,
 )
 
+from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox
-from orchestrator.service import Service
 
 
 def _spawn(config_path: Path) -> subprocess.Popen[bytes]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import machine
 from orchestrator.clock import FakeClock
-from orchestrator.model import BatchState, InputState, JobType, RemoteJob, RemoteStatus
-from orchestrator.store import StaleState, Store
+from orchestrator.core import machine
+from orchestrator.core.model import BatchState, InputState, JobType, RemoteJob, RemoteStatus
+from orchestrator.store.sqlite import StaleState, Store
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ import pytest
 import structlog
 from daemon_helpers import TOKEN, drop, make_ids, outcome, wait_for, write_config
 
-from orchestrator import systemd
-from orchestrator.activity import Activity, Transfer
 from orchestrator.clock import FakeClock
-from orchestrator.metrics import Metrics
-from orchestrator.model import Batch, BatchState, JobType
-from orchestrator.monitor import status_line
+from orchestrator.core.model import Batch, BatchState, JobType
+from orchestrator.daemon import systemd
+from orchestrator.daemon.activity import Activity, Transfer
+from orchestrator.daemon.metrics import Metrics
+from orchestrator.daemon.monitor import status_line
 from orchestrator.sandbox import Sandbox
 
 

@@ -13,6 +13,7 @@ import pytest
 import structlog
 import yarl
 
+from orchestrator.core.model import JobType, RemoteJob, RemoteStatus
 from orchestrator.errors import (
     DownloadExpired,
     IntegrityError,
@@ -22,9 +23,7 @@ from orchestrator.errors import (
     RetryableError,
     UploadWindowClosed,
 )
-from orchestrator.model import JobType, RemoteJob, RemoteStatus
-from orchestrator.sandbox import Sandbox, SandboxConfig
-from orchestrator.transfer import (
+from orchestrator.remote.transfer import (
     RESUMABLE_QUANTUM,
     UploadSessionGone,
     download,
@@ -33,7 +32,8 @@ from orchestrator.transfer import (
     upload_resumable,
     upload_simple,
 )
-from orchestrator.xapi import XApi, make_session
+from orchestrator.remote.xapi import XApi, make_session
+from orchestrator.sandbox import Sandbox, SandboxConfig
 
 TOKEN = "transfer-test-token-93ad0c"
 

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from orchestrator.core.model import JobType, RemoteStatus
 from orchestrator.errors import (
     AuthError,
     ConflictError,
@@ -20,9 +21,8 @@ from orchestrator.errors import (
     RemoteError,
     RetryableError,
 )
-from orchestrator.model import JobType, RemoteStatus
+from orchestrator.remote.xapi import XApi, make_session
 from orchestrator.sandbox import Sandbox, SandboxConfig
-from orchestrator.xapi import XApi, make_session
 
 TOKEN = "xapi-test-token-5f2c9a7e1d"
 WRONG_TOKEN = "wrong-token-b81f33c0aa"

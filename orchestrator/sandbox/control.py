@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.model import format_timestamp
+from orchestrator.core.model import format_timestamp
 from orchestrator.sandbox.faults import parse_fault_spec
 from orchestrator.sandbox.state import STATE, SandboxState
 from orchestrator.sandbox.truth import JOB_TYPES, Truth

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.model import format_timestamp
+from orchestrator.core.model import format_timestamp
 from orchestrator.sandbox.clock import SandboxClock
 from orchestrator.sandbox.config import SandboxConfig
 from orchestrator.sandbox.ingest import IngestResult, StoredObject

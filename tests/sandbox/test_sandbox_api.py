@@ -19,7 +19,7 @@ from sandbox_recorded import (
     job_of,
 )
 
-from orchestrator.model import parse_timestamp
+from orchestrator.core.model import parse_timestamp
 from orchestrator.sandbox import Sandbox
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.000Z$")

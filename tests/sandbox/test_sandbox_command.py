@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from sandbox_helpers import auth, create_job, ids_body, signed, tweet_ids, upload
 
-from orchestrator.cli import build_parser
+from orchestrator.cli.main import build_parser
 from orchestrator.sandbox import Sandbox
 from orchestrator.sandbox.command import config_from_args, configure_parser
 from orchestrator.sandbox.remote import SandboxProcess, SandboxRemote

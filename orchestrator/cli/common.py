@@ -1,0 +1,159 @@
+"""Shared plumbing of the operator commands (`jobs`, `requeue`, `retry`, `cancel`, `migrate`).
+
+Each command does its work in a function that returns a result dict plus a human text, or
+raises AdminError with the exit code; `run_admin` turns that into output and an exit code,
+the same way for every command: a table/sentences by default, one JSON object with `--json`.
+Log lines never go to stdout here (it is the command's answer): they go to stderr, warnings
+and up only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosqlite
+
+from orchestrator.cli.status import daemon_pid
+from orchestrator.clock import SystemClock, iso
+from orchestrator.config import load_config
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.layout import Layout
+from orchestrator.logs import configure_logging
+from orchestrator.store.migrate import MigrationError, connect, pending_migrations
+from orchestrator.store.sqlite import Store
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+PROG = "compliance-orchestrator"
+
+
+class AdminError(OrchestratorError):
+    """An operator command did nothing (or not all of it); the message says why."""
+
+    def __init__(
+        self, message: str, exit_code: int = EXIT_FAILURE, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.detail = dict(detail or {})
+
+
+Outcome = tuple[dict[str, Any], str]  # (JSON result, human text)
+
+
+def layout_from_args(args: argparse.Namespace) -> Layout:
+    """The folders named by `--config`; ConfigError (exit 2) if the file is unusable."""
+    config = load_config(args.config)
+    return Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
+
+
+def config_hint(args: argparse.Namespace) -> str:
+    """`--config PATH` as the operator typed it, for commands we suggest."""
+    return f"--config {args.config}"
+
+
+def quiet_logging() -> None:
+    # The library modules log (e.g. the rejected-file placement at debug); for a command,
+    # stdout is the answer, so only real problems are shown, and on stderr.
+    configure_logging("warning", "auto", stream=sys.stderr)
+
+
+def run_admin(args: argparse.Namespace, work: Callable[[argparse.Namespace], Outcome]) -> int:
+    """Run one command; print its answer (human or `--json`); map failures to exit codes."""
+    quiet_logging()
+    as_json = bool(getattr(args, "json", False))
+    try:
+        result, text = work(args)
+    except AdminError as error:
+        return _fail(as_json, error.message, error.exit_code, error.detail)
+    except ConfigError as error:  # bad config, schema too new, state directory locked
+        return _fail(as_json, error.message, EXIT_USAGE, {})
+    except (MigrationError, sqlite3.Error, OSError) as error:
+        return _fail(as_json, f"{type(error).__name__}: {error}", EXIT_FAILURE, {})
+    if as_json:
+        print(json.dumps({"ok": True, **result}, indent=2, sort_keys=True, default=str))
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _fail(as_json: bool, message: str, code: int, detail: Mapping[str, Any]) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    if as_json:
+        payload = {"ok": False, "error": message, "exit_code": code, **detail}
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    return code
+
+
+def daemon_note(layout: Layout) -> tuple[int | None, str]:
+    """(PID or None, a clause saying when the daemon will act on what we just changed)."""
+    pid = daemon_pid(layout.state_dir)
+    if pid:
+        return pid, f"the running daemon (PID {pid}) picks it up within a few seconds"
+    return None, "the daemon is not running: it picks this up when it starts"
+
+
+@asynccontextmanager
+async def open_store(layout: Layout) -> AsyncIterator[Store]:
+    """The state database, for a command that changes it while the daemon may run.
+
+    Never migrates (that is `migrate`'s job, with the daemon stopped): a database at another
+    schema version than this program's is refused with exit 2.
+    """
+    if not layout.db_path.exists():
+        raise AdminError(
+            f"no state database at {layout.db_path}: the daemon has not run here yet"
+        )
+    conn = await connect(layout.db_path)
+    try:
+        pending = await pending_migrations(conn)  # SchemaTooNew is a ConfigError: exit 2
+        if pending:
+            raise AdminError(
+                f"the state database needs migration(s) {', '.join(map(str, pending))}: "
+                f"run `{PROG} migrate` first (with the daemon stopped)",
+                EXIT_USAGE,
+            )
+        yield Store(conn, SystemClock())
+    finally:
+        await conn.close()
+
+
+async def insert_event(
+    conn: aiosqlite.Connection,
+    kind: str,
+    *,
+    at: datetime,
+    batch_id: int | None = None,
+    input_id: int | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    """Append to the event log; call inside the transaction whose change it records."""
+    await conn.execute(
+        "INSERT INTO events (at, batch_id, input_id, kind, from_state, to_state, detail_json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (iso(at), batch_id, input_id, kind, from_state, to_state,
+         json.dumps(dict(detail), sort_keys=True, default=str) if detail else None),
+    )
+
+
+def short_time(value: datetime | str | None) -> str:
+    """`2026-01-02 03:04:05Z` (UTC, whole seconds) for tables; `-` when unknown."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"

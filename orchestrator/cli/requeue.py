@@ -1,0 +1,247 @@
+"""`requeue FILE`: put a rejected input back into the inbox; the daemon claims it anew.
+
+The file moves from `outbox/rejected/` into `inbox/<type>/` without ever appearing there
+partially written or over another file: on one filesystem it is hard-linked under the first
+free name (a link never replaces an existing name) and then unlinked from `rejected/`; across
+filesystems it is first copied to a `.requeue-*` dotfile in the type folder (the inbox
+ignores dotfiles), fsynced, and linked into place the same way. Only then is its
+`<file>.error.json` removed. A crash in between leaves at worst a second copy of the file
+(never none); a stale `.requeue-*` copy is swept by the next requeue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import secrets
+import shutil
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from orchestrator.cli.common import (
+    EXIT_USAGE,
+    AdminError,
+    Outcome,
+    config_hint,
+    daemon_note,
+    insert_event,
+    layout_from_args,
+    open_store,
+    run_admin,
+)
+from orchestrator.core.model import JobType
+from orchestrator.files.inbox import is_ignored_name
+from orchestrator.files.outbox import COPY_BUFFER, ERROR_SUFFIX, candidate_names, fsync_dir
+from orchestrator.layout import Layout
+from orchestrator.redact import redact_text
+
+TEMP_PREFIX = ".requeue-"
+_STALE_TEMP_S = 3600.0
+_MAX_NAME_TRIES = 10_000
+# Errors that mean "this filesystem (pair) cannot hard-link": fall back, don't fail.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
+_RECORD_FIELDS = ("reason", "stage", "message")
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    name: str             # the file's name in outbox/rejected/
+    source: Path
+    dest: Path            # where it is now, in inbox/<type>/
+    job_type: JobType
+    record: dict[str, Any] | None  # the error record that was removed
+
+    def public(self) -> dict[str, Any]:
+        previous = {k: redact_text(str(self.record[k])) for k in _RECORD_FIELDS
+                    if self.record and self.record.get(k) is not None}
+        return {"file": self.name, "from": str(self.source), "to": str(self.dest),
+                "job_type": str(self.job_type), "previous_error": previous}
+
+
+def resolve_rejected(layout: Layout, file: str) -> Path:
+    """FILE as a name in outbox/rejected/ or a path to one; its error record is accepted too."""
+    rejected = layout.rejected
+    given = Path(file)
+    if len(given.parts) > 1 or given.is_absolute():
+        parent = given.parent.resolve()
+        if parent != rejected.resolve():
+            raise AdminError(f"{file}: FILE must be in {rejected}/ (or just its name there)",
+                             EXIT_USAGE)
+    name = given.name
+    if name.endswith(ERROR_SUFFIX) and os.path.lexists(rejected / name[: -len(ERROR_SUFFIX)]):
+        name = name[: -len(ERROR_SUFFIX)]
+    if not name or name in (".", ".."):
+        raise AdminError(f"{file!r} is not a file name", EXIT_USAGE)
+    return rejected / name
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The `<file>.error.json` beside a rejected file, if it is one of ours."""
+    try:
+        with open(path, "rb") as f:
+            record = json.loads(f.read(1024 * 1024))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _link_first_free(src: Path, folder: Path, wanted: str) -> Path | None:
+    """Hard-link `src` as the first free `wanted`, `wanted (2)`, ...; None if links can't be."""
+    for tries, candidate in enumerate(candidate_names(wanted)):
+        if tries >= _MAX_NAME_TRIES:
+            break
+        dest = folder / candidate
+        try:
+            os.link(src, dest, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            if error.errno in _NO_LINK:
+                return None
+            raise
+        return dest
+    raise AdminError(f"no free name like {wanted!r} in {folder}")
+
+
+def _rename_first_free(src: Path, folder: Path, wanted: str) -> Path:
+    # Only where hard links are impossible: a producer creating the very same name in the
+    # instant between the check and the rename could be replaced.
+    for tries, candidate in enumerate(candidate_names(wanted)):
+        if tries >= _MAX_NAME_TRIES:
+            break
+        dest = folder / candidate
+        if not os.path.lexists(dest):
+            src.rename(dest)
+            return dest
+    raise AdminError(f"no free name like {wanted!r} in {folder}")
+
+
+def _copy_beside(src: Path, st: os.stat_result, folder: Path) -> Path:
+    """A durable copy of `src` in `folder` under a dotfile name the inbox ignores."""
+    tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, COPY_BUFFER)
+            out.flush()
+            # Keep the producer's mode and timestamps on the "untouched" input.
+            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp
+
+
+def _sweep_stale_temps(folder: Path) -> None:
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TEMP_S:
+                        Path(entry.path).unlink()
+
+
+def move_into(src: Path, st: os.stat_result, folder: Path, wanted: str) -> Path:
+    """Move the regular file `src` into `folder` under a free name near `wanted`; atomic."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_temps(folder)
+    staged = src if st.st_dev == folder.stat().st_dev else _copy_beside(src, st, folder)
+    dest = _link_first_free(staged, folder, wanted)
+    if dest is None:
+        dest = _rename_first_free(staged, folder, wanted)
+    else:
+        staged.unlink()
+    fsync_dir(folder)
+    if staged is not src:
+        src.unlink()
+    fsync_dir(src.parent)
+    return dest
+
+
+def requeue_file(layout: Layout, file: str, job_type: JobType | None = None) -> Requeued:
+    """Move a rejected file back into the inbox and drop its error record.
+
+    The job type comes from `job_type`, else from the record's `job_type`. AdminError: the
+    file is not there (1), is no regular file (1), or its type is unknown (2).
+    """
+    src = resolve_rejected(layout, file)
+    name = src.name
+    try:
+        st = os.lstat(src)
+    except FileNotFoundError:
+        raise AdminError(f"{name}: no such file in {layout.rejected}/") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise AdminError(f"{name} is {kind}; only regular ID files can go back to the inbox")
+    record_path = src.with_name(name + ERROR_SUFFIX)
+    record = read_record(record_path)
+    recorded = (record or {}).get("job_type")
+    if job_type is None:
+        if recorded not in {t.value for t in JobType}:
+            raise AdminError(
+                f"{name}: its error record does not say which IDs it holds; "
+                "add --type tweets or --type users", EXIT_USAGE,
+            )
+        job_type = JobType(recorded)
+    wanted = str((record or {}).get("original_name") or name)
+    if is_ignored_name(wanted) or "/" in wanted:
+        wanted = name
+    if is_ignored_name(wanted):
+        raise AdminError(f"{name}: the inbox ignores names like this; rename it first")
+    dest = move_into(src, st, layout.inbox_for(job_type), wanted)
+    with contextlib.suppress(FileNotFoundError):
+        record_path.unlink()
+        fsync_dir(record_path.parent)
+    return Requeued(name, src, dest, job_type, record)
+
+
+async def record_requeues(layout: Layout, items: list[Requeued], kind: str, **detail: Any) -> None:
+    """Note the requeue in the event log (history only: nothing depends on it)."""
+    async with open_store(layout) as store, store.transaction() as conn:
+        now = store.clock.now()
+        for item in items:
+            input_id = (item.record or {}).get("input_id")
+            await insert_event(
+                conn, kind, at=now, input_id=input_id if isinstance(input_id, int) else None,
+                detail={**detail, **item.public()},
+            )
+
+
+def _requeue(args: argparse.Namespace) -> Outcome:
+    layout = layout_from_args(args)
+    job_type = JobType(args.type) if args.type else None
+    item = requeue_file(layout, args.file, job_type)
+    warnings = []
+    if layout.db_path.exists():
+        try:
+            anyio.run(record_requeues, layout, [item], "operator.requeue")
+        except Exception as error:  # the move is done; the history line is a nicety
+            warnings.append(f"not noted in the event log: {type(error).__name__}: {error}")
+    pid, when = daemon_note(layout)
+    result = {**item.public(), "daemon_pid": pid, "warnings": warnings}
+    lines = [f"requeued {item.name} -> {item.dest} ({item.job_type}); {when}"]
+    reason = result["previous_error"].get("message") or result["previous_error"].get("reason")
+    if reason:
+        lines.append(f"  it had been rejected: {reason}")
+    recorded = (item.record or {}).get("job_type")
+    if recorded and recorded != str(item.job_type):
+        lines.append(f"  note: its record said {recorded}; --type {item.job_type} was used")
+    lines.extend(f"  warning: {w}" for w in warnings)
+    lines.append(f"  follow it with: compliance-orchestrator status {config_hint(args)}")
+    return result, "\n".join(lines)
+
+
+def requeue_command(args: argparse.Namespace) -> int:
+    return run_admin(args, _requeue)

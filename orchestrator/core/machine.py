@@ -1,0 +1,402 @@
+"""PURE job state machine: what a batch needs next, and what an observation changes. No I/O.
+
+`plan(batch, now, policy)` says which step is due; the runner performs it through an adapter
+and turns the outcome into an Observation; `decide(batch, observation, now, policy, rng)`
+returns the Decision the store persists with a compare-and-set on the batch state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from orchestrator.core.model import Batch, BatchState, RemoteJob, RemoteStatus
+from orchestrator.core.retry import GiveUp, RetryPolicy, retry_decision
+from orchestrator.errors import (
+    AuthError,
+    DownloadExpired,
+    PermanentError,
+    RemoteJobEnded,
+    UploadWindowClosed,
+)
+
+S = BatchState
+OWN_JOB_SLACK_S = 5.0  # past an abandoned job's upload window before the next POST
+
+ALLOWED: Final[dict[BatchState, frozenset[BatchState]]] = {
+    S.QUEUED: frozenset({S.CREATING, S.CANCELLED}),
+    S.CREATING: frozenset({S.CREATING, S.UPLOADING, S.QUEUED, S.FAILED}),
+    S.UPLOADING: frozenset({S.UPLOADING, S.WAITING, S.QUEUED, S.FAILED}),
+    S.WAITING: frozenset({S.WAITING, S.DOWNLOADING, S.QUEUED, S.FAILED}),
+    S.DOWNLOADING: frozenset({S.DOWNLOADING, S.DELIVERING, S.QUEUED, S.FAILED}),
+    S.DELIVERING: frozenset({S.DELIVERING, S.DONE}),
+    S.DONE: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_attempts: int = 5
+    upload_margin_s: float = 60.0
+    download_margin_s: float = 3600.0
+    poll_initial_s: float = 5.0
+    poll_max_s: float = 60.0
+    poll_factor: float = 1.5
+    # Never wait longer than this share of the job's age: completion is noticed within ~10%
+    # of how long the job took (or poll_initial_s for quick ones).
+    poll_age_fraction: float = 0.1
+    # Polls of one job after another stay within X's 150 requests / 15 min (less the reserve
+    # for other clients): the age-based cap never goes below this spacing.
+    poll_min_spacing_s: float = 900 / 140
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+# ---- steps (what plan() asks the runner to do) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StartAttempt:
+    """Persist the intent to create remote job number `attempt` (QUEUED -> CREATING)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateJob:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """A deadline passed without a call: feed `error` back through decide()."""
+
+    error: Exception
+
+
+Step = Sleep | StartAttempt | CreateJob | Upload | Poll | Download | Deliver | Abandon | None
+
+
+# ---- observations (what the runner saw) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobCreated:
+    job: RemoteJob
+    adopted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSessionStarted:
+    session_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class UploadFinished:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    job: RemoteJob
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    affected: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredAll:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    error: Exception
+
+
+Observation = (
+    JobCreated | UploadSessionStarted | UploadFinished | Polled | Downloaded | DeliveredAll
+    | StepFailed
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    to_state: BatchState
+    event: str
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    level: str = "info"
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    reject_reason: str | None = None  # set when to_state is FAILED: why the inputs are rejected
+    pause: bool = False               # credentials problem: the lane stops creating work
+
+
+_CLEAR_REMOTE: Final[dict[str, Any]] = {
+    "x_job_id": None, "x_job_name": None, "x_status": None, "x_created_at": None,
+    "upload_url": None, "upload_expires_at": None, "download_url": None,
+    "download_expires_at": None, "upload_session_url": None, "poll_count": 0,
+    "uploaded_at": None, "completed_at": None, "resumable": False,
+}
+
+
+def _fresh_stage() -> dict[str, Any]:
+    return {"stage_retries": 0, "stage_waits": 0, "next_attempt_at": None}
+
+
+def upload_deadline(batch: Batch, policy: Policy) -> datetime | None:
+    if batch.upload_expires_at is None:
+        return None
+    return batch.upload_expires_at - timedelta(seconds=policy.upload_margin_s)
+
+
+def download_deadline(batch: Batch, policy: Policy) -> datetime | None:
+    if batch.download_expires_at is None:
+        return None
+    return batch.download_expires_at - timedelta(seconds=policy.download_margin_s)
+
+
+def poll_interval(poll_count: int, policy: Policy, age_s: float | None = None) -> float:
+    """Short at first, growing geometrically, capped: a quick job is noticed quickly and a
+    long one costs few requests. With the job's age known, also at most a fixed share of it
+    (but never below the first interval, nor below the rate-limit spacing)."""
+    interval = min(policy.poll_max_s,
+                   policy.poll_initial_s * policy.poll_factor ** min(poll_count, 60))
+    if age_s is not None:
+        floor = max(policy.poll_initial_s, policy.poll_min_spacing_s)
+        interval = min(interval, max(floor, age_s * policy.poll_age_fraction))
+    return interval
+
+
+def plan(batch: Batch, now: datetime, policy: Policy) -> Step:
+    state = batch.state
+    if state.is_final:
+        return None
+    if state is S.UPLOADING:
+        deadline = upload_deadline(batch, policy)
+        if deadline is not None and now >= deadline:
+            return Abandon(UploadWindowClosed("upload window (minus safety margin) has passed"))
+    if state in (S.WAITING, S.DOWNLOADING):
+        deadline = download_deadline(batch, policy)
+        if deadline is not None and now >= deadline:
+            return Abandon(DownloadExpired("download deadline (minus safety margin) has passed"))
+    if batch.next_attempt_at is not None and now < batch.next_attempt_at:
+        return Sleep(batch.next_attempt_at)
+    match state:
+        case S.QUEUED:
+            return StartAttempt(batch.attempt + 1)
+        case S.CREATING:
+            return CreateJob(batch.remote_name(batch.attempt))
+        case S.UPLOADING:
+            return Upload()
+        case S.WAITING:
+            return Poll()
+        case S.DOWNLOADING:
+            return Download()
+        case S.DELIVERING:
+            return Deliver()
+    return None
+
+
+def start_attempt(batch: Batch, attempt: int) -> Decision:
+    return Decision(
+        S.CREATING, "job.creating",
+        {**_CLEAR_REMOTE, **_fresh_stage(), "attempt": attempt,
+         "x_job_name": batch.remote_name(attempt)},
+        detail={"attempt": attempt},
+    )
+
+
+def _new_job_or_fail(
+    batch: Batch, now: datetime, policy: Policy, rng: random.Random, *, why: str,
+    event: str, level: str = "warning", detail: Mapping[str, Any] | None = None,
+    own_job_active: bool = True,
+) -> Decision:
+    """The remote job is lost (failed, expired, window closed): start over with a new one,
+    unless the batch has used up its attempts."""
+    info = {"reason": why, "attempt": batch.attempt, **(detail or {})}
+    if batch.attempt >= policy.max_attempts:
+        return Decision(
+            S.FAILED, "batch.gave_up", {**_fresh_stage(), "last_error": why}, level="error",
+            detail={**info, "max_attempts": policy.max_attempts},
+            reject_reason=f"{why}; gave up after {batch.attempt} remote job(s)",
+        )
+    next_at = now + timedelta(seconds=rng.uniform(0.0, policy.retry.backoff_initial_s))
+    if own_job_active and batch.state is S.UPLOADING and batch.upload_expires_at is not None:
+        # A job abandoned before its upload counts as active until its window ends: a POST
+        # before then would only meet a 409 from our own job.
+        next_at = max(next_at, batch.upload_expires_at + timedelta(seconds=OWN_JOB_SLACK_S))
+        info["new_job_not_before"] = next_at.isoformat()
+    return Decision(
+        S.QUEUED, event,
+        {**_CLEAR_REMOTE, **_fresh_stage(), "last_error": why, "next_attempt_at": next_at},
+        level=level, detail=info,
+    )
+
+
+def decide(
+    batch: Batch, obs: Observation, now: datetime, policy: Policy, rng: random.Random
+) -> Decision:
+    state = batch.state
+    match obs:
+        case JobCreated(job=job, adopted=adopted) if state is S.CREATING:
+            return Decision(
+                S.UPLOADING, "job.adopted" if adopted else "job.created",
+                {**_fresh_stage(), "x_job_id": job.id, "x_status": str(job.status),
+                 "x_created_at": job.created_at, "upload_url": job.upload_url,
+                 "upload_expires_at": job.upload_expires_at, "download_url": job.download_url,
+                 "download_expires_at": job.download_expires_at, "resumable": job.resumable},
+                detail={"x_job_id": job.id, "attempt": batch.attempt,
+                        "upload_expires_at": job.upload_expires_at.isoformat()},
+            )
+        case UploadSessionStarted(session_url=url) if state is S.UPLOADING:
+            return Decision(S.UPLOADING, "upload.session_started", {"upload_session_url": url},
+                            level="debug")
+        case UploadFinished() if state is S.UPLOADING:
+            return Decision(
+                S.WAITING, "upload.completed",
+                {**_fresh_stage(), "uploaded_at": now, "poll_count": 0,
+                 "next_attempt_at": now + timedelta(seconds=policy.poll_initial_s)},
+                detail={"bytes": batch.upload_bytes, "ids": batch.id_count},
+            )
+        case Polled(job=job) if state is S.WAITING:
+            return _on_polled(batch, job, now, policy, rng)
+        case Downloaded(affected=affected) if state is S.DOWNLOADING:
+            return Decision(S.DELIVERING, "download.completed", _fresh_stage(),
+                            detail={"affected": affected})
+        case DeliveredAll() if state is S.DELIVERING:
+            return Decision(S.DONE, "batch.done", _fresh_stage())
+        case StepFailed(error=error):
+            return _on_error(batch, error, now, policy, rng)
+    raise ValueError(f"observation {type(obs).__name__} is not valid in state {state}")
+
+
+def _on_polled(
+    batch: Batch, job: RemoteJob, now: datetime, policy: Policy, rng: random.Random
+) -> Decision:
+    status = job.status
+    if status == RemoteStatus.COMPLETE:
+        return Decision(
+            S.DOWNLOADING, "job.status",
+            {**_fresh_stage(), "x_status": status, "completed_at": now,
+             "poll_count": batch.poll_count + 1},
+            detail={"status": str(status), "polls": batch.poll_count + 1},
+        )
+    if status == RemoteStatus.FAILED:
+        return _new_job_or_fail(
+            batch, now, policy, rng, why=f"remote job failed: {job.error or 'no reason given'}",
+            event="job.failed",
+            detail={"x_job_id": job.id, "job_error": job.error, "status": "failed"},
+        )
+    if status == RemoteStatus.EXPIRED:
+        return _new_job_or_fail(
+            batch, now, policy, rng, why="remote job expired", event="job.expired",
+            detail={"x_job_id": job.id, "status": "expired"},
+        )
+    # created / in_progress / a status we don't know yet: keep polling, less often over time.
+    age_s = (now - batch.uploaded_at).total_seconds() if batch.uploaded_at else None
+    interval = poll_interval(batch.poll_count + 1, policy, age_s)
+    changed = str(status) != (batch.x_status or "")
+    return Decision(
+        S.WAITING, "job.status",
+        {**_fresh_stage(), "x_status": str(status), "poll_count": batch.poll_count + 1,
+         "next_attempt_at": now + timedelta(seconds=interval)},
+        level="info" if changed else "debug",
+        detail={"status": str(status), "polls": batch.poll_count + 1,
+                "next_poll_in_s": round(interval, 1)},
+    )
+
+
+def _on_error(
+    batch: Batch, error: Exception, now: datetime, policy: Policy, rng: random.Random
+) -> Decision:
+    state = batch.state
+    detail = {"stage": str(state), "error": type(error).__name__,
+              "http_status": getattr(error, "http_status", None)}
+    http_status = getattr(error, "http_status", None)
+    base = {"last_error": f"{type(error).__name__}: {error}", "last_http_status": http_status}
+    if isinstance(error, UploadWindowClosed | DownloadExpired):
+        level = "error" if isinstance(error, DownloadExpired) else "warning"
+        return _new_job_or_fail(batch, now, policy, rng, why=str(error),
+                                event="job.abandoned", level=level, detail=detail,
+                                own_job_active=not isinstance(error, RemoteJobEnded))
+    if state is S.DELIVERING or (isinstance(error, OSError) and state is not S.CREATING):
+        # Local trouble (outbox not writable, spool disk full, I/O error): wait and retry
+        # without using up attempts. A completed remote job is never thrown away for it; the
+        # upload and download deadlines above still apply.
+        retries = batch.stage_waits
+        delay = min(policy.retry.backoff_max_s,
+                    policy.retry.backoff_initial_s * 2 ** min(retries, 30))
+        event = "outbox.write_failed" if state is S.DELIVERING else "local.io_failed"
+        return Decision(
+            state, event,
+            {**base, "stage_waits": retries + 1, "next_attempt_at": now + timedelta(seconds=delay)},
+            level="warning" if retries == 0 else "debug",
+            detail={**detail, "retry_in_s": round(delay, 1)},
+        )
+    verdict = retry_decision(
+        error, counted_so_far=batch.stage_retries, waits_so_far=batch.stage_waits,
+        policy=policy.retry, rng=rng,
+    )
+    if isinstance(verdict, GiveUp):
+        if state is S.CREATING:
+            return Decision(
+                S.FAILED, "batch.gave_up", {**base, **_fresh_stage()}, level="error",
+                detail={**detail, "reason": verdict.reason},
+                reject_reason=f"could not create a compliance job: {error}",
+            )
+        if state is S.WAITING and not isinstance(error, PermanentError):
+            # The job may well still be running: keep asking (slowly) until the download
+            # deadline rather than abandon it and meet a 409 from its own predecessor.
+            return Decision(
+                S.WAITING, "step.retry",
+                {**base, "stage_waits": batch.stage_waits + 1,
+                 "next_attempt_at": now + timedelta(seconds=policy.retry.backoff_max_s)},
+                level="warning", detail={**detail, "retry_in_s": policy.retry.backoff_max_s},
+            )
+        return _new_job_or_fail(batch, now, policy, rng, why=f"{state} failed: {error}",
+                                event="job.abandoned", detail=detail)
+    changes = {**base, "next_attempt_at": now + timedelta(seconds=verdict.delay_s)}
+    if verdict.counted:
+        changes["stage_retries"] = batch.stage_retries + 1
+    else:
+        changes["stage_waits"] = batch.stage_waits + 1
+    is_auth = isinstance(error, AuthError)
+    return Decision(
+        state, "xapi.auth_failed" if is_auth else "step.retry", changes,
+        level="error" if is_auth else "warning",
+        detail={**detail, "retry_in_s": round(verdict.delay_s, 1),
+                "resume_at": changes["next_attempt_at"].isoformat(),
+                "attempt": batch.stage_retries + (1 if verdict.counted else 0)},
+        pause=is_auth,
+    )

@@ -1,0 +1,202 @@
+"""Write a finished batch's results to the outbox: `<stem>.jsonl` + `<stem>.manifest.json`.
+
+Idempotent by construction: the output name was fixed when the input was claimed, the
+content is derived from files kept in the spool until the database says `done`, and every
+write is temp + fsync + rename. A crash half-way simply redoes the delivery.
+
+A packed batch (several inputs) has its results split back per input; a split input (one
+part per batch) keeps each part's results in the spool and is written to the outbox once,
+after its last part.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from orchestrator import __version__
+from orchestrator.clock import iso
+from orchestrator.core.model import Batch, InputFile, InputState
+from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
+from orchestrator.files.outbox import (
+    atomic_output,
+    atomic_write_file,
+    atomic_write_json,
+    file_sha256,
+)
+from orchestrator.layout import Layout
+from orchestrator.store.sqlite import BatchPart, Store
+
+
+def batch_files(layout: Layout, batch: Batch) -> dict[str, Path]:
+    """Work files of a batch in the spool."""
+    return {
+        "raw": layout.spool / f"batch-{batch.id}.download",
+        "results": layout.spool / f"batch-{batch.id}.results.jsonl",
+        "report": layout.spool / f"batch-{batch.id}.results.json",  # counts + sha256 of results
+    }
+
+
+def part_results(layout: Layout, item: InputFile, part: int) -> Path:
+    """Results of one part of an input, kept in the spool until the input is delivered."""
+    return layout.spool / f"{item.spool_name}.part-{part}.results.jsonl"
+
+
+def _concatenate(sources: list[Path], dest: Path) -> None:
+    with atomic_output(dest) as out:
+        for source in sources:
+            with open(source, "rb") as stream:
+                while block := stream.read(1 << 20):
+                    out.write(block)
+
+
+def _known_report(layout: Layout, batch: Batch) -> tuple[ResultCounts, str] | None:
+    """The counts and sha256 that normalising the download already computed, if kept."""
+    try:
+        data = json.loads(batch_files(layout, batch)["report"].read_text())
+        return ResultCounts(int(data["affected"]), dict(data["by_reason"])), str(
+            data["output_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _written_by(manifest_path: Path, batch: Batch) -> bool:
+    try:
+        written = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and (written.get("batch") or {}).get("key") == batch.key
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    part: BatchPart
+    results: Path
+
+
+async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict[str, Any]]:
+    """Place every part's results; write the outbox for inputs whose last part this is."""
+    every_part = await store.batch_parts(batch.id)
+    # Inputs already delivered before a crash are never written again (a consumer may have
+    # taken their files away since).
+    parts = [p for p in every_part if p.input.state is not InputState.DELIVERED]
+    results = batch_files(layout, batch)["results"]
+    ready: list[_Ready] = []
+    if not parts:
+        return []
+    if len(every_part) == 1:
+        ready.append(_Ready(parts[0], results))  # one input (or part): all results are its own
+    else:
+        members = [
+            (Slice(layout.spool / p.input.ids_name, p.first_id, p.id_count),
+             part_results(layout, p.input, p.part))
+            for p in parts
+        ]
+        await anyio.to_thread.run_sync(split_results, results, members, layout.spool)
+        ready = [_Ready(p, dest) for p, (_, dest) in zip(parts, members, strict=True)]
+    summaries = []
+    for entry in ready:
+        item = entry.part.input
+        covered = await store.covered_ids(item.id) + entry.part.id_count
+        if covered < (item.id_count or 0):
+            keep = part_results(layout, item, entry.part.part)
+            if entry.results != keep:  # the batch's files go when it is done; this part stays
+                await anyio.to_thread.run_sync(atomic_write_file, keep, entry.results)
+            summaries.append({"file": item.name, "input_id": item.id, "part": entry.part.part,
+                              "part_ids": entry.part.id_count, "pending": True})
+            continue
+        summaries.append(await _deliver_input(store, layout, batch, entry, len(every_part)))
+        await store.mark_delivered(item.id, batch.id)
+    return summaries
+
+
+async def _deliver_input(
+    store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int
+) -> dict[str, Any]:
+    item = entry.part.input
+    manifest_path = layout.manifest_path(item.job_type, item.out_stem)
+    if _written_by(manifest_path, batch):
+        # Placed just before a crash that beat the database commit: don't write it twice.
+        return {"file": item.name, "input_id": item.id, "results": f"{item.out_stem}.jsonl",
+                "already_delivered": True}
+    earlier = [
+        row for row in await store.parts_of_input(item.id) if row["part"] != entry.part.part
+    ]
+    sources = [part_results(layout, item, row["part"]) for row in earlier] + [entry.results]
+    target = layout.results_path(item.job_type, item.out_stem)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    whole_batch = sources == [batch_files(layout, batch)["results"]]
+    known = _known_report(layout, batch) if whole_batch else None
+    if len(sources) == 1:
+        # A hard link where spool and outbox share a filesystem: no copy of a large file.
+        await anyio.to_thread.run_sync(
+            functools.partial(atomic_write_file, target, sources[0], allow_link=True)
+        )
+    else:
+        await anyio.to_thread.run_sync(_concatenate, sources, target)
+    if known is not None:  # computed while the download was normalised: same bytes
+        counts, output_sha256 = known
+    else:
+        counts = await anyio.to_thread.run_sync(count_results, target)
+        output_sha256 = await anyio.to_thread.run_sync(file_sha256, target)
+    jobs = [dict(row) for row in await store.remote_jobs_of_input(item.id)]
+    now = store.clock.now()
+    claimed = item.claimed_at
+    manifest = {
+        "generator": f"compliance-orchestrator {__version__}",
+        "input": {
+            "file": item.name, "job_type": str(item.job_type), "bytes": item.size_bytes,
+            "sha256": item.input_sha256, "claimed_at": iso(claimed),
+            "dropped_lines": item.bad_line_count,
+            **({"bad_lines": item.report.get("bad_lines", [])}
+               if item.report and item.bad_line_count else {}),
+        },
+        "output": {"file": target.name, "bytes": target.stat().st_size, "sha256": output_sha256},
+        "counts": {
+            "submitted": item.id_count, "affected": counts.affected,
+            "by_reason": dict(sorted(counts.by_reason.items())),
+        },
+        "batch": {"id": batch.id, "key": batch.key, "attempts": batch.attempt,
+                  "inputs": inputs_in_batch, "ids": batch.id_count,
+                  "parts": len(sources)},
+        "jobs": [
+            {"x_job_id": job["x_job_id"], "attempt": job["attempt"], "name": job["name"],
+             "created_at": job["created_at"], "status": job["final_status"],
+             "shared_by_inputs": job["batch_inputs"],
+             **({"error": job["error"]} if job["error"] else {})}
+            for job in jobs
+        ],
+        "timings": {
+            "claimed_at": iso(claimed), "queued_at": iso(item.queued_at),
+            "job_created_at": iso(batch.x_created_at), "uploaded_at": iso(batch.uploaded_at),
+            "completed_at": iso(batch.completed_at), "delivered_at": iso(now),
+            "total_s": round((now - claimed).total_seconds(), 3) if claimed else None,
+        },
+    }
+    # The manifest goes last: its presence (naming this batch) marks the input delivered.
+    await anyio.to_thread.run_sync(atomic_write_json, manifest_path, manifest)
+    return {"file": item.name, "input_id": item.id, "results": target.name,
+            "affected": counts.affected, "submitted": item.id_count}
+
+
+async def cleanup_after(store: Store, layout: Layout, batch: Batch) -> None:
+    """Remove spool files nobody needs any more once a batch is final."""
+    for path in batch_files(layout, batch).values():
+        path.unlink(missing_ok=True)
+    parts = await store.batch_parts(batch.id)
+    if batch.upload_name and all(batch.upload_name != p.input.ids_name for p in parts):
+        (layout.spool / batch.upload_name).unlink(missing_ok=True)  # pack or part body
+    for part in parts:
+        current = await store.get_input(part.input.id)
+        if current is None or current.state not in (InputState.DELIVERED, InputState.REJECTED):
+            continue  # more parts to come
+        if current.state is InputState.DELIVERED:  # a rejected one's file is intake's to move
+            for name in (current.spool_name, current.ids_name):
+                (layout.spool / name).unlink(missing_ok=True)
+        for other in layout.spool.glob(f"{current.spool_name}.part-*"):
+            other.unlink(missing_ok=True)  # results and bodies of every part

@@ -1,0 +1,431 @@
+"""The one-job-at-a-time loop: load -> plan -> act -> decide -> persist.
+
+A *lane* runs one batch at a time. With `concurrency = "global"` there is one lane for both
+job types (X: "You can run one batch job at a time"); with `"per-type"` one lane per type.
+Intent is persisted before every remote side effect (QUEUED -> CREATING with the job name
+before the POST) and results right after, so a restart resumes from the database alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import anyio
+import structlog
+
+from orchestrator.core import machine
+from orchestrator.core.machine import Decision, Policy
+from orchestrator.core.model import Batch, BatchState, JobType, RemoteStatus
+from orchestrator.daemon.activity import Activity
+from orchestrator.daemon.deliver import batch_files, cleanup_after, deliver_batch
+from orchestrator.daemon.intake import Intake
+from orchestrator.daemon.lanes import RunnerSettings, Wakeup, lanes_for
+from orchestrator.daemon.metrics import Metrics
+from orchestrator.daemon.scheduler import Scheduler
+from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded
+from orchestrator.files.outbox import atomic_write_file
+from orchestrator.files.results import normalise_results
+from orchestrator.layout import Layout
+from orchestrator.remote import transfer
+from orchestrator.remote.xapi import XApi
+from orchestrator.store.sqlite import StaleState, Store
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["Runner", "RunnerSettings", "Wakeup", "lanes_for"]  # lanes.py: kept importable here
+
+# The lane a task runs (each lane is its own task), so that deep waits can beat its heart.
+_LANE: ContextVar[int | None] = ContextVar("orchestrator_lane", default=None)
+
+
+class _Stopping(Exception):
+    """The runner is stopping: abandon this step before its next remote call."""
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        xapi: XApi,
+        session: aiohttp.ClientSession,
+        layout: Layout,
+        intake: Intake,
+        scheduler: Scheduler,
+        policy: Policy,
+        settings: RunnerSettings,
+        lanes: Sequence[Sequence[JobType]],
+        wakeup: Wakeup,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.xapi = xapi
+        self.session = session
+        self.layout = layout
+        self.intake = intake
+        self.scheduler = scheduler
+        self.policy = policy
+        self.settings = settings
+        self.lanes = [tuple(lane) for lane in lanes]
+        self.wakeup = wakeup
+        self.rng = rng or random.Random()
+        self.wall_clock = wall_clock
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.activity = Activity(
+            len(self.lanes), self.metrics, monotonic=store.clock.monotonic, now=self.now,
+            on_change=on_change, download_warn_lead_s=settings.download_warn_lead_s,
+        )
+        self.stopped = anyio.Event()  # every lane has returned after stop()
+        self._stopping = False
+        self._affected: dict[int, int] = {}  # batch id -> affected IDs, for job.finished
+        self._fresh_intents: set[tuple[int, int]] = set()  # (batch id, attempt) POST not yet sent
+        self._verified_uploads: set[tuple[int, int]] = set()
+        self._auth_reported = False
+
+    def now(self) -> datetime:
+        return self.store.clock.now()
+
+    @property
+    def heartbeat(self) -> float:
+        """store.clock.monotonic() of the least recent progress of any lane."""
+        return self.activity.heartbeat
+
+    @property
+    def current(self) -> dict[int, Batch]:
+        """Lane index -> batch in hand."""
+        return self.activity.current()
+
+    @property
+    def auth_paused(self) -> bool:
+        """The X API refused the credentials; work waits until the token works."""
+        return self._auth_reported
+
+    def stop(self) -> None:
+        """Start no new step; steps in flight run on until they persist their outcome."""
+        self._stopping = True
+        self.wakeup.notify()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with anyio.create_task_group() as group:
+            for index, lane in enumerate(self.lanes):
+                group.start_soon(self._lane, index, lane)
+            task_status.started()
+        self.stopped.set()
+
+    def _beat(self) -> None:
+        lane = _LANE.get()
+        if lane is not None:
+            self.activity.beat(lane)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep up to `seconds` (less when woken), beating, ending early when stopping."""
+        deadline = self.store.clock.monotonic() + seconds
+        while not self._stopping and (left := deadline - self.store.clock.monotonic()) > 0:
+            await self.wakeup.wait(min(left, self.settings.max_sleep_s))
+            self._beat()
+
+    # ---- lanes --------------------------------------------------------------------------
+
+    async def _lane(self, index: int, job_types: tuple[JobType, ...]) -> None:
+        _LANE.set(index)
+        while not self._stopping:
+            self.activity.beat(index)
+            try:
+                batch = await self.scheduler.next_batch(job_types)
+            except (OSError, sqlite3.Error) as error:
+                # Disk full while building a pack body, the database busy past its timeout:
+                # wait and look again rather than take the whole daemon down.
+                log.warning("runner.schedule_failed", error=type(error).__name__,
+                            error_msg=str(error), retry_in_s=self.policy.retry.backoff_max_s)
+                await self._pause(min(30.0, self.policy.retry.backoff_max_s))
+                continue
+            if batch is None:
+                self.activity.hold(index, None)
+                if self._stopping:
+                    break  # the wakeup may have gone to another lane meanwhile
+                await self.wakeup.wait(self.scheduler.idle_wait_s(self.settings.idle_check_s))
+                continue
+            if self._stopping:
+                break  # formed but not started: the next start picks it up
+            self.activity.hold(index, batch)
+            with structlog.contextvars.bound_contextvars(
+                batch_id=batch.id, job_type=str(batch.job_type)
+            ):
+                self.activity.warn_if_results_expire_soon(batch)
+                try:
+                    await self.step(batch)
+                except _Stopping:
+                    break
+                except Exception as error:
+                    # A bug must not take the whole daemon down in a restart loop: say so
+                    # loudly, keep the state as it is, and try again later.
+                    log.exception(
+                        "runner.step_crashed", error=type(error).__name__, state=str(batch.state)
+                    )
+                    await self._pause(self.policy.retry.backoff_max_s)
+        self.activity.hold(index, None)
+
+    async def step(self, batch: Batch) -> Batch:
+        """Do the one thing this batch needs next and persist the outcome."""
+        step = machine.plan(batch, self.now(), self.policy)
+        match step:
+            case None:
+                return batch
+            case machine.Sleep(until=until):
+                # Capped, so an operator's `retry`/`cancel` from another process is seen soon.
+                remaining = (until - self.now()).total_seconds()
+                if not self._stopping:
+                    await self.wakeup.wait(min(remaining, self.settings.max_sleep_s))
+                return batch
+            case machine.StartAttempt(attempt=attempt):
+                self._fresh_intents.add((batch.id, attempt))
+                return await self._persist(batch, machine.start_attempt(batch, attempt))
+            case machine.Abandon(error=error):
+                return await self._observe(batch, machine.StepFailed(error))
+        try:
+            observation = await self._act(batch, step)
+        except (OrchestratorError, OSError) as error:
+            observation = machine.StepFailed(error)
+        return await self._observe(batch, observation)
+
+    async def _act(self, batch: Batch, step: machine.Step) -> machine.Observation:
+        match step:
+            case machine.CreateJob(name=name):
+                return await self._create(batch, name)
+            case machine.Upload():
+                return await self._upload(batch)
+            case machine.Poll():
+                await self._respect_budget("get")
+                assert batch.x_job_id is not None
+                return machine.Polled(await self.xapi.get_job(batch.x_job_id))
+            case machine.Download():
+                return await self._download(batch)
+            case machine.Deliver():
+                return await self._deliver(batch)
+        raise AssertionError(f"unexpected step {step!r}")
+
+    async def _observe(self, batch: Batch, observation: machine.Observation) -> Batch:
+        decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
+        if isinstance(observation, machine.StepFailed):
+            self._fresh_intents.discard((batch.id, batch.attempt))
+        return await self._persist(batch, decision, observation)
+
+    async def _persist(
+        self, batch: Batch, decision: Decision, observation: machine.Observation | None = None
+    ) -> Batch:
+        input_error = None
+        if decision.to_state is BatchState.FAILED:
+            input_error = await self._rejection_document(batch, decision, observation)
+        try:
+            updated = await self.store.apply(batch, decision, input_error=input_error)
+        except StaleState as stale:
+            # Someone else (an operator's `cancel`) moved the batch; the database wins.
+            log.warning("batch.stale", error_msg=str(stale))
+            current = await self.store.get_batch(batch.id)
+            if current is not None and current.state.is_final:
+                for part in await self.store.batch_parts(current.id):
+                    await self.intake.finish_rejection(part.input.id)  # a half-done cancel
+                await cleanup_after(self.store, self.layout, current)
+            return current or batch
+        if decision.to_state is BatchState.QUEUED and batch.state is not BatchState.QUEUED:
+            # A new remote job follows: a partial download of the old one must not be resumed
+            # against the new job's URL.
+            for path in batch_files(self.layout, batch).values():
+                path.unlink(missing_ok=True)
+        self.activity.update(updated)
+        self._log_decision(batch, decision)
+        if decision.pause and not self._auth_reported:
+            self._auth_reported = True
+        elif not decision.pause and decision.to_state is not BatchState.QUEUED:
+            self._auth_reported = False
+        if decision.to_state.is_final:
+            await self._finish(updated, decision)
+        return updated
+
+    def _log_decision(self, batch: Batch, decision: Decision) -> None:
+        if decision.pause and self._auth_reported and batch.stage_waits > 0:
+            level = "debug"  # said once already; the queue is kept until the token works
+        else:
+            level = decision.level
+        fields = {
+            "from_state": str(batch.state),
+            "to_state": str(decision.to_state),
+            "x_job_id": decision.changes.get("x_job_id") or batch.x_job_id,
+            **decision.detail,
+        }
+        getattr(log, level)(decision.event, **fields)
+
+    async def _rejection_document(
+        self, batch: Batch, decision: Decision, observation: machine.Observation | None
+    ) -> dict[str, object]:
+        error = observation.error if isinstance(observation, machine.StepFailed) else None
+        return {
+            "stage": str(batch.state),
+            "reason": "gave_up",
+            "message": decision.reject_reason,
+            "attempts": batch.attempt,
+            "stage_retries": batch.stage_retries,
+            "last_http_status": getattr(error, "http_status", None) or batch.last_http_status,
+            "problem": getattr(error, "problem", None),
+            "job_error": decision.detail.get("job_error"),
+            "x_job_ids": [row["x_job_id"] for row in await self.store.remote_jobs_of(batch.id)],
+            "batch_created_at": batch.created_at.isoformat() if batch.created_at else None,
+            "gave_up_at": self.now().isoformat(),
+        }
+
+    async def _finish(self, batch: Batch, decision: Decision) -> None:
+        parts = await self.store.batch_parts(batch.id)
+        if batch.state is BatchState.FAILED:
+            for part in parts:
+                await self.intake.finish_rejection(part.input.id)
+        await cleanup_after(self.store, self.layout, batch)
+        started = batch.created_at or self.now()
+        self.metrics.job_finished(str(batch.job_type), str(batch.state))
+        log.info(
+            "job.finished",
+            outcome=str(batch.state),
+            attempts=batch.attempt,
+            inputs=len(parts),
+            ids=batch.id_count,
+            # None when failed, or when a restart came between download and delivery.
+            affected=self._affected.pop(batch.id, None),
+            x_job_id=batch.x_job_id,
+            duration_ms=int((self.now() - started).total_seconds() * 1000),
+            reason=decision.reject_reason,
+        )
+
+    # ---- actions ------------------------------------------------------------------------
+
+    async def _respect_budget(self, endpoint: str) -> None:
+        delay = self.xapi.budget.wait_before(
+            endpoint, self.wall_clock(), reserve=self.settings.rate_reserve
+        )
+        if delay > 0:
+            log.warning(
+                "xapi.rate_wait",
+                endpoint=endpoint,
+                wait_s=round(delay, 1),
+                resume_at=datetime.fromtimestamp(self.wall_clock() + delay, tz=UTC).isoformat(),
+            )
+            await self._pause(delay)  # a deliberate wait: the lane stays alive
+        if self._stopping:
+            raise _Stopping
+
+    async def _create(self, batch: Batch, name: str) -> machine.Observation:
+        if (batch.id, batch.attempt) not in self._fresh_intents:
+            # We may have sent this POST before a crash or a lost response: adopt, don't dup.
+            await self._respect_budget("list")
+            existing = await self.xapi.find_job_by_name(batch.job_type, name)
+            if existing is not None:
+                return machine.JobCreated(existing, adopted=True)
+        await self._respect_budget("create")
+        resumable = batch.upload_bytes >= self.settings.resumable_threshold_bytes
+        self._fresh_intents.discard((batch.id, batch.attempt))  # from now on: maybe sent
+        job = await self.xapi.create_job(batch.job_type, name=name, resumable=resumable)
+        self._verified_uploads.add((batch.id, batch.attempt))
+        return machine.JobCreated(job)
+
+    async def _upload(self, batch: Batch) -> machine.Observation:
+        assert batch.upload_url is not None and batch.x_job_id is not None
+        if (batch.id, batch.attempt) not in self._verified_uploads:
+            # After a restart the upload may already have gone through.
+            await self._respect_budget("get")
+            remote = await self.xapi.get_job(batch.x_job_id)
+            self._verified_uploads.add((batch.id, batch.attempt))
+            if remote.status in (RemoteStatus.IN_PROGRESS, RemoteStatus.COMPLETE):
+                return machine.UploadFinished()
+            if remote.status in (RemoteStatus.FAILED, RemoteStatus.EXPIRED):
+                raise RemoteJobEnded(f"remote job is {remote.status} before the upload")
+        body = self.layout.spool / batch.upload_name
+        started = time.monotonic()
+        if batch.resumable:
+            session_url = batch.upload_session_url
+            if session_url is not None:
+                try:
+                    await self._send_resumable(session_url, body, batch)
+                except transfer.UploadSessionGone:
+                    log.warning("upload.session_gone", x_job_id=batch.x_job_id)
+                    session_url = None
+            if session_url is None:
+                # Persist the session before sending bytes so a restart continues it.
+                session_url = await transfer.start_resumable(self.session, batch.upload_url)
+                observation = machine.UploadSessionStarted(session_url)
+                decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
+                batch = await self._persist(batch, decision)
+                await self._send_resumable(session_url, body, batch)
+        else:
+            meter = self.activity.meter(batch, "upload", baseline=0, resumed_bytes_count=False)
+            await transfer.upload_simple(self.session, batch.upload_url, body, progress=meter)
+        log.debug(
+            "upload.transferred",
+            bytes=batch.upload_bytes,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        return machine.UploadFinished()
+
+    async def _send_resumable(self, session_url: str, body: Path, batch: Batch) -> None:
+        # The first progress call reports what the storage already holds: not sent now.
+        meter = self.activity.meter(batch, "upload", baseline=None, resumed_bytes_count=False)
+        await transfer.upload_resumable(
+            self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes,
+            progress=meter,
+        )
+
+    async def _download(self, batch: Batch) -> machine.Observation:
+        assert batch.download_url is not None
+        files = batch_files(self.layout, batch)
+        started = time.monotonic()
+        partial = files["raw"].stat().st_size if files["raw"].exists() else 0
+        meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
+        report = await transfer.download(
+            self.session, batch.download_url, files["raw"], progress=meter
+        )
+        try:
+            results = await anyio.to_thread.run_sync(
+                normalise_results, files["raw"], files["results"]
+            )
+        except IntegrityError:
+            files["raw"].unlink(missing_ok=True)
+            files["results"].unlink(missing_ok=True)
+            raise
+        # Kept for delivery, which then need not parse and hash the results again.
+        report_json = json.dumps({"affected": results.affected, "by_reason": results.by_reason,
+                                  "output_sha256": results.output_sha256})
+        await anyio.to_thread.run_sync(
+            functools.partial(atomic_write_file, files["report"], data=report_json.encode())
+        )
+        files["raw"].unlink(missing_ok=True)
+        self._affected[batch.id] = results.affected
+        log.info(
+            "download.transferred",
+            bytes=report.bytes,
+            affected=results.affected,
+            crc32c_checked=report.crc32c_checked,
+            resumed_from=report.resumed_from,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        return machine.Downloaded(results.affected)
+
+    async def _deliver(self, batch: Batch) -> machine.Observation:
+        summaries = await deliver_batch(self.store, self.layout, batch)
+        for summary in summaries:
+            if summary.pop("pending", False):
+                log.info("input.part_done", **summary)
+            else:
+                log.info("outbox.delivered", **summary)
+        return machine.DeliveredAll()
+

@@ -1,0 +1,199 @@
+"""Which work a lane does next: the batch in flight, or a new batch formed from the queue.
+
+FIFO by claim order. X runs one job at a time and a job takes minutes whatever its size, so
+small files of the same type are *packed* into one job (up to the per-job limits), and a file
+above the limits is *split* into parts that run as jobs in sequence.
+
+Upload bodies are built (temp + rename) before the batch row is written; `ensure_body`
+rebuilds a missing one from the batch's parts, so no crash window loses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import anyio
+import structlog
+
+from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
+from orchestrator.files.batchfiles import MAX_LINE_BYTES, Slice, build_body
+from orchestrator.layout import Layout
+from orchestrator.store.sqlite import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PackingLimits:
+    max_ids_per_job: int = 100_000_000
+    max_bytes_per_job: int = 2_000_000_000
+    pack_wait_s: float = 0.0
+    enabled: bool = True
+
+    @property
+    def max_ids(self) -> int:
+        return max(1, min(self.max_ids_per_job, self.max_bytes_per_job // MAX_LINE_BYTES))
+
+
+def _input_of(spool_file: str) -> str:
+    """`<hex>.<type>` for an input's own files (`<hex>.<type>.ids`, `.part-2.ids`, ...)."""
+    return ".".join(spool_file.split(".")[:2])
+
+
+class Scheduler:
+    def __init__(self, store: Store, layout: Layout, limits: PackingLimits) -> None:
+        self.store = store
+        self.layout = layout
+        self.limits = limits
+        self._wake_at: datetime | None = None
+        self._swept = False
+
+    async def next_batch(self, job_types: tuple[JobType, ...]) -> Batch | None:
+        """The oldest unfinished batch of these types, else a new one from the queue."""
+        self._wake_at = None
+        if not self._swept:
+            self._swept = True
+            await self.sweep_spool()
+        active = await self.store.active_batches(job_types)
+        if active:
+            batch = active[0]
+            if batch.state in (BatchState.QUEUED, BatchState.CREATING, BatchState.UPLOADING):
+                await self.ensure_body(batch)
+            return batch
+        queued = [
+            i for i in await self.store.inputs_in([InputState.QUEUED]) if i.job_type in job_types
+        ]
+        if not queued:
+            return None
+        head = queued[0]
+        done = await self.store.covered_ids(head.id)
+        if done or (head.id_count or 0) > self.limits.max_ids or (
+            self._body_bytes(head) > self.limits.max_bytes_per_job
+        ):
+            return await self._next_part(head, done)
+        members = [head]
+        if self.limits.enabled:
+            members = self._pack(head, queued)
+            if self._should_wait(head, members):
+                return None
+        return await self._form(head.job_type, members)
+
+    def idle_wait_s(self, default: float) -> float:
+        """How long an idle lane may sleep before the queue needs another look."""
+        if self._wake_at is None:
+            return default
+        left = (self._wake_at - self.store.clock.now()).total_seconds()
+        return max(0.01, min(default, left))
+
+    # ---- packing ------------------------------------------------------------------------
+
+    def _body_bytes(self, item: InputFile) -> int:
+        try:
+            return (self.layout.spool / item.ids_name).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _pack(self, head: InputFile, queued: list[InputFile]) -> list[InputFile]:
+        members = [head]
+        ids, size = head.id_count or 0, self._body_bytes(head)
+        for item in queued[1:]:
+            if item.job_type is not head.job_type:
+                continue  # the other type keeps its place in the queue
+            item_ids, item_bytes = item.id_count or 0, self._body_bytes(item)
+            if (ids + item_ids > self.limits.max_ids
+                    or size + item_bytes > self.limits.max_bytes_per_job):
+                break  # FIFO: never jump a file that doesn't fit
+            members.append(item)
+            ids, size = ids + item_ids, size + item_bytes
+        return members
+
+    def _should_wait(self, head: InputFile, members: list[InputFile]) -> bool:
+        """Hold a small batch back for company while its oldest file is young enough."""
+        if self.limits.pack_wait_s <= 0 or head.queued_at is None:
+            return False
+        if sum(m.id_count or 0 for m in members) >= self.limits.max_ids:
+            return False
+        ready_at = head.queued_at + timedelta(seconds=self.limits.pack_wait_s)
+        if self.store.clock.now() >= ready_at:
+            return False
+        self._wake_at = ready_at
+        return True
+
+    async def _form(self, job_type: JobType, members: list[InputFile]) -> Batch:
+        parts = [(m.id, 0, 0, m.id_count or 0) for m in members]
+        ids = sum(m.id_count or 0 for m in members)
+        if len(members) == 1:  # the input's own normalised file is the body: no copy
+            head = members[0]
+            return await self.store.form_batch(
+                job_type, parts, upload_name=head.ids_name, id_count=ids,
+                upload_bytes=self._body_bytes(head),
+            )
+        name = f"{members[0].spool_name}.pack.ids"
+        pieces = [Slice(self.layout.spool / m.ids_name) for m in members]
+        batch = await self._form_with_body(job_type, parts, name, pieces)
+        log.info("batch.packed", batch_id=batch.id, job_type=str(job_type),
+                 inputs=len(members), ids=ids)
+        return batch
+
+    # ---- splitting ----------------------------------------------------------------------
+
+    async def _next_part(self, head: InputFile, done: int) -> Batch:
+        total = head.id_count or 0
+        count = min(self.limits.max_ids, total - done)
+        part = len(await self.store.parts_of_input(head.id))
+        name = f"{head.spool_name}.part-{part}.ids"
+        piece = Slice(self.layout.spool / head.ids_name, done, count)
+        batch = await self._form_with_body(head.job_type, [(head.id, part, done, count)], name,
+                                           [piece])
+        log.info("batch.split_part", batch_id=batch.id, file=head.name, part=part,
+                 first_id=done, ids=count, input_ids=total)
+        return batch
+
+    async def _form_with_body(
+        self, job_type: JobType, parts: list[tuple[int, int, int, int]], name: str,
+        pieces: list[Slice],
+    ) -> Batch:
+        # Built before the row is written; the name is a function of the parts, so a crash
+        # before the row commits only means the next formation overwrites the same file.
+        ids, size = await anyio.to_thread.run_sync(build_body, pieces, self.layout.spool / name)
+        return await self.store.form_batch(job_type, parts, upload_name=name, id_count=ids,
+                                           upload_bytes=size)
+
+    async def sweep_spool(self) -> list[str]:
+        """Remove spool files no live input or batch refers to (a crash between a batch
+        becoming final and its cleanup leaves some). Lists the folder *before* reading the
+        database, so a file claimed meanwhile is never mistaken for garbage."""
+        present = [p.name for p in self.layout.spool.iterdir()
+                   if p.is_file() and not p.name.startswith(".tmp-")]
+        live_inputs = {i.spool_name for i in await self.store.inputs_in(
+            [InputState.CLAIMING, InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED])}
+        # A rejected input's own file waits in the spool until it can be moved; nothing else
+        # of it is needed any more.
+        live_files = {i.spool_name for i in await self.store.inputs_in([InputState.REJECTED])}
+        for batch in await self.store.active_batches(list(JobType)):
+            live_files.update({batch.upload_name, f"batch-{batch.id}.download",
+                               f"batch-{batch.id}.results.jsonl",
+                               f"batch-{batch.id}.results.json"})
+        removed = []
+        for name in present:
+            if name in live_files or _input_of(name) in live_inputs:
+                continue
+            (self.layout.spool / name).unlink(missing_ok=True)
+            removed.append(name)
+        if removed:
+            log.info("spool.swept", files=len(removed))
+        return removed
+
+    async def ensure_body(self, batch: Batch) -> Path:
+        """The upload body exists (rebuilt from the batch's parts after a crash if needed)."""
+        body = self.layout.spool / batch.upload_name
+        if body.exists():
+            return body
+        parts = await self.store.batch_parts(batch.id)
+        pieces = [Slice(self.layout.spool / p.input.ids_name, p.first_id, p.id_count)
+                  for p in parts]
+        await anyio.to_thread.run_sync(build_body, pieces, body)
+        log.info("batch.body_rebuilt", batch_id=batch.id)
+        return body

@@ -1,0 +1,389 @@
+"""Composition root: build the adapters, recover, run inbox + runner under one task group.
+
+Start-up order matters for systemd: READY=1 is sent only after migrations, the recovery
+pass and the watchers are up (EXTEND_TIMEOUT_USEC covers the slow phases before it). A stop
+request (SIGTERM/SIGINT) stops claiming at once, lets the steps in flight finish within a
+grace period, then cancels what is left: every state change is a shielded transaction, so
+an interrupted step is simply redone on the next start. SIGHUP reloads what can change live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import structlog
+
+from orchestrator import __version__
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import Config, load_bearer_token, load_config
+from orchestrator.core.machine import Policy
+from orchestrator.core.model import JobType
+from orchestrator.core.retry import RetryPolicy
+from orchestrator.daemon import systemd
+from orchestrator.daemon.health import HealthServer, Verdict, judge
+from orchestrator.daemon.intake import Intake
+from orchestrator.daemon.lock import StateLock
+from orchestrator.daemon.metrics import LiveSources, Metrics
+from orchestrator.daemon.monitor import Monitor, describe_batch
+from orchestrator.daemon.reload import plan_reload
+from orchestrator.daemon.runner import Runner, RunnerSettings, Wakeup, lanes_for
+from orchestrator.daemon.scheduler import PackingLimits, Scheduler
+from orchestrator.errors import ConfigError
+from orchestrator.files.inbox import InboxScanner, watch_inbox
+from orchestrator.files.outbox import cleanup_temp_files
+from orchestrator.layout import Layout
+from orchestrator.logs import LEVELS, configure_logging, set_level
+from orchestrator.remote.xapi import XApi, make_session
+from orchestrator.store.sqlite import Store
+
+log = structlog.get_logger(__name__)
+
+# X: 150 requests per 15-minute window per endpoint [DOC]; the poll spacing floor uses it.
+RATE_LIMIT = 150
+RATE_WINDOW_S = 900.0
+
+FINAL_WRITES_S = 10.0  # after the grace: cancelled steps, shielded last writes, closing
+START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, recovery)
+# A lane beats at least every few seconds when idle or waiting, and with every MiB a transfer
+# moves; a socket read gives up after api.read_timeout_s. Silence much longer than that is a
+# stuck lane, not a slow one.
+MIN_STALE_AFTER_S = 120.0
+
+
+def layout_of(config: Config) -> Layout:
+    return Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
+
+
+def policy_of(config: Config) -> Policy:
+    jobs, poll = config.jobs, config.poll
+    return Policy(
+        max_attempts=jobs.max_attempts,
+        upload_margin_s=jobs.upload_margin_s,
+        download_margin_s=jobs.download_margin_s,
+        poll_initial_s=poll.initial_interval_s,
+        poll_max_s=poll.max_interval_s,
+        poll_factor=poll.backoff_factor,
+        poll_min_spacing_s=RATE_WINDOW_S / max(1, RATE_LIMIT - poll.rate_reserve),
+        retry=RetryPolicy(
+            max_stage_retries=jobs.max_stage_retries,
+            backoff_initial_s=jobs.backoff_initial_s,
+            backoff_max_s=jobs.backoff_max_s,
+        ),
+    )
+
+
+def settings_of(config: Config) -> RunnerSettings:
+    return RunnerSettings(
+        resumable_threshold_bytes=config.jobs.resumable_threshold_bytes,
+        upload_chunk_bytes=config.jobs.upload_chunk_bytes,
+        rate_reserve=config.poll.rate_reserve,
+        download_warn_lead_s=config.jobs.download_warn_lead_s,
+    )
+
+
+def packing_of(config: Config) -> PackingLimits:
+    jobs = config.jobs
+    return PackingLimits(
+        max_ids_per_job=jobs.max_ids_per_job,
+        max_bytes_per_job=jobs.max_bytes_per_job,
+        pack_wait_s=jobs.pack_wait_s,
+        enabled=jobs.pack_files,
+    )
+
+
+class Service:
+    """The daemon, started with `run()`; `stop()` asks it to finish cleanly (a second call
+    skips the rest of the grace period); `reload()` takes over live config changes."""
+
+    def __init__(
+        self,
+        config: Config,
+        token: str,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        stop_grace_s: float | None = None,
+        stale_after_s: float | None = None,
+        notifier: systemd.Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.token = token
+        self.clock = clock or SystemClock()
+        self.rng = rng
+        self.stop_grace_s = (
+            config.service.stop_grace_s if stop_grace_s is None else stop_grace_s
+        )
+        self.stale_after_s = stale_after_s or config.service.stale_after_s or max(
+            MIN_STALE_AFTER_S, 2 * config.api.read_timeout_s
+        )
+        self.notifier = notifier or systemd.Notifier()
+        self.layout = layout_of(config)
+        self.metrics = Metrics()  # per Service: tests running several never share counters
+        self.runner: Runner | None = None
+        self.store: Store | None = None
+        self.monitor: Monitor | None = None
+        self.health_port: int | None = None  # bound port of /healthz and /metrics
+        self.phase = "starting"  # -> "running" -> "stopping"
+        self._stop = anyio.Event()
+        self._hurry = anyio.Event()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            self._hurry.set()
+        self._stop.set()
+
+    def verdict(self) -> Verdict:
+        """What /healthz answers."""
+        runner = self.runner
+        return judge(
+            phase=self.phase if runner is not None else "starting",
+            heartbeat_age_s=runner.activity.heartbeat_age_s() if runner is not None else 0.0,
+            stale_after_s=self.stale_after_s,
+            paused=runner is not None and runner.auth_paused,
+        )
+
+    def _poke(self) -> None:
+        if self.monitor is not None:
+            self.monitor.poke()
+
+    async def run(self, *, on_ready: Callable[[], Awaitable[None] | None] | None = None) -> None:
+        config, layout = self.config, self.layout
+        for folder, error in layout.ensure():
+            log.warning("outbox.folder_unusable", folder=str(folder), error=type(error).__name__,
+                        error_msg=str(error))
+        with StateLock(layout.state_dir):
+            log.info("service.starting", version=__version__, **config.for_logging())
+            self.notifier.extend_timeout(START_PHASE_S)  # migrations may copy the database
+            store = await Store.open(layout.db_path, self.clock, backup_dir=layout.backups)
+            self.store = store
+            try:
+                await self._serve(store, on_ready)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await store.close()
+        log.info("service.stopped")
+
+    async def _serve(
+        self, store: Store, on_ready: Callable[[], Awaitable[None] | None] | None
+    ) -> None:
+        config, layout = self.config, self.layout
+        self.notifier.extend_timeout(START_PHASE_S)  # recovery may validate claimed files
+        # Temp files of writes that a crash interrupted (outbox and spool alike).
+        for folder in (layout.rejected, layout.spool, *map(layout.outbox_for, JobType)):
+            try:
+                removed = cleanup_temp_files(folder)
+            except OSError:
+                continue  # an unusable outbox folder was reported above; deliveries wait
+            if removed:
+                log.info("outbox.temp_removed", folder=folder.name, count=removed)
+        wakeup = Wakeup()
+
+        def queued() -> None:
+            wakeup.notify()
+            self._poke()
+
+        intake = Intake(
+            store, layout, invalid_lines=config.inbox.invalid_lines,
+            duplicate_content=config.inbox.duplicate_content,
+            link_max_age_s=config.inbox.link_max_age_s, on_queued=queued,
+        )
+        await intake.recover()
+        async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:
+            xapi = XApi(http, config.api.base_url, self.token, on_request=self.metrics.api_request)
+            runner = Runner(
+                store=store,
+                xapi=xapi,
+                session=http,
+                layout=layout,
+                intake=intake,
+                scheduler=Scheduler(store, layout, packing_of(config)),
+                policy=policy_of(config),
+                settings=settings_of(config),
+                lanes=lanes_for(config.jobs.concurrency),
+                wakeup=wakeup,
+                rng=self.rng,
+                metrics=self.metrics,
+                on_change=self._poke,
+            )
+            self.runner = runner
+            monitor = Monitor(
+                store, runner.activity, self.metrics, self.notifier,
+                paused=lambda: runner.auth_paused,
+            )
+            self.monitor = monitor
+            self.metrics.watch(LiveSources(
+                rate_limits=xapi.budget.snapshot,
+                deadlines=runner.activity.deadlines,
+                heartbeat_age_s=runner.activity.heartbeat_age_s,
+            ))
+            scanner = InboxScanner(layout.inbox, min_age_s=config.inbox.min_age_s)
+            inbox_done = anyio.Event()
+
+            async def inbox(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                await watch_inbox(
+                    scanner, intake.claim, intake.reject_entry,
+                    rescan_interval_s=config.inbox.rescan_interval_s,
+                    use_watcher=config.inbox.use_watcher, stop_event=self._stop,
+                    task_status=task_status,
+                )
+                inbox_done.set()
+
+            async with anyio.create_task_group() as group:
+                if config.health.enabled:
+                    health = HealthServer(
+                        config.health.host, config.health.port, self.verdict, self.metrics
+                    )
+                    await group.start(health.run)
+                    self.health_port = health.port
+                await group.start(runner.run)
+                await group.start(inbox)
+                group.start_soon(self._maintain, intake)
+                await monitor.refresh_queue()
+                self.phase = "running"
+                self.notifier.ready(monitor.text())
+                await group.start(monitor.run)
+                interval = systemd.watchdog_interval_s()
+                if interval is not None:
+                    watchdog = systemd.Watchdog(
+                        self.notifier, interval_s=interval, stale_s=self.stale_after_s,
+                        heartbeat=lambda: runner.heartbeat, now=self.clock.monotonic,
+                    )
+                    await group.start(watchdog.run)
+                log.info("service.ready", lanes=len(runner.lanes), pid=os.getpid(),
+                         health_port=self.health_port, watchdog_interval_s=interval)
+                if on_ready is not None:
+                    maybe = on_ready()
+                    if maybe is not None:
+                        await maybe
+                await self._stop.wait()
+                await self._drain(runner, monitor, inbox_done)
+                group.cancel_scope.cancel()
+
+    async def _drain(self, runner: Runner, monitor: Monitor, inbox_done: anyio.Event) -> None:
+        """Claim nothing more, start no new step, give the steps in flight the grace period."""
+        self.phase = "stopping"
+        grace = self.stop_grace_s
+        busy = [describe_batch(batch) for batch in runner.current.values()]
+        log.info("service.stopping", grace_s=grace, busy=busy)
+        monitor.stopping = True
+        self.notifier.stopping(monitor.text())
+        self.notifier.extend_timeout(grace + FINAL_WRITES_S)
+        runner.stop()  # the inbox watcher saw the same stop event
+        with anyio.move_on_after(grace):
+            async with anyio.create_task_group() as race:
+
+                async def settled() -> None:
+                    await runner.stopped.wait()
+                    await inbox_done.wait()
+                    race.cancel_scope.cancel()
+
+                async def hurried() -> None:
+                    await self._hurry.wait()
+                    race.cancel_scope.cancel()
+
+                race.start_soon(settled)
+                race.start_soon(hurried)
+        if runner.stopped.is_set():
+            log.info("service.drained")
+        else:
+            busy = [describe_batch(batch) for batch in runner.current.values()]
+            log.warning("service.grace_over", grace_s=grace, hurried=self._hurry.is_set(),
+                        cancelled=busy)
+
+    async def _maintain(self, intake: Intake) -> None:
+        while True:
+            await anyio.sleep(self.config.inbox.rescan_interval_s)
+            await intake.maintenance()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file; apply the live settings, name the others."""
+        self.notifier.reloading()
+        try:
+            source = self.config.source
+            if source is None:
+                raise ConfigError("the config was not read from a file")
+            new = await anyio.to_thread.run_sync(load_config, source)
+        except ConfigError as error:
+            log.error("service.reload_failed", error=type(error).__name__, error_msg=str(error))
+            self.notifier.reloaded()
+            return
+        plan = plan_reload(self.config, new)
+        old_level, new_level = self.config.log.level, plan.config.log.level
+        louder = LEVELS[new_level] < LEVELS[old_level]
+        if louder:
+            set_level(new_level)
+        self.config = plan.config
+        runner = self.runner
+        if runner is not None:
+            runner.policy = policy_of(plan.config)
+            runner.settings = settings_of(plan.config)
+            runner.activity.download_warn_lead_s = plan.config.jobs.download_warn_lead_s
+        log.info("service.reloaded", changed=sorted(plan.applied), values=plan.applied,
+                 needs_restart=plan.needs_restart)
+        if plan.needs_restart:
+            log.warning("service.reload_needs_restart", keys=plan.needs_restart,
+                        detail="these settings take effect at the next start")
+        if not louder:
+            set_level(new_level)
+        self.notifier.reloaded()
+
+
+async def _run_until_signal(service: Service) -> None:
+    async with anyio.create_task_group() as group:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+            ) as signals:
+                async for received in signals:
+                    log.info("service.signal", signal=signal.Signals(received).name)
+                    if received == signal.SIGHUP:
+                        await service.reload()
+                    else:
+                        service.stop()  # a second one cuts the grace period short
+
+        group.start_soon(watch_signals)
+        await service.run()
+        group.cancel_scope.cancel()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config_path: Path = args.config
+    try:
+        config = load_config(config_path)
+        token = load_bearer_token(config)
+    except ConfigError as error:
+        print(f"compliance-orchestrator: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.log.level, config.log.format, secrets=(token,))
+    try:
+        anyio.run(_run_until_signal, Service(config, token))
+    except Exception as error:
+        config_error = _config_error_in(error)
+        if config_error is not None:  # e.g. the state directory is locked, schema too new
+            log.error("service.config_error", error=type(config_error).__name__,
+                      error_msg=str(config_error))
+            print(f"compliance-orchestrator: {config_error}", file=sys.stderr)
+            return 2
+        log.exception("service.crashed", error=type(error).__name__)
+        return 1
+    return 0
+
+
+def _config_error_in(error: BaseException) -> ConfigError | None:
+    """Task groups wrap errors in exception groups; find a ConfigError inside."""
+    if isinstance(error, ConfigError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _config_error_in(inner)
+            if found is not None:
+                return found
+    return None

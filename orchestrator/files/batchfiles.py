@@ -1,0 +1,170 @@
+"""File work for packing and splitting, synchronous (runs in worker threads), streaming.
+
+- upload bodies: a slice of lines of one normalised ID file, or several files end to end;
+- results split back per input: which result rows belong to which input is answered by a
+  temporary SQLite database on disk, never by an in-memory map of every ID.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from orchestrator.files.outbox import atomic_output
+
+BLOCK = 4 << 20
+# A normalised line is at most 19 digits + "\n": the bytes limit turns into an ID count.
+MAX_LINE_BYTES = 20
+_REASON = re.compile(rb'"reason":"([^"\\]*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Lines [first, first + count) of a normalised ID file (count < 0: to the end)."""
+
+    path: Path
+    first: int = 0
+    count: int = -1
+
+
+def _nth_newline(block: bytes, n: int, start: int = 0) -> int:
+    """Index of the n-th (1-based) newline at or after `start`."""
+    index = start - 1
+    for _ in range(n):
+        index = block.index(b"\n", index + 1)
+    return index
+
+
+def copy_slice(piece: Slice, out: BinaryIO) -> tuple[int, int]:
+    """Append the slice's lines to `out`; returns (lines, bytes) written."""
+    to_skip, to_copy = piece.first, piece.count
+    lines = written = 0
+    with open(piece.path, "rb") as stream:
+        while block := stream.read(BLOCK):
+            start = 0
+            if to_skip:
+                newlines = block.count(b"\n")
+                if newlines < to_skip:
+                    to_skip -= newlines
+                    continue
+                start = _nth_newline(block, to_skip) + 1
+                to_skip = 0
+            chunk = memoryview(block)[start:]
+            newlines = block.count(b"\n", start)
+            if to_copy < 0 or newlines < to_copy:
+                out.write(chunk)
+                lines += newlines
+                written += len(chunk)
+                if to_copy >= 0:
+                    to_copy -= newlines
+                continue
+            end = _nth_newline(block, to_copy, start) + 1
+            out.write(memoryview(block)[start:end])
+            return lines + to_copy, written + end - start
+    return lines, written
+
+
+def build_body(pieces: Sequence[Slice], dest: Path) -> tuple[int, int]:
+    """Write the upload body (temp + fsync + rename); returns (IDs, bytes)."""
+    total_lines = total_bytes = 0
+    with atomic_output(dest) as out:
+        for piece in pieces:
+            lines, written = copy_slice(piece, out)
+            total_lines += lines
+            total_bytes += written
+    return total_lines, total_bytes
+
+
+def iter_slice_ids(piece: Slice) -> Iterator[str]:
+    """The IDs of a slice as text, streaming."""
+    seen = 0
+    carry = b""
+    with open(piece.path, "rb") as stream:
+        while block := stream.read(BLOCK):
+            parts = (carry + block).split(b"\n")
+            carry = parts.pop()
+            for raw in parts:
+                if not raw:
+                    continue
+                if seen >= piece.first and (piece.count < 0 or seen < piece.first + piece.count):
+                    yield raw.decode("ascii")
+                seen += 1
+                if piece.count >= 0 and seen >= piece.first + piece.count:
+                    return
+    if carry and seen >= piece.first and (piece.count < 0 or seen < piece.first + piece.count):
+        yield carry.decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultCounts:
+    affected: int
+    by_reason: dict[str, int]
+
+
+def count_results(path: Path) -> ResultCounts:
+    by_reason: dict[str, int] = {}
+    affected = 0
+    with open(path, "rb") as stream:
+        for line in stream:
+            if line.strip():
+                affected += 1
+                # Lines are compact JSON (results.py wrote them); a plain reason string is
+                # read without a full parse, anything unusual falls back to json.
+                found = _REASON.search(line)
+                reason = (found.group(1).decode() if found
+                          else str(json.loads(line).get("reason", "(none)")))
+                by_reason[reason] = by_reason.get(reason, 0) + 1
+    return ResultCounts(affected, by_reason)
+
+
+def _id_key(value: str) -> str:
+    """IDs compare as numbers: "007" in an input and "7" from X are the same ID."""
+    return value.lstrip("0") or "0"
+
+
+def split_results(
+    results: Path, members: Sequence[tuple[Slice, Path]], workdir: Path
+) -> list[ResultCounts]:
+    """Write, for each (IDs slice, destination), the result rows whose id is in that slice.
+
+    An ID present in two inputs appears in both outputs: exactly what one job per input
+    would have produced. Uses a scratch SQLite file so memory stays flat however many IDs.
+    """
+    scratch = workdir / f"{results.name}.split.db"
+    scratch.unlink(missing_ok=True)
+    conn = sqlite3.connect(scratch, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("CREATE TABLE results (id TEXT PRIMARY KEY, line BLOB) WITHOUT ROWID")
+        conn.execute("BEGIN")
+        with open(results, "rb") as stream:
+            conn.executemany(
+                "INSERT OR IGNORE INTO results (id, line) VALUES (?, ?)",
+                ((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
+                 for line in stream if line.strip()),
+            )
+        conn.execute("COMMIT")
+        counts = []
+        for piece, dest in members:
+            conn.execute("CREATE TEMP TABLE member (id TEXT PRIMARY KEY) WITHOUT ROWID")
+            conn.execute("BEGIN")
+            conn.executemany("INSERT OR IGNORE INTO member (id) VALUES (?)",
+                             ((_id_key(value),) for value in iter_slice_ids(piece)))
+            conn.execute("COMMIT")
+            with atomic_output(dest) as out:
+                for (line,) in conn.execute(
+                    "SELECT r.line FROM results r JOIN member m ON m.id = r.id"
+                ):
+                    out.write(line + b"\n")
+            conn.execute("DROP TABLE member")
+            counts.append(count_results(dest))
+        return counts
+    finally:
+        conn.close()
+        scratch.unlink(missing_ok=True)

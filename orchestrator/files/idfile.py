@@ -1,0 +1,364 @@
+"""Validate an ID file while streaming it, and write the normalised upload body.
+
+Pure, synchronous file processing (the daemon runs it in a worker thread). A well-formed file
+(digits and `\\n` only) is checked a block at a time with C-speed bytes methods and copied as
+is; only blocks that need normalising (CRLF, spaces, blank lines, bad lines) go line by line.
+Memory stays bounded by the block size, whatever the file holds.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from orchestrator.errors import InputRejected
+from orchestrator.files.outbox import atomic_output
+
+BLOCK_SIZE = 4 * 1024 * 1024
+MAX_ID_DIGITS = 19  # IDs are 64-bit snowflakes: at most 19 decimal digits
+MAX_LINE_BYTES = 4096  # an ID line is ~20 bytes; anything this long is not a list of IDs
+EXCERPT_CHARS = 40
+
+_DIGITS_NL = b"0123456789\n"
+# In a block of digits and newlines: a blank line, or a line of 20+ digits.
+_NEEDS_SLOW_PATH = re.compile(rb"\n(?:\n|[0-9]{%d})" % (MAX_ID_DIGITS + 1))
+_NEGATIVE = re.compile(rb"-[0-9]+")
+_SIGNED = re.compile(rb"\+[0-9]+")
+_EXPONENT = re.compile(rb"[+-]?[0-9]*\.?[0-9]+[eE][+-]?[0-9]+")
+_DECIMAL = re.compile(rb"[+-]?[0-9]*\.[0-9]+|[+-]?[0-9]+\.")
+# 0x-prefixed, or a mix of digits and a-f letters (plain words stay "not a number").
+_HEX = re.compile(rb"0[xX][0-9a-fA-F]+|(?=[a-fA-F]*[0-9])(?=[0-9]*[a-fA-F])[0-9a-fA-F]+")
+_QUOTED = re.compile(rb"([\"'])[0-9]+\1,?")
+_SEPARATOR = re.compile(rb"[,;|\s]")
+
+Policy = Literal["reject", "drop"]
+
+
+@dataclass(frozen=True)
+class BadLine:
+    line_no: int
+    reason: str
+    excerpt: str  # at most EXCERPT_CHARS printable characters (+ "…")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"line": self.line_no, "reason": self.reason, "excerpt": self.excerpt}
+
+
+@dataclass(frozen=True)
+class IdFileReport:
+    id_count: int
+    bad_line_count: int
+    bad_lines: tuple[BadLine, ...]  # the first `max_reported`
+    input_bytes: int
+    input_sha256: str
+    output_bytes: int
+    output_sha256: str
+    blank_line_count: int = 0
+
+
+def excerpt(raw: bytes, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable rendering of a line (safe to log, to put in JSON, to repr)."""
+    text = raw[: limit * 4].decode("utf-8", errors="backslashreplace")
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(shown) > limit or len(raw) > limit * 4:
+        return shown[:limit] + "…"
+    return shown
+
+
+def describe_bad_id(value: bytes) -> str:
+    """Why a (stripped, non-blank) line is not an ID, in words an operator can act on."""
+    shown = repr(excerpt(value))
+    if value.isdigit():
+        return f"{len(value)} digits, more than the {MAX_ID_DIGITS} an ID can have"
+    if value[:1] in (b"{", b"["):
+        return f"JSON, not a plain list of IDs (one per line): {shown}"
+    if _QUOTED.fullmatch(value):
+        return f"quoted, write the digits only: {shown}"
+    if _NEGATIVE.fullmatch(value):
+        return f"negative number, IDs are positive: {shown}"
+    if _SIGNED.fullmatch(value):
+        return f"signed number, write the digits only: {shown}"
+    if _EXPONENT.fullmatch(value):
+        return f"number in exponent notation (digits lost, e.g. by a spreadsheet): {shown}"
+    if _DECIMAL.fullmatch(value):
+        return f"decimal number, IDs are whole numbers: {shown}"
+    if _HEX.fullmatch(value):
+        return f"hexadecimal, IDs are decimal: {shown}"
+    if _SEPARATOR.search(value):
+        return f"more than one value on the line, put one ID per line: {shown}"
+    return f"not a number: {shown}"
+
+
+class _Normaliser:
+    """State of one pass over one file."""
+
+    def __init__(self, out: BinaryIO, name: str, policy: Policy, max_reported: int) -> None:
+        self.out = out
+        self.name = name
+        self.policy = policy
+        self.max_reported = max_reported
+        self.line_no = 0  # complete lines seen so far (blank ones included)
+        self.ids = 0
+        self.blank = 0
+        self.bad_count = 0
+        self.bad: list[BadLine] = []
+        self.out_bytes = 0
+        self.out_hash = hashlib.sha256()
+        # Past an over-long line's first MAX_LINE_BYTES we only look for its end.
+        self.skipping = False
+        self.skip_decoder = codecs.getincrementaldecoder("utf-8")()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.bad_count and self.policy == "reject":
+            return  # the file is rejected anyway; keep validating only to count
+        self.out.write(data)
+        self.out_hash.update(data)
+        self.out_bytes += len(data)
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def reject(self, reason: str, message: str, **details: object) -> InputRejected:
+        return InputRejected(f"{self.name}: {message}", {"reason": reason, **details})
+
+    def check_binary(self, chunk: bytes, *, first: bool) -> None:
+        """NUL bytes anywhere in a block mean binary, whatever came earlier in that block."""
+        nul = chunk.find(b"\x00")
+        if nul < 0:
+            return
+        # The line in progress is line_no+1, or line_no itself while skipping an over-long one.
+        line_no = self.line_no + chunk.count(b"\n", 0, nul) + (0 if self.skipping else 1)
+        hint = ""
+        if first and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            hint = " (it looks like UTF-16: save it as UTF-8 text)"
+        raise self.reject(
+            "binary", f"binary content (NUL bytes) at line {line_no}{hint}", line=line_no
+        )
+
+    def check_text(self, data: bytes, line_no: int) -> None:
+        """Non-UTF-8 content rejects the whole file (NUL bytes were checked per block)."""
+        if not data.isascii():
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.reject(
+                    "not_utf8", f"not UTF-8 text at line {line_no}", line=line_no
+                ) from None
+
+    def add_bad(self, line_no: int, reason: str, raw: bytes) -> None:
+        self.bad_count += 1
+        if len(self.bad) < self.max_reported:
+            self.bad.append(BadLine(line_no, reason, excerpt(raw)))
+
+    # -- lines ----------------------------------------------------------------------------
+
+    def line(self, raw: bytes) -> None:
+        """One complete line, without its `\\n`."""
+        self.line_no += 1
+        self.check_text(raw, self.line_no)
+        if len(raw) > MAX_LINE_BYTES:
+            self.too_long(raw)
+            return
+        value = raw.strip()  # spaces, tabs, CR (and other ASCII whitespace)
+        if not value:
+            self.blank += 1
+        elif value.isdigit() and len(value) <= MAX_ID_DIGITS:
+            self.ids += 1
+            self.write(value + b"\n")
+        else:
+            self.add_bad(self.line_no, describe_bad_id(value), value)
+
+    def block(self, data: bytes) -> None:
+        """Complete lines (`data` ends with `\\n`): bulk-checked, copied as is when clean."""
+        if self.clean_block(data):
+            return
+        if b"\r" in data and self.clean_block(data.replace(b"\r\n", b"\n")):
+            return  # a clean file with Windows line ends: still the bulk path
+        lines = data.split(b"\n")
+        lines.pop()  # the empty piece after the final "\n"
+        for raw in lines:
+            self.line(raw)
+
+    def clean_block(self, data: bytes) -> bool:
+        """Copy `data` if it is only lines of 1-19 digits, checked in bulk; else False."""
+        if data.translate(None, _DIGITS_NL) or _NEEDS_SLOW_PATH.search(data):
+            return False
+        # The first line has no "\n" before it inside `data`, so the regex cannot see it.
+        first = data.find(b"\n")
+        if not 0 < first <= MAX_ID_DIGITS:
+            return False
+        count = data.count(b"\n")
+        self.line_no += count
+        self.ids += count
+        self.write(data)
+        return True
+
+    def too_long(self, head: bytes) -> None:
+        """A line longer than MAX_LINE_BYTES (`head` is its start); its text is checked."""
+        if self.policy == "reject":
+            raise self.reject(
+                "line_too_long",
+                f"line {self.line_no} is longer than {MAX_LINE_BYTES} bytes: not a list of IDs",
+                line=self.line_no,
+                max_line_bytes=MAX_LINE_BYTES,
+            )
+        self.add_bad(self.line_no, f"line longer than {MAX_LINE_BYTES} bytes, not an ID", head)
+
+    def start_skipping(self, head: bytes) -> None:
+        """The unfinished line in the carry is over-long: report it now, drop the rest."""
+        self.line_no += 1
+        self.skip_decoder.reset()
+        self.skip_part(head)  # incremental: head may end inside a UTF-8 sequence
+        self.too_long(head)
+        self.skipping = True
+
+    def skip_part(self, part: bytes) -> None:
+        try:
+            self.skip_decoder.decode(part)
+        except UnicodeDecodeError:
+            raise self.reject(
+                "not_utf8", f"not UTF-8 text at line {self.line_no}", line=self.line_no
+            ) from None
+
+    def finish_skipping(self) -> None:
+        try:
+            self.skip_decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise self.reject(
+                "not_utf8", f"not UTF-8 text at line {self.line_no}", line=self.line_no
+            ) from None
+        self.skipping = False
+
+    # -- the end --------------------------------------------------------------------------
+
+    def verdict(self) -> None:
+        if self.bad_count and (self.policy == "reject" or not self.ids):
+            plural = "s" if self.bad_count != 1 else ""
+            where = ""
+            if self.bad:
+                first = f"line {self.bad[0].line_no}: {self.bad[0].reason}"
+                numbers = ", ".join(str(b.line_no) for b in self.bad[:5])
+                where = (
+                    f" ({first})"
+                    if self.bad_count == 1
+                    else f" (first at lines {numbers}; {first})"
+                )
+            what = "no valid ID left" if self.policy == "drop" else "rejected whole"
+            raise self.reject(
+                "invalid_lines",
+                f"{self.bad_count} invalid line{plural}{where}; {what}",
+                bad_lines=[b.as_dict() for b in self.bad],
+                bad_line_count=self.bad_count,
+            )
+        if not self.ids:
+            raise self.reject("empty", "no IDs: the file is empty or has only blank lines")
+
+
+def _open_regular(src: Path, name: str) -> BinaryIO:
+    """Open `src` for reading only if it is a regular file (a fifo would block forever)."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        fd = -1
+    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd >= 0:
+            os.close(fd)
+        raise InputRejected(
+            f"{name}: not a regular file (symlink, fifo or device)", {"reason": "not_a_file"}
+        )
+    return os.fdopen(fd, "rb")
+
+
+def normalise_id_file(
+    src: Path,
+    dest: Path,
+    *,
+    policy: Policy = "reject",
+    max_reported: int = 10,
+    display_name: str | None = None,
+    block_size: int = BLOCK_SIZE,
+) -> IdFileReport:
+    """Validate `src` and write `dest` (one ID per line, `\\n`), atomically and fsynced.
+
+    Raises InputRejected (details["reason"]: invalid_lines | empty | binary | not_utf8 |
+    line_too_long); with policy="drop" bad lines are left out and reported instead, unless no
+    valid ID remains. `display_name` (default: src's basename) is what messages call the file.
+    """
+    if policy not in ("reject", "drop"):
+        raise ValueError(f"unknown policy {policy!r}")
+    in_hash = hashlib.sha256()
+    in_bytes = 0
+    name = display_name or src.name
+    with _open_regular(src, name) as inp, atomic_output(dest) as out:
+        state = _Normaliser(out, name, policy, max_reported)
+        carry = b""  # the unfinished last line of the previous block (at most MAX_LINE_BYTES)
+        first = True
+        # The first read is at least as long as a BOM, so a tiny block size cannot split it.
+        while chunk := inp.read(max(block_size, len(codecs.BOM_UTF8)) if first else block_size):
+            in_hash.update(chunk)
+            in_bytes += len(chunk)
+            state.check_binary(chunk, first=first)
+            if first:
+                first = False
+                if chunk.startswith(codecs.BOM_UTF8):
+                    chunk = chunk[len(codecs.BOM_UTF8) :]
+            if state.skipping:
+                end = chunk.find(b"\n")
+                state.skip_part(chunk if end < 0 else chunk[:end])
+                if end < 0:
+                    continue
+                state.finish_skipping()
+                chunk = chunk[end + 1 :]
+            start = chunk.find(b"\n")
+            if start < 0:
+                carry += chunk
+                if len(carry) > MAX_LINE_BYTES:
+                    state.start_skipping(carry)
+                    carry = b""
+                continue
+            state.line(carry + chunk[:start])
+            end = chunk.rfind(b"\n")
+            if end > start:
+                state.block(chunk[start + 1 : end + 1])
+            carry = chunk[end + 1 :]
+            if len(carry) > MAX_LINE_BYTES:
+                state.start_skipping(carry)
+                carry = b""
+        if state.skipping:
+            state.finish_skipping()
+        elif carry:
+            state.line(carry)  # a last line without "\n"
+        state.verdict()
+    return IdFileReport(
+        id_count=state.ids,
+        bad_line_count=state.bad_count,
+        bad_lines=tuple(state.bad),
+        input_bytes=in_bytes,
+        input_sha256=in_hash.hexdigest(),
+        output_bytes=state.out_bytes,
+        output_sha256=state.out_hash.hexdigest(),
+        blank_line_count=state.blank,
+    )
+
+
+def iter_ids(path: Path, *, block_size: int = 1024 * 1024) -> Iterator[bytes]:
+    """Stream the IDs of a normalised file (as written by normalise_id_file), without `\\n`."""
+    carry = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(block_size):
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            yield from (line for line in lines if line)
+    if carry:
+        yield carry

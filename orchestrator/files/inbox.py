@@ -1,0 +1,417 @@
+"""Find inbox files that are ready to claim, and report entries that can never be claimed.
+
+The folder is the job type: `inbox/tweets/` and `inbox/users/`. A regular file becomes a
+candidate once it has stopped changing for `min_age_s`; symlinks, directories, fifos, files in
+the inbox root and unreadable files are reported as invalid (after the same quiet period, so a
+producer that is still busy is not interrupted). Producers write `name.part` (or a dotfile) and
+rename it into place; those names are ignored.
+
+watchfiles events only trigger rescans: an event never means "file complete", and events are
+lost on network filesystems and while the daemon is down, so a full scan runs at start, after
+every event batch, when a pending file is due, and at least every `rescan_interval_s`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from watchfiles import Change, awatch
+
+from orchestrator.core.model import JobType
+from orchestrator.redact import redact_text
+
+log = structlog.get_logger(__name__)
+
+IGNORED_SUFFIXES = (".part", ".tmp")
+# Never treat these as stray input: the filesystem's own folder when the inbox is a mount point.
+IGNORED_NAMES = frozenset({"lost+found"})
+NOT_IN_TYPE_FOLDER = "not in a type folder (put it in tweets/ or users/)"
+_DUE_SLACK_S = 0.01  # wake just after a pending file is due, not just before
+
+
+def is_ignored_name(name: str) -> bool:
+    """Dotfiles, `*.part` and `*.tmp` are work in progress (or ours), never input."""
+    return name.startswith(".") or name.lower().endswith(IGNORED_SUFFIXES) or name in IGNORED_NAMES
+
+
+def watch_filter(change: Change, path: str) -> bool:
+    """watchfiles filter: events on ignored names never trigger a rescan."""
+    del change
+    return not is_ignored_name(Path(path).name)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: Path
+    job_type: JobType
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class InvalidEntry:
+    path: Path
+    job_type: JobType | None
+    reason: str
+    size: int = 0
+    mtime_ns: int = 0
+    inode: int = 0
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        """Same key = same unchanged entry (it is reported once)."""
+        return (self.reason, self.size, self.mtime_ns, self.inode)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    signature: tuple[int, int, int]  # size, mtime_ns, inode
+    since: float  # monotonic time of the first sighting with this signature
+
+
+def _is_readable(path: Path) -> bool:
+    return os.access(path, os.R_OK)
+
+
+def _entry_problem(st: os.stat_result, path: Path) -> str | None:
+    """Why an entry in a type folder cannot be claimed, or None for a claimable file."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "symlink (not followed)"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if not stat.S_ISREG(mode):
+        return "device"
+    if not _is_readable(path):
+        return "no read permission"
+    return None
+
+
+class InboxScanner:
+    """One-pass scans with stability tracking between passes (not thread-safe: one at a time)."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        *,
+        min_age_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.inbox = inbox
+        self.min_age_s = min_age_s
+        self.folders = {job_type: inbox / job_type.value for job_type in JobType}
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self._seen: dict[Path, _Seen] = {}
+        self._next_due: float | None = None
+        self._folder_errors: dict[Path, str] = {}
+
+    def ensure_folders(self) -> list[Path]:
+        """Create the inbox and its type folders if missing; return the ones created."""
+        created: list[Path] = []
+        for path in (self.inbox, *self.folders.values()):
+            if path.is_dir():
+                continue
+            try:
+                path.mkdir(parents=True)
+            except FileExistsError:
+                continue  # a race, or a stray file with that name (scan reports it)
+            created.append(path)
+        return created
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the earliest pending entry may become stable (None: nothing pending)."""
+        if self._next_due is None:
+            return None
+        return max(0.0, self._next_due - self._monotonic())
+
+    def scan(self) -> tuple[list[Candidate], list[InvalidEntry]]:
+        """One pass: stable candidates sorted by (mtime, name), and stable invalid entries."""
+        now = self._monotonic()
+        wall = self._wall_clock()
+        seen: dict[Path, _Seen] = {}
+        due: list[float] = []
+        candidates: list[Candidate] = []
+        invalid: list[InvalidEntry] = []
+
+        def stable(path: Path, st: os.stat_result) -> bool:
+            signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+            previous = self._seen.get(path)
+            since = previous.since if previous and previous.signature == signature else now
+            seen[path] = _Seen(signature, since)
+            ready_at = since + self.min_age_s
+            wall_age = wall - st.st_mtime_ns / 1e9
+            # A future mtime (skewed NFS clock, `touch -d`) would never age: the monotonic
+            # check alone then proves the file is quiet.
+            if 0 <= wall_age < self.min_age_s:
+                ready_at = max(ready_at, now + self.min_age_s - wall_age)
+            if ready_at <= now:
+                return True
+            due.append(ready_at)
+            return False
+
+        for entry, st in self._entries(self.inbox):
+            path = Path(entry.path)
+            type_folder = self._type_folder(entry.name, path, st)
+            if type_folder is not None:
+                for sub, sub_st in self._entries(path):
+                    sub_path = Path(sub.path)
+                    if not stable(sub_path, sub_st):
+                        continue
+                    problem = _entry_problem(sub_st, sub_path)
+                    if problem is None:
+                        candidates.append(
+                            Candidate(
+                                sub_path,
+                                type_folder,
+                                sub_st.st_size,
+                                sub_st.st_mtime_ns,
+                                sub_st.st_ino,
+                            )
+                        )
+                    else:
+                        invalid.append(_invalid(sub_path, type_folder, problem, sub_st))
+            elif stable(path, st):
+                invalid.append(_invalid(path, None, NOT_IN_TYPE_FOLDER, st))
+
+        self._seen = seen  # forget entries that are gone (claimed, removed)
+        self._next_due = min(due) if due else None
+        candidates.sort(key=lambda c: (c.mtime_ns, c.path.name))
+        return candidates, invalid
+
+    def _type_folder(self, name: str, path: Path, st: os.stat_result) -> JobType | None:
+        # A type folder may be a symlink to a directory elsewhere (the operator's choice).
+        is_dir = stat.S_ISDIR(st.st_mode) or (stat.S_ISLNK(st.st_mode) and path.is_dir())
+        for job_type, folder in self.folders.items():
+            if name == folder.name and is_dir:
+                return job_type
+        return None
+
+    def _entries(self, folder: Path) -> list[tuple[os.DirEntry[str], os.stat_result]]:
+        """Non-ignored entries of `folder` with their lstat; problems logged once per change."""
+        try:
+            with os.scandir(folder) as it:
+                entries = [e for e in it if not is_ignored_name(e.name)]
+        except FileNotFoundError:
+            return []  # watch_inbox recreates missing folders
+        except OSError as exc:
+            message = redact_text(str(exc))
+            if self._folder_errors.get(folder) != message:
+                self._folder_errors[folder] = message
+                log.warning(
+                    "inbox.scan_failed",
+                    folder=str(folder),
+                    error=type(exc).__name__,
+                    error_msg=message,
+                )
+            return []
+        self._folder_errors.pop(folder, None)
+        result = []
+        for entry in entries:
+            try:
+                result.append((entry, entry.stat(follow_symlinks=False)))
+            except FileNotFoundError:
+                continue  # claimed or removed since the listing
+        return result
+
+
+def _invalid(path: Path, job_type: JobType | None, reason: str, st: os.stat_result) -> InvalidEntry:
+    return InvalidEntry(path, job_type, reason, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+# --- the watch loop ----------------------------------------------------------------------
+
+
+class _Wakeup:
+    """A resettable event: set by watcher events and stop requests, awaited with a timeout."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+
+
+class _Watcher:
+    """awatch in a task; any failure (no inotify, watch limit) means rescans only."""
+
+    def __init__(self, inbox: Path, wake: _Wakeup, tg: TaskGroup) -> None:
+        self._inbox = inbox
+        self._wake = wake
+        self._tg = tg
+        self._stop: anyio.Event | None = None
+        self._warned = False
+
+    def start(self) -> None:
+        self.stop()
+        # awatch gets an event of ours: cancelling awatch would set the event it was given,
+        # and its worker thread only notices a set event (within `step`), not a cancellation.
+        self._stop = anyio.Event()
+        self._tg.start_soon(self._run, self._stop)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _run(self, stop: anyio.Event) -> None:
+        try:
+            async for _changes in awatch(
+                self._inbox,
+                watch_filter=watch_filter,
+                debounce=200,
+                step=20,
+                stop_event=stop,
+                rust_timeout=1_000,
+                recursive=True,
+                # One unreadable subfolder must not cost us the events of all the others.
+                ignore_permission_denied=True,
+            ):
+                self._wake.set()
+        except Exception as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "inbox.watcher_unavailable",
+                    error=type(exc).__name__,
+                    error_msg=redact_text(str(exc)),
+                    fallback="periodic rescans only",
+                )
+
+
+def _ensure_and_scan(
+    scanner: InboxScanner,
+) -> tuple[list[Path], list[Candidate], list[InvalidEntry]]:
+    created = scanner.ensure_folders()
+    candidates, invalid = scanner.scan()
+    return created, candidates, invalid
+
+
+async def _call(callback: Callable[[Any], Awaitable[None]], item: Candidate | InvalidEntry) -> bool:
+    try:
+        await callback(item)
+    except Exception as exc:
+        log.warning(
+            "inbox.callback_failed",
+            file=item.path.name,
+            job_type=item.job_type.value if item.job_type else None,
+            error=type(exc).__name__,
+            error_msg=redact_text(str(exc)),
+        )
+        return False
+    return True
+
+
+async def watch_inbox(
+    scanner: InboxScanner,
+    on_candidate: Callable[[Candidate], Awaitable[None]],
+    on_invalid: Callable[[InvalidEntry], Awaitable[None]],
+    *,
+    rescan_interval_s: float,
+    use_watcher: bool,
+    stop_event: anyio.Event | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Scan and dispatch until `stop_event` is set (or cancelled).
+
+    `on_candidate` is awaited for each stable file, in order, on every scan while the file
+    stays in the inbox (claiming moves it out); `on_invalid` once per unchanged invalid entry.
+    A callback that raises is logged and retried on the next scan. `task_status.started()`
+    comes after the first scan and its callbacks.
+    """
+    if rescan_interval_s <= 0:
+        raise ValueError("rescan_interval_s must be positive")
+    wake = _Wakeup()
+    reported: dict[Path, tuple[str, int, int, int]] = {}
+    started = False
+    last_error: str | None = None
+
+    def stopping() -> bool:
+        return stop_event is not None and stop_event.is_set()
+
+    async with anyio.create_task_group() as tg:
+        watcher = _Watcher(scanner.inbox, wake, tg) if use_watcher else None
+
+        async def relay_stop(event: anyio.Event) -> None:
+            await event.wait()
+            wake.set()
+
+        if stop_event is not None:
+            tg.start_soon(relay_stop, stop_event)
+        first = True
+        try:
+            while not stopping():
+                wake.clear()
+                try:
+                    created, candidates, invalid = await anyio.to_thread.run_sync(
+                        _ensure_and_scan, scanner
+                    )
+                except OSError as exc:  # e.g. the inbox cannot be created: retry later
+                    message = redact_text(str(exc))
+                    if message != last_error:
+                        log.warning(
+                            "inbox.scan_failed",
+                            folder=str(scanner.inbox),
+                            error=type(exc).__name__,
+                            error_msg=message,
+                        )
+                    last_error = message
+                    created, candidates, invalid = [], [], []
+                else:
+                    last_error = None
+                for folder in created:
+                    log.info("inbox.folder_created", folder=str(folder), at_start=first)
+                if watcher is not None and (first or scanner.inbox in created):
+                    watcher.start()  # (re)watch: a deleted root takes its inotify watch along
+                first = False
+
+                for candidate in candidates:
+                    if stopping():
+                        break
+                    await _call(on_candidate, candidate)
+                present = {entry.path for entry in invalid}
+                for path in [p for p in reported if p not in present]:
+                    del reported[path]
+                for entry in invalid:
+                    if stopping():
+                        break
+                    if reported.get(entry.path) != entry.key and await _call(on_invalid, entry):
+                        reported[entry.path] = entry.key
+
+                if not started:
+                    started = True
+                    task_status.started()
+                delay = rescan_interval_s
+                due = scanner.next_due_in()
+                if due is not None:
+                    delay = min(delay, due + _DUE_SLACK_S)
+                if not stopping():
+                    await wake.wait(delay)
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            tg.cancel_scope.cancel()
+    if not started:
+        task_status.started()

@@ -1,0 +1,126 @@
+"""Turn a downloaded result file (JSON Lines from X) into the outbox's normalised `.jsonl`.
+
+The download is checked line by line: anything that is not a JSON object with a string `id`
+of digits means a corrupt transfer, which is retried and never delivered (IntegrityError).
+Blank lines (real result files contain them) are dropped; everything else is kept: field
+values untouched (timestamps in either style), unknown reasons and extra fields included,
+in download order. Output is one compact JSON object per line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import IntegrityError
+from orchestrator.files.outbox import atomic_output
+
+MAX_RESULT_LINE_BYTES = 1024 * 1024  # a result object is ~150 bytes
+READ_BUFFER = 1024 * 1024
+NO_REASON = "(none)"  # by_reason key for objects without a string "reason"
+
+# The exact compact shape X writes, with plain ASCII string values (no escapes). A line that
+# matches is already what json.dumps would produce, so it is copied without a parse.
+_S = rb'"[ !#-\[\]-~]*"'
+_CANONICAL = re.compile(
+    rb'\{"id":"[0-9]+","action":'
+    + _S
+    + rb',"created_at":'
+    + _S
+    + rb'(?:,"redacted_at":'
+    + _S
+    + rb')?,"reason":"([ !#-\[\]-~]*)"\}'
+)
+
+
+@dataclass(frozen=True)
+class ResultReport:
+    affected: int
+    by_reason: dict[str, int]
+    output_bytes: int
+    output_sha256: str
+    blank_lines: int
+
+
+def parse_result_line(body: bytes, line_no: int) -> dict[str, Any]:
+    """Parse one non-blank line; IntegrityError names the line when it is not a result."""
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        kind = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not valid JSON"
+        raise IntegrityError(f"result line {line_no} is {kind} (corrupt download?)") from None
+    if not isinstance(obj, dict):
+        raise IntegrityError(f"result line {line_no} is not a JSON object")
+    ident = obj.get("id")
+    if not (isinstance(ident, str) and ident.isascii() and ident.isdigit()):
+        raise IntegrityError(f'result line {line_no} has no string "id" of digits')
+    return obj
+
+
+def _reason_key(obj: dict[str, Any]) -> str:
+    reason = obj.get("reason")
+    if isinstance(reason, str):
+        return reason
+    return NO_REASON if reason is None else json.dumps(reason)
+
+
+def _compact(obj: dict[str, Any]) -> bytes:
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate escape ("\ud800"): keep it escaped
+        return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def normalise_results(raw: Path, dest: Path) -> ResultReport:
+    """Check `raw` and write `dest` (compact JSON Lines, blank lines dropped), atomically.
+
+    Raises IntegrityError on the first line that is not a result object (nothing is written).
+    """
+    by_reason: Counter[str] = Counter()
+    affected = blank = out_bytes = line_no = 0
+    out_hash = hashlib.sha256()
+    with open(raw, "rb", buffering=READ_BUFFER) as inp, atomic_output(dest) as out:
+        while line := inp.readline(MAX_RESULT_LINE_BYTES + 1):
+            line_no += 1
+            if len(line) > MAX_RESULT_LINE_BYTES:
+                raise IntegrityError(
+                    f"result line {line_no} is longer than {MAX_RESULT_LINE_BYTES} bytes"
+                )
+            body = line.strip()
+            if not body:
+                blank += 1
+                continue
+            match = _CANONICAL.fullmatch(body)
+            if match:
+                by_reason[match.group(1).decode("ascii")] += 1
+                data = body + b"\n"
+            else:
+                obj = parse_result_line(body, line_no)
+                by_reason[_reason_key(obj)] += 1
+                data = _compact(obj)
+            affected += 1
+            out.write(data)
+            out_hash.update(data)
+            out_bytes += len(data)
+    return ResultReport(
+        affected=affected,
+        by_reason=dict(by_reason),
+        output_bytes=out_bytes,
+        output_sha256=out_hash.hexdigest(),
+        blank_lines=blank,
+    )
+
+
+def iter_results(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream the objects of a normalised result file (for splitting and tests)."""
+    with open(path, "rb", buffering=READ_BUFFER) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)

@@ -1,0 +1,316 @@
+"""X API v2 batch compliance adapter: create / get / list jobs, HTTP failures -> domain errors.
+
+Every failure is classified here, once (see orchestrator.errors). Error messages and log lines
+are built only from redacted pieces: aiohttp's own exception text embeds full URLs, and the
+bearer token must never leave the Authorization header.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+import aiohttp
+import structlog
+
+from orchestrator.core.model import JobType, RemoteJob
+from orchestrator.core.ratelimit import MAX_WAIT_S, RESET_HEADER, RateBudget
+from orchestrator.errors import (
+    AuthError,
+    ConflictError,
+    PermanentError,
+    RateLimited,
+    RemoteError,
+    RetryableError,
+)
+from orchestrator.redact import redact_text
+
+log = structlog.get_logger(__name__)
+
+JOBS_PATH = "/2/compliance/jobs"
+# When a 429 carries no usable reset header: a quarter of the 15-minute window.
+DEFAULT_RATE_LIMIT_WAIT_S = 60.0
+MAX_ERROR_BODY_BYTES = 64 * 1024
+_JOB_ID = re.compile(r"[0-9]{1,19}")
+
+
+def make_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
+    """The one client session of the app, for the API and for storage transfers.
+
+    No total timeout: a large upload or download may legitimately take a long time; what must
+    not hang is connecting and each socket read.
+    """
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+    )
+    # Cookies are of no use to either side and would only be state to leak.
+    return aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar())
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int = MAX_ERROR_BODY_BYTES) -> bytes:
+    """Up to `limit` bytes of a (error) body: enough to classify, never unbounded."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        block = await resp.content.read(limit - size)
+        if not block:
+            break
+        parts.append(block)
+        size += len(block)
+    return b"".join(parts)
+
+
+def redact_problem(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """A parsed error body with every string value scrubbed (nested dicts and lists too)."""
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, Mapping):
+        return {str(k): redact_problem(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_problem(v, secrets) for v in value]
+    return value
+
+
+def _problem_type(problem: Mapping[str, Any] | None) -> str:
+    if not problem:
+        return ""
+    kind = problem.get("type")
+    if isinstance(kind, str) and kind != "about:blank":
+        return kind
+    errors = problem.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        inner = errors[0].get("type")
+        if isinstance(inner, str):
+            return inner
+    return kind if isinstance(kind, str) else ""
+
+
+def _summary(problem: Mapping[str, Any] | None) -> str:
+    """A short human description of an (already redacted) problem body."""
+    if not problem:
+        return ""
+    parts: list[str] = []
+    for key in ("title", "detail"):
+        value = problem.get(key)
+        if isinstance(value, str) and value and value not in parts:
+            parts.append(value)
+    errors = problem.get("errors")
+    if isinstance(errors, list):
+        for item in errors[:3]:
+            if isinstance(item, Mapping):
+                text = item.get("message") or item.get("detail")
+                if isinstance(text, str) and text:
+                    parts.append(text)
+    if not parts and isinstance(problem.get("body"), str):
+        parts.append(problem["body"])
+    return "; ".join(parts)[:500]
+
+
+class XApi:
+    """Client of the three compliance endpoints. One instance per app; safe to share."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: str,
+        *,
+        budget: RateBudget | None = None,
+        clock: Callable[[], float] = time.time,
+        on_request: Callable[[str, int | None], None] | None = None,
+    ) -> None:
+        self._session = session
+        self._on_request = on_request  # (endpoint, HTTP status or None): metrics
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._clock = clock
+        self.budget = budget if budget is not None else RateBudget()
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def create_job(
+        self, job_type: JobType, *, name: str, resumable: bool = False
+    ) -> RemoteJob:
+        body: dict[str, Any] = {"type": str(job_type), "name": name}
+        if resumable:
+            body["resumable"] = True
+        payload = await self._call("create", "POST", JOBS_PATH, json_body=body)
+        return self._job_from(payload.get("data"), "create")
+
+    async def get_job(self, job_id: str) -> RemoteJob:
+        if not _JOB_ID.fullmatch(job_id):
+            # Never put an unchecked string into the request path.
+            raise PermanentError(
+                f"X API get: job id {job_id[:40]!r} is not 1-19 digits", endpoint="get"
+            )
+        payload = await self._call("get", "GET", f"{JOBS_PATH}/{job_id}")
+        if "data" not in payload and isinstance(payload.get("errors"), list):
+            # v2 style "resource-not-found" inside a 200 envelope.
+            problem = redact_problem(payload, (self._token,))
+            raise PermanentError(
+                f"X API get: HTTP 200 without a job: {_summary(problem) or 'no data'}",
+                http_status=200,
+                problem=problem,
+                endpoint="get",
+            )
+        return self._job_from(payload.get("data"), "get")
+
+    async def list_jobs(self, job_type: JobType, status: str | None = None) -> list[RemoteJob]:
+        params = {"type": str(job_type)}
+        if status is not None:
+            params["status"] = str(status)
+        payload = await self._call("list", "GET", JOBS_PATH, params=params)
+        data = payload.get("data")
+        if data is None:  # empty lists come without `data` (and 2021 answers without `meta`)
+            return []
+        if not isinstance(data, list):
+            raise self._malformed("list", "`data` is not a list")
+        return [self._job_from(item, "list") for item in data]
+
+    async def find_job_by_name(self, job_type: JobType, name: str) -> RemoteJob | None:
+        """The newest job of that type carrying `name`, or None."""
+        matches = [job for job in await self.list_jobs(job_type) if job.name == name]
+        if not matches:
+            return None
+        # The list is newest first; max() keeps the first of equal timestamps.
+        return max(matches, key=lambda job: job.created_at)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _job_from(self, data: Any, endpoint: str) -> RemoteJob:
+        if not isinstance(data, dict):
+            raise self._malformed(endpoint, "no job object in `data`")
+        try:
+            return RemoteJob.from_api(data)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise self._malformed(endpoint, f"bad job object ({type(exc).__name__})") from None
+
+    def _malformed(self, endpoint: str, why: str) -> RetryableError:
+        return RetryableError(
+            f"X API {endpoint}: HTTP 200 with a malformed body: {why}",
+            http_status=200,
+            endpoint=endpoint,
+        )
+
+    async def _call(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        url = self._base_url + path
+        # The token goes only here, to the API host; redirects are not followed, so it can
+        # never be forwarded anywhere else.
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                headers=headers,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                self.budget.update(endpoint, resp.headers)
+                if status == 200:
+                    raw = await resp.read()
+                    return self._parse_ok(endpoint, raw)
+                body = await read_limited(resp)
+                self._raise_for(endpoint, status, resp.headers, body)
+        except RemoteError:
+            raise
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise RetryableError(
+                f"X API {endpoint}: {self._describe(exc)}", http_status=status, endpoint=endpoint
+            ) from None
+        except aiohttp.InvalidURL as exc:
+            raise PermanentError(
+                f"X API {endpoint}: {self._describe(exc)}", endpoint=endpoint
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise RetryableError(
+                f"X API {endpoint}: {self._describe(exc)}", http_status=status, endpoint=endpoint
+            ) from None
+        finally:
+            if self._on_request is not None:
+                self._on_request(endpoint, status)
+            log.debug(
+                "xapi.request",
+                endpoint=endpoint,
+                http_status=status,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+
+    def _describe(self, exc: BaseException) -> str:
+        text = redact_text(str(exc), (self._token,)).strip()
+        name = type(exc).__name__
+        return f"{name} ({text})" if text else name
+
+    def _parse_ok(self, endpoint: str, raw: bytes) -> dict[str, Any]:
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise self._malformed(endpoint, "not JSON") from None
+        if not isinstance(payload, dict):
+            raise self._malformed(endpoint, "not a JSON object")
+        return payload
+
+    def _parse_problem(self, body: bytes) -> dict[str, Any] | None:
+        if not body:
+            return None
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            text = body.decode("utf-8", "replace").strip()[:500]
+            return {"body": redact_text(text, (self._token,))} if text else None
+        if isinstance(parsed, dict):
+            return redact_problem(parsed, (self._token,))
+        return {"body": redact_text(str(parsed)[:500], (self._token,))}
+
+    def _retry_after(self, headers: Mapping[str, str]) -> float:
+        reset = headers.get(RESET_HEADER)
+        if reset is not None:
+            try:
+                wait = float(reset) - self._clock()
+            except ValueError:
+                wait = None
+            if wait is not None:
+                # A reset in the past (clock skew) still means "not right now".
+                return min(max(wait, 1.0), MAX_WAIT_S)
+        retry_after = headers.get("Retry-After")
+        if retry_after is not None and retry_after.strip().isdigit():
+            return min(float(retry_after), MAX_WAIT_S)
+        return DEFAULT_RATE_LIMIT_WAIT_S
+
+    def _raise_for(
+        self, endpoint: str, status: int, headers: Mapping[str, str], body: bytes
+    ) -> NoReturn:
+        problem = self._parse_problem(body)
+        summary = _summary(problem)
+        message = f"X API {endpoint}: HTTP {status}" + (f": {summary}" if summary else "")
+        common: dict[str, Any] = {"http_status": status, "problem": problem, "endpoint": endpoint}
+        if status == 429:
+            retry_after = self._retry_after(headers)
+            current = self.budget.get(endpoint)
+            if current is None or current.remaining > 0:
+                self.budget.exhaust(endpoint, self._clock() + retry_after)
+            raise RateLimited(message, retry_after=retry_after, **common)
+        if status == 409 or _problem_type(problem).endswith("/conflict"):
+            raise ConflictError(message, **common)
+        if status in (401, 403):
+            raise AuthError(message, **common)
+        if status >= 500:
+            raise RetryableError(message, **common)
+        raise PermanentError(message, **common)
+
+
+__all__ = ["XApi", "make_session", "read_limited", "redact_problem"]

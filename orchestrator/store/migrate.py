@@ -1,0 +1,260 @@
+"""Schema migrations under `PRAGMA user_version`, and the connection set-up of the state DB.
+
+`migrations/NNNN_description.sql`: the four digits are the user_version the file produces.
+Files are forward-only and never edited once released. Each file runs in one transaction
+together with the version bump, so a database is always exactly at some version: a failed or
+interrupted migration leaves it where it was.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+from orchestrator.errors import ConfigError, OrchestratorError
+
+log = structlog.get_logger(__name__)
+
+_FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+_LEADING_COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+_TRANSACTION_WORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK"})
+BUSY_TIMEOUT_MS = 5000
+
+
+class MigrationError(OrchestratorError):
+    """The database schema could not be brought up to date."""
+
+
+class SchemaTooNew(ConfigError):
+    """The database was written by a newer version of this program."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    path: Path
+
+
+def migrations_dir() -> Path:
+    """The migrations shipped in the wheel (`orchestrator/migrations`, force-included by hatch),
+    else the repository's top-level `migrations/` (editable installs, a source checkout)."""
+    shipped = importlib.resources.files("orchestrator") / "migrations"
+    if shipped.is_dir():
+        return Path(str(shipped))
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into complete statements (trigger bodies and quoted ';' included)."""
+    statements: list[str] = []
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer)
+            buffer = ""
+    return statements
+
+
+def _check_no_transaction_control(migration: Migration, script: str) -> None:
+    # The runner wraps each file in one transaction; a COMMIT inside would split it and could
+    # leave a half-applied schema behind a bumped user_version.
+    for statement in _statements(script):
+        comments = _LEADING_COMMENTS.match(statement)
+        body = statement[comments.end() :] if comments else statement
+        first = re.match(r"[A-Za-z]+", body)
+        if first and first.group(0).upper() in _TRANSACTION_WORDS:
+            raise MigrationError(
+                f"migration {migration.path.name} contains {first.group(0).upper()}; files must "
+                "not control transactions (the runner wraps each file in one)"
+            )
+
+
+def list_migrations(directory: Path | None = None) -> list[Migration]:
+    """The migration files in version order; raise MigrationError on a bad name, gap or
+    duplicate. Other files (README, dotfiles) are ignored."""
+    directory = directory if directory is not None else migrations_dir()
+    if not directory.is_dir():
+        raise MigrationError(f"migrations folder not found: {directory}")
+    found: dict[int, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix != ".sql" or path.name.startswith("."):
+            continue
+        match = _FILE_NAME.fullmatch(path.name)
+        if not match or int(match.group(1)) == 0:
+            raise MigrationError(
+                f"bad migration file name {path}: expected NNNN_description.sql with NNNN "
+                "from 0001 and a lower-case snake_case description"
+            )
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(
+                f"two migrations produce version {version}: {found[version].name} and {path.name}"
+            )
+        found[version] = path
+    migrations = [Migration(v, found[v]) for v in sorted(found)]
+    for expected, migration in enumerate(migrations, start=1):
+        if migration.version != expected:
+            raise MigrationError(
+                f"migration {expected:04d} is missing in {directory} "
+                f"(the next file is {migration.path.name})"
+            )
+    return migrations
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str) -> object:
+    async with conn.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row is not None else None
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    value = await _scalar(conn, "PRAGMA user_version")
+    return value if isinstance(value, int) else 0
+
+
+async def _check_not_too_new(conn: aiosqlite.Connection, current: int, head: int) -> None:
+    if current > head:
+        async with conn.execute("PRAGMA database_list") as cursor:
+            files = [row[2] for row in await cursor.fetchall() if row[1] == "main" and row[2]]
+        where = f"{files[0]}: " if files else ""
+        raise SchemaTooNew(
+            f"{where}database schema version {current} is newer than this program ({head}); "
+            "upgrade compliance-orchestrator or restore a backup"
+        )
+
+
+async def pending_migrations(
+    conn: aiosqlite.Connection, directory: Path | None = None
+) -> list[int]:
+    """Versions not yet applied. Raises SchemaTooNew like apply_migrations."""
+    migrations = list_migrations(directory)
+    current = await _user_version(conn)
+    await _check_not_too_new(conn, current, migrations[-1].version if migrations else 0)
+    return [m.version for m in migrations if m.version > current]
+
+
+async def _backup(conn: aiosqlite.Connection, backup_path: Path) -> None:
+    """A consistent copy of the database, written to a temp name, fsynced, then renamed."""
+    tmp = backup_path.with_name(backup_path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # VACUUM INTO refuses to overwrite
+    await conn.execute("VACUUM INTO ?", (str(tmp),))
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(backup_path)
+    dir_fd = os.open(backup_path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    log.info("migrate.backup_written", file=str(backup_path))
+
+
+async def _apply_one(conn: aiosqlite.Connection, migration: Migration, current: int) -> None:
+    script = migration.path.read_text(encoding="utf-8")
+    _check_no_transaction_control(migration, script)
+    # Foreign keys off while the schema changes, as SQLite's table-rebuild procedure requires
+    # (otherwise dropping a rebuilt parent table cascades); checked before commit instead.
+    fk_enabled = await _scalar(conn, "PRAGMA foreign_keys")
+    await conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        # executescript ignores isolation_level, so the transaction is part of the script.
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\n;\nPRAGMA user_version = {migration.version};\n"
+        )
+        async with conn.execute("PRAGMA foreign_key_check") as cursor:
+            violations = await cursor.fetchall()
+        if violations:
+            raise MigrationError(
+                f"migration {migration.path.name} failed: it leaves {len(violations)} rows "
+                f"violating foreign keys (first in table {violations[0][0]}); the database "
+                f"stays at version {current}"
+            )
+        await conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        await _rollback(conn)
+        raise MigrationError(
+            f"migration {migration.path.name} failed: {exc}; the database stays at version "
+            f"{current}"
+        ) from exc
+    except BaseException:
+        await _rollback(conn)
+        raise
+    finally:
+        if fk_enabled:
+            await conn.execute("PRAGMA foreign_keys = ON")
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    if conn.in_transaction:
+        await conn.execute("ROLLBACK")
+
+
+async def apply_migrations(
+    conn: aiosqlite.Connection,
+    directory: Path | None = None,
+    *,
+    backup_path: Path | None = None,
+) -> list[int]:
+    """Apply pending migrations in order; return the versions applied.
+
+    Before changing a database that already holds data, copy it to `backup_path` (if given).
+    Raises SchemaTooNew for a database newer than the newest file, MigrationError (naming the
+    file; the database stays at the last good version) when a file fails.
+    """
+    migrations = list_migrations(directory)
+    head = migrations[-1].version if migrations else 0
+    current = await _user_version(conn)
+    await _check_not_too_new(conn, current, head)
+    pending = [m for m in migrations if m.version > current]
+    if not pending:
+        return []
+    if backup_path is not None and (
+        current > 0 or await _scalar(conn, "SELECT count(*) FROM sqlite_schema")
+    ):
+        await _backup(conn, backup_path)
+    applied: list[int] = []
+    for migration in pending:
+        started = time.monotonic()
+        await _apply_one(conn, migration, current)
+        current = migration.version
+        applied.append(current)
+        log.info(
+            "migrate.applied",
+            version=current,
+            file=migration.path.name,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+    return applied
+
+
+async def connect(db_path: Path) -> aiosqlite.Connection:
+    """Open the state database with the pragmas every connection needs: autocommit (writers
+    use explicit BEGIN IMMEDIATE), WAL, synchronous=FULL, foreign keys, a busy timeout and
+    rows addressable by column name."""
+    conn = await aiosqlite.connect(db_path, isolation_level=None)
+    try:
+        conn.row_factory = aiosqlite.Row
+        # First, so that switching to WAL waits for another process's lock instead of failing.
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = await _scalar(conn, "PRAGMA journal_mode = WAL")
+        if str(mode).lower() != "wal":
+            # Still durable, but readers (status) block the writer; usually a network FS.
+            log.warning("store.wal_unavailable", journal_mode=mode, file=str(db_path))
+        await conn.execute("PRAGMA synchronous = FULL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
