@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from email.utils import format_datetime
 
 import structlog
 from aiohttp import web
@@ -126,10 +127,17 @@ async def observe(request: web.Request, handler: web.Handler) -> web.StreamRespo
         )
 
 
+async def _server_date(request: web.Request, response: web.StreamResponse) -> None:
+    """`Date` from the sandbox clock, as a server whose clock is that far off would send it
+    (clients read `x-rate-limit-reset` against it)."""
+    response.headers["Date"] = format_datetime(request.app[STATE].clock.now(), usegmt=True)
+
+
 def build_app(state: SandboxState) -> web.Application:
     # client_max_size only bounds request.read()/post(): uploads are streamed, not read.
     app = web.Application(middlewares=[observe], client_max_size=16 << 20)
     app[STATE] = state
+    app.on_response_prepare.append(_server_date)
     control.add_routes(app)
     api.add_routes(app)
     app.router.add_route("*", "/{bucket}/{job_id}/submission/{object}", upload.submission)
