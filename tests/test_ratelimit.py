@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 import pytest
 from multidict import CIMultiDict
 
-from orchestrator.core.ratelimit import RateBudget, RateLimit, parse_rate_limit
+from orchestrator.core.ratelimit import (
+    RateBudget,
+    RateLimit,
+    parse_rate_limit,
+    seconds_until,
+    server_now,
+)
 
 NOW = 1_633_592_478.0  # 2021-10-07T07:41:18Z, the recorded first POST
 RESET = 1_633_593_378  # + 900 s, as recorded
@@ -133,3 +141,45 @@ def test_a_reset_beyond_one_window_is_clock_skew_not_a_week_long_wait() -> None:
     short = RateBudget(max_wait_s=100)
     short.update("get", headers(0))
     assert short.wait_before("get", NOW) == pytest.approx(100)
+
+
+# -- clock skew (issue 10 item 10): the reset is read against the server's Date -------------
+
+
+def dated(remaining: int, server_time: float, reset: int = RESET) -> dict:
+    return {**headers(remaining, reset), "Date": formatdate(server_time, usegmt=True)}
+
+
+@pytest.mark.parametrize("skew", [-900.0, 900.0, -86_400.0])
+def test_reset_is_measured_on_the_servers_clock(skew: float) -> None:
+    local = NOW + skew  # our clock is `skew` seconds off X's
+    response = dated(0, NOW)
+    assert seconds_until(RESET, response, local) == pytest.approx(900)
+    budget = RateBudget()
+    budget.update("get", response, now=local)
+    assert budget.wait_before("get", local) == pytest.approx(900)
+    assert budget.wait_before("get", local + 899.5) == pytest.approx(0.5)
+    assert budget.wait_before("get", local + 900) == 0.0
+
+
+def test_a_date_within_its_resolution_leaves_the_finer_local_clock() -> None:
+    assert server_now(dated(0, NOW), NOW + 0.7) == NOW + 0.7
+    assert server_now(dated(0, NOW), NOW + 5) == NOW
+
+
+@pytest.mark.parametrize("date", [None, "yesterday", "Thu, 07 Oct 2021 07:41:18 -0000", ""])
+def test_a_missing_or_unreadable_date_falls_back_to_the_local_clock(date: str | None) -> None:
+    response = headers(0)
+    if date is not None:
+        response["date"] = date
+    assert server_now(response, NOW + 600) == NOW + 600
+    assert parse_rate_limit(response, NOW + 600) == RateLimit(150, 0, RESET)
+
+
+def test_one_window_is_one_window_whatever_the_skew_jitter() -> None:
+    """Responses of one window arrive with Dates a second apart: still the same window, so
+    a late, higher remaining count does not overwrite the lower one."""
+    budget = RateBudget()
+    budget.update("get", dated(10, NOW + 1), now=NOW + 901)
+    budget.update("get", dated(12, NOW), now=NOW + 901.2)
+    assert budget.snapshot()["get"].remaining == 10

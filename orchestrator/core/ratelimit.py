@@ -4,23 +4,34 @@ The X API answers every call with `x-rate-limit-limit`, `x-rate-limit-remaining`
 `x-rate-limit-reset` (epoch seconds when the fixed 15-minute window ends). Buckets are per
 endpoint (create, get, list), shared by every client of the same app, so the daemon keeps a
 configurable reserve free for the others instead of spending the budget to zero.
+
+The reset is an instant on the server's clock. A local clock 15 minutes off would turn it
+into a wait of 0 s or of 30 minutes, so it is read against the server's `Date` header (the
+same response's idea of "now") and only the difference is applied to the local clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 LIMIT_HEADER = "x-rate-limit-limit"
 REMAINING_HEADER = "x-rate-limit-remaining"
 RESET_HEADER = "x-rate-limit-reset"
+DATE_HEADER = "date"
+# `Date` has whole seconds: a difference this small is its rounding plus latency, not skew,
+# and the local clock (finer) is used as is.
+SKEW_TOLERANCE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     limit: int
     remaining: int
-    reset_at: float  # epoch seconds, the server's clock
+    reset_at: float  # epoch seconds on the local clock (see server_now)
+    # x-rate-limit-reset as sent (server clock): identifies the window, not part of equality.
+    window: float | None = field(default=None, compare=False)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -42,15 +53,51 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
-    """The rate-limit headers of one response, or None when absent or unreadable."""
+def server_now(headers: Mapping[str, str], local_now: float) -> float:
+    """The server's "now" (epoch seconds) per the response's `Date` header.
+
+    `local_now` when the header is missing or unreadable, or when it agrees with the local
+    clock within SKEW_TOLERANCE_S.
+    """
+    value = _header(headers, DATE_HEADER)
+    if value is None:
+        return local_now
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return local_now
+    if moment.tzinfo is None:  # "-0000": no zone information, not trustworthy
+        return local_now
+    server = moment.timestamp()
+    return local_now if abs(server - local_now) <= SKEW_TOLERANCE_S else server
+
+
+def seconds_until(instant: float, headers: Mapping[str, str], local_now: float) -> float:
+    """Seconds from now until `instant`, an epoch time on the server's clock (may be < 0)."""
+    return instant - server_now(headers, local_now)
+
+
+def parse_rate_limit(
+    headers: Mapping[str, str], local_now: float | None = None
+) -> RateLimit | None:
+    """The rate-limit headers of one response, or None when absent or unreadable.
+
+    With `local_now`, `reset_at` is moved onto the local clock (see `server_now`); without
+    it, it is the header's value as is.
+    """
     remaining = _int(_header(headers, REMAINING_HEADER))
     reset = _int(_header(headers, RESET_HEADER))
     if remaining is None or reset is None or remaining < 0:
         return None
     limit = _int(_header(headers, LIMIT_HEADER))
+    reset_at = float(reset)
+    if local_now is not None:
+        reset_at = local_now + seconds_until(reset_at, headers, local_now)
     return RateLimit(
-        limit=limit if limit is not None else remaining, remaining=remaining, reset_at=float(reset)
+        limit=limit if limit is not None else remaining,
+        remaining=remaining,
+        reset_at=reset_at,
+        window=float(reset),
     )
 
 
@@ -66,9 +113,14 @@ class RateBudget:
         self._limits: dict[str, RateLimit] = {}
         self._max_wait_s = max_wait_s
 
-    def update(self, endpoint: str, headers: Mapping[str, str]) -> None:
-        """Record the rate-limit headers of a response; responses without them change nothing."""
-        parsed = parse_rate_limit(headers)
+    def update(
+        self, endpoint: str, headers: Mapping[str, str], *, now: float | None = None
+    ) -> None:
+        """Record the rate-limit headers of a response; responses without them change nothing.
+
+        `now` is the local clock when the response arrived (see `parse_rate_limit`).
+        """
+        parsed = parse_rate_limit(headers, now)
         if parsed is None:
             return
         previous = self._limits.get(endpoint)
@@ -76,7 +128,7 @@ class RateBudget:
         # lowest remaining count is the newest truth.
         if (
             previous is not None
-            and previous.reset_at == parsed.reset_at
+            and previous.window == parsed.window
             and previous.remaining < parsed.remaining
         ):
             return

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,11 +15,32 @@ from pathlib import Path
 from typing import BinaryIO
 
 from orchestrator.files.outbox import atomic_output
+from orchestrator.files.results import line_reason
 
 BLOCK = 4 << 20
 # A normalised line is at most 19 digits + "\n": the bytes limit turns into an ID count.
 MAX_LINE_BYTES = 20
-_REASON = re.compile(rb'"reason":"([^"\\]*)"')
+
+# The scratch database of split_results, all its SQL in one place.
+# Every distinct result row is kept: X answers one ID with several rows (scrub_geo and
+# delete). Byte-identical rows of one ID are one row: a pack uploads an ID once per input
+# holding it, and X repeats its answer per occurrence; each input then gets the rows once per
+# occurrence in *its* IDs, as its own job would have. `seq` (position in the download) keeps
+# X's order, as a single-file batch has it.
+_SCRATCH_SCHEMA = (
+    "CREATE TABLE results (id TEXT NOT NULL, line BLOB NOT NULL, seq INTEGER NOT NULL,"
+    " PRIMARY KEY (id, line)) WITHOUT ROWID",
+)
+_INSERT_RESULT = "INSERT OR IGNORE INTO results (id, line, seq) VALUES (?, ?, ?)"
+_CREATE_MEMBER = "CREATE TEMP TABLE member (id TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
+_INSERT_MEMBER = (
+    "INSERT INTO member (id, n) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1"
+)
+# CROSS JOIN keeps `member` the outer loop: work in proportion to this input, not the batch.
+_MEMBER_ROWS = (
+    "SELECT r.line, m.n FROM member m CROSS JOIN results r ON r.id = m.id ORDER BY r.seq"
+)
+_DROP_MEMBER = "DROP TABLE member"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +131,10 @@ def count_results(path: Path) -> ResultCounts:
     affected = 0
     with open(path, "rb") as stream:
         for line in stream:
-            if line.strip():
+            body = line.strip()
+            if body:
                 affected += 1
-                # Lines are compact JSON (results.py wrote them); a plain reason string is
-                # read without a full parse, anything unusual falls back to json.
-                found = _REASON.search(line)
-                reason = (found.group(1).decode() if found
-                          else str(json.loads(line).get("reason", "(none)")))
+                reason = line_reason(body)  # same spelling as normalise_results
                 by_reason[reason] = by_reason.get(reason, 0) + 1
     return ResultCounts(affected, by_reason)
 
@@ -141,28 +158,27 @@ def split_results(
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("CREATE TABLE results (id TEXT PRIMARY KEY, line BLOB) WITHOUT ROWID")
+        for statement in _SCRATCH_SCHEMA:
+            conn.execute(statement)
         conn.execute("BEGIN")
         with open(results, "rb") as stream:
             conn.executemany(
-                "INSERT OR IGNORE INTO results (id, line) VALUES (?, ?)",
-                ((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
-                 for line in stream if line.strip()),
+                _INSERT_RESULT,
+                ((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"), seq)
+                 for seq, line in enumerate(stream) if line.strip()),
             )
         conn.execute("COMMIT")
         counts = []
         for piece, dest in members:
-            conn.execute("CREATE TEMP TABLE member (id TEXT PRIMARY KEY) WITHOUT ROWID")
+            conn.execute(_CREATE_MEMBER)
             conn.execute("BEGIN")
-            conn.executemany("INSERT OR IGNORE INTO member (id) VALUES (?)",
+            conn.executemany(_INSERT_MEMBER,
                              ((_id_key(value),) for value in iter_slice_ids(piece)))
             conn.execute("COMMIT")
             with atomic_output(dest) as out:
-                for (line,) in conn.execute(
-                    "SELECT r.line FROM results r JOIN member m ON m.id = r.id"
-                ):
-                    out.write(line + b"\n")
-            conn.execute("DROP TABLE member")
+                for line, occurrences in conn.execute(_MEMBER_ROWS):
+                    out.write((line + b"\n") * occurrences)
+            conn.execute(_DROP_MEMBER)
             counts.append(count_results(dest))
         return counts
     finally:

@@ -63,11 +63,26 @@ def parse_result_line(body: bytes, line_no: int) -> dict[str, Any]:
     return obj
 
 
-def _reason_key(obj: dict[str, Any]) -> str:
+def reason_key(obj: dict[str, Any]) -> str:
+    """The by_reason key of a result object: its top-level "reason" string, NO_REASON when
+    null or missing, other values as JSON. Every counting path must use this spelling."""
     reason = obj.get("reason")
     if isinstance(reason, str):
         return reason
     return NO_REASON if reason is None else json.dumps(reason)
+
+
+def line_reason(body: bytes) -> str:
+    """`reason_key` of one non-blank, compact result line (as `normalise_results` wrote it).
+
+    The canonical shape is matched as a whole, so its reason is the top-level one; any other
+    line is parsed (a nested object may have a "reason" key of its own).
+    """
+    match = _CANONICAL.fullmatch(body)
+    if match:
+        return match.group(1).decode("ascii")
+    obj = json.loads(body)
+    return reason_key(obj) if isinstance(obj, dict) else NO_REASON
 
 
 def _compact(obj: dict[str, Any]) -> bytes:
@@ -103,7 +118,7 @@ def normalise_results(raw: Path, dest: Path) -> ResultReport:
                 data = body + b"\n"
             else:
                 obj = parse_result_line(body, line_no)
-                by_reason[_reason_key(obj)] += 1
+                by_reason[reason_key(obj)] += 1
                 data = _compact(obj)
             affected += 1
             out.write(data)

@@ -17,7 +17,7 @@ import aiohttp
 import structlog
 
 from orchestrator.core.model import JobType, RemoteJob
-from orchestrator.core.ratelimit import MAX_WAIT_S, RESET_HEADER, RateBudget
+from orchestrator.core.ratelimit import MAX_WAIT_S, RESET_HEADER, RateBudget, seconds_until
 from orchestrator.errors import (
     AuthError,
     ConflictError,
@@ -220,7 +220,7 @@ class XApi:
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
-                self.budget.update(endpoint, resp.headers)
+                self.budget.update(endpoint, resp.headers, now=self._clock())
                 if status == 200:
                     raw = await resp.read()
                     return self._parse_ok(endpoint, raw)
@@ -280,11 +280,12 @@ class XApi:
         reset = headers.get(RESET_HEADER)
         if reset is not None:
             try:
-                wait = float(reset) - self._clock()
+                # Measured on the server's clock (its Date header): ours may be off by minutes.
+                wait = seconds_until(float(reset), headers, self._clock())
             except ValueError:
                 wait = None
             if wait is not None:
-                # A reset in the past (clock skew) still means "not right now".
+                # A reset in the past still means "not right now".
                 return min(max(wait, 1.0), MAX_WAIT_S)
         retry_after = headers.get("Retry-After")
         if retry_after is not None and retry_after.strip().isdigit():

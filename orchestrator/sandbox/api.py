@@ -251,7 +251,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     body: dict[str, Any] = {}
     if jobs:
         body["data"] = jobs
-    if state.config.include_result_count:
+    if state.config.include_result_count and (jobs or state.config.empty_list_meta):
         body["meta"] = {"result_count": len(jobs)}
     return api_response(body, 200, rate, started=started)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from email.utils import format_datetime
 
 import structlog
 from aiohttp import web
@@ -12,6 +13,7 @@ from aiohttp import web
 from orchestrator.sandbox import api, bodies, control, download, storage, upload
 from orchestrator.sandbox.faults import Fault
 from orchestrator.sandbox.ratelimit import RateState
+from orchestrator.sandbox.record import RequestRecord
 from orchestrator.sandbox.state import STATE, SandboxState
 
 log = structlog.get_logger(__name__)
@@ -60,6 +62,7 @@ async def _truncated(
     partial.content_length = len(body)
     await partial.prepare(request)
     await partial.write(body[:keep])
+    request[storage.TRUNCATED] = min(keep, len(body))
     if request.transport is not None:
         request.transport.close()
     return partial
@@ -72,6 +75,10 @@ async def _with_fault(
     if fault.kind == "slow":
         await asyncio.sleep(fault.delay)
         return await handler(request)
+    if fault.kind == "403":
+        if endpoint == "upload":
+            await storage.drain(request)
+        return storage.forbidden(request, state, fault.code)
     if fault.kind in ("429", "500", "503"):
         if endpoint == "upload":
             await storage.drain(request)
@@ -95,6 +102,7 @@ async def observe(request: web.Request, handler: web.Handler) -> web.StreamRespo
     endpoint = classify(request)
     fault = state.faults.take(endpoint) if endpoint is not None else None
     status = 0
+    response: web.StreamResponse | None = None
     try:
         if fault is None:
             response = await handler(request)
@@ -113,8 +121,11 @@ async def observe(request: web.Request, handler: web.Handler) -> web.StreamRespo
         log.exception("sandbox.handler_failed", method=request.method, path=request.path)
         raise
     finally:
+        # A cut response is logged as what the client got: the status, then only `sent` bytes.
+        sent = request.get(storage.TRUNCATED)
+        cut = {} if sent is None else {"truncated": True, "sent": sent}
         if endpoint is not None or not request.path.startswith("/_sandbox"):
-            state.request_log.append((request.method, request.path, status))
+            state.request_log.append(RequestRecord(request.method, request.path, status, **cut))
         log.info(
             "sandbox.request",
             method=request.method,
@@ -123,13 +134,26 @@ async def observe(request: web.Request, handler: web.Handler) -> web.StreamRespo
             endpoint=endpoint,
             fault=fault.kind if fault is not None else None,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            **({} if sent is None else {"truncated": True, "bytes_sent": sent,
+                                        "content_length": _promised(response)}),
         )
+
+
+async def _server_date(request: web.Request, response: web.StreamResponse) -> None:
+    """`Date` from the sandbox clock, as a server whose clock is that far off would send it
+    (clients read `x-rate-limit-reset` against it)."""
+    response.headers["Date"] = format_datetime(request.app[STATE].clock.now(), usegmt=True)
+
+
+def _promised(response: web.StreamResponse | None) -> int | None:
+    return None if response is None else response.content_length
 
 
 def build_app(state: SandboxState) -> web.Application:
     # client_max_size only bounds request.read()/post(): uploads are streamed, not read.
     app = web.Application(middlewares=[observe], client_max_size=16 << 20)
     app[STATE] = state
+    app.on_response_prepare.append(_server_date)
     control.add_routes(app)
     api.add_routes(app)
     app.router.add_route("*", "/{bucket}/{job_id}/submission/{object}", upload.submission)

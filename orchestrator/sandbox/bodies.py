@@ -128,11 +128,16 @@ def no_such_key(object_name: str) -> bytes:
     )
 
 
-def access_denied(object_name: str) -> bytes:
+def access_denied(
+    object_name: str,
+    *,
+    caller: str = "Anonymous caller",
+    permission: str = "storage.objects.get",
+) -> bytes:
     return gcs_error(
         "AccessDenied",
         "Access denied.",
-        "Anonymous caller does not have storage.objects.get access to the Google Cloud "
+        f"{caller} does not have {permission} access to the Google Cloud "
         f"Storage object {object_name}.",
     )
 

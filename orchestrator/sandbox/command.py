@@ -118,6 +118,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="omit meta.result_count from list responses (as in 2021 recordings)",
     )
     api.add_argument(
+        "--empty-list-meta",
+        action="store_true",
+        help='answer an empty list with {"meta":{"result_count":0}} (the v2 convention) '
+        "instead of {} (what twarc accepts; the real shape was never recorded)",
+    )
+    api.add_argument(
         "--unknown-job",
         choices=("errors", "404"),
         default=d.unknown_job,
@@ -237,6 +243,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         blank_lines=not args.no_blank_lines,
         shuffle=not args.no_shuffle,
         include_result_count=not args.no_result_count,
+        empty_list_meta=args.empty_list_meta,
         fail_fraction=args.fail_fraction,
         fail_error=args.fail_error,
         data_dir=args.data_dir,

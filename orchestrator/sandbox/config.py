@@ -24,6 +24,7 @@ TUNABLE: frozenset[str] = frozenset(
         "fail_fraction",
         "fail_error",
         "include_result_count",
+        "empty_list_meta",
         "unknown_job",
     }
 )
@@ -51,6 +52,9 @@ class SandboxConfig:
     blank_lines: bool = True
     shuffle: bool = True
     include_result_count: bool = True
+    # An empty list answers `{}` (the shape twarc accepts; the real one was never recorded),
+    # or `{"meta":{"result_count":0}}` (the v2 convention) when set.
+    empty_list_meta: bool = False
     fail_fraction: float = 0.0
     fail_error: str = "Internal error"
     data_dir: Path | str | None = None

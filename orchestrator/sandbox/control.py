@@ -3,7 +3,8 @@
 GET  /_sandbox                      settings, clock, pending faults
 GET  /_sandbox/health               {"ok": true}
 GET|POST /_sandbox/clock            {"advance": seconds} | {"freeze": true|false} -> {"now": ...}
-GET|POST|DELETE /_sandbox/faults    {"endpoint","kind","count","delay","after_bytes","retry_after"}
+GET|POST|DELETE /_sandbox/faults    {"endpoint","kind","count","delay","after_bytes","retry_after",
+                                    "code"}
                                     or {"spec": "upload:500:3"}; DELETE clears
 POST /_sandbox/fail_next_jobs       {"count": N, "error": "..."}
 GET|POST /_sandbox/config           tunable settings (windows, processing time, rate limit, ...)
@@ -11,6 +12,7 @@ GET  /_sandbox/jobs                 every job: public object + uploaded_ids + na
 GET  /_sandbox/jobs/{id}/expected   the job's expected result rows (NDJSON, input order)
 POST /_sandbox/expected             {"type": "tweets", "ids": [...]} -> {"results": {id: row}}
 GET  /_sandbox/requests             the request log: [[method, path, status], ...]
+                                    (+ {"truncated": true, "sent": N} on a cut response)
 POST /_sandbox/rate_limits/reset    start fresh rate-limit windows
 """
 
@@ -192,7 +194,7 @@ async def expected(request: web.Request) -> web.Response:
 
 async def requests(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return _json({"requests": [list(entry) for entry in state.request_log]})
+    return _json({"requests": [entry.public() for entry in state.request_log]})
 
 
 async def reset_rate_limits(request: web.Request) -> web.Response:

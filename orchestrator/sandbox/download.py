@@ -1,6 +1,7 @@
 """Downloads from the signed `download_url`: 404 NoSuchKey until the job is complete, then
 the results as `application/octet-stream` with GCS headers and working `Range` requests,
-streamed from disk.
+streamed from disk. Faults handled here: `truncate` (cut after N bytes, connection closed)
+and `corrupt` (one byte altered, headers and x-goog-hash unchanged).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from orchestrator.sandbox import bodies
 from orchestrator.sandbox.ingest import StoredObject
 from orchestrator.sandbox.jobs import Job
 from orchestrator.sandbox.state import STATE, SandboxState
-from orchestrator.sandbox.storage import FAULT, check_signed, raw_path_and_query, xml_response
+from orchestrator.sandbox.storage import (
+    FAULT,
+    TRUNCATED,
+    check_signed,
+    raw_path_and_query,
+    xml_response,
+)
 from orchestrator.sandbox.truth import COMPONENTS
 
 _SEND = 1 << 20  # bytes per download write
@@ -91,10 +98,15 @@ async def delivery(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     fault = request.get(FAULT)
     send = length
+    corrupt_at: int | None = None
     if fault is not None and fault.kind == "truncate":
         send = min(length, fault.after_bytes if fault.after_bytes is not None else length // 2)
-    await _send_file(response, job.result_path, first, send)
+    if fault is not None and fault.kind == "corrupt" and length > 0:
+        wanted_at = fault.after_bytes if fault.after_bytes is not None else length // 2
+        corrupt_at = min(wanted_at, length - 1)
+    await _send_file(response, job.result_path, first, send, corrupt_at)
     if send < length:
+        request[TRUNCATED] = send
         if request.transport is not None:
             request.transport.close()
         return response
@@ -124,7 +136,18 @@ def _delivery_headers(state: SandboxState, job: Job, stored: StoredObject) -> CI
     return headers
 
 
-async def _send_file(response: web.StreamResponse, path: Path, offset: int, count: int) -> None:
+def _altered(chunk: bytes, at: int | None) -> bytes:
+    """`chunk` with the byte at `at` flipped in its lowest bit (a digit stays a digit, so the
+    body still parses: only the checksum can tell)."""
+    if at is None or not 0 <= at < len(chunk):
+        return chunk
+    return chunk[:at] + bytes([chunk[at] ^ 1]) + chunk[at + 1 :]
+
+
+async def _send_file(
+    response: web.StreamResponse, path: Path, offset: int, count: int, corrupt_at: int | None
+) -> None:
+    """Send `count` bytes from `offset`; the byte at `corrupt_at` (relative) altered."""
     if count <= 0:
         return
     handle = await asyncio.to_thread(open, path, "rb")
@@ -135,7 +158,9 @@ async def _send_file(response: web.StreamResponse, path: Path, offset: int, coun
             chunk = await asyncio.to_thread(handle.read, min(_SEND, remaining))
             if not chunk:
                 break
-            await response.write(chunk)
+            sent = count - remaining
+            await response.write(_altered(chunk, None if corrupt_at is None
+                                          else corrupt_at - sent))
             remaining -= len(chunk)
     finally:
         handle.close()

@@ -2,8 +2,13 @@
 
 Kinds: "429" (rate limited, recorded body), "500", "503", "reset" (connection dropped,
 optionally after reading `after_bytes` of an upload body), "slow" (answer after `delay`
-seconds) and "truncate" (the body is cut after `after_bytes`; default half of it).
-Endpoints: create, get, list (API), upload, download (storage) and "*" (any of them).
+seconds), "truncate" (the body is cut after `after_bytes`; default half of it), and two
+storage-only kinds: "403" (GCS's XML `SignatureDoesNotMatch`, or `AccessDenied` as `code`;
+upload and download) and "corrupt" (download only: the byte after `after_bytes`, default
+the middle one, is altered while the headers, x-goog-hash included, stay those of the real
+object, so only a checksum can tell).
+Endpoints: create, get, list (API), upload, download (storage) and "*" (any of them; for a
+storage-only kind, any endpoint it applies to).
 Light module: the CLI parser uses `parse_fault_spec`.
 """
 
@@ -11,16 +16,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-KINDS = ("429", "500", "503", "reset", "slow", "truncate")
+KINDS = ("429", "500", "503", "reset", "slow", "truncate", "403", "corrupt")
 ENDPOINTS = ("create", "get", "list", "upload", "download", "*")
+# Kinds that only exist on some endpoints (the others take every kind).
+ONLY_ON: dict[str, tuple[str, ...]] = {"403": ("upload", "download"), "corrupt": ("download",)}
+FORBIDDEN_CODES = ("SignatureDoesNotMatch", "AccessDenied")  # the 403 bodies GCS sends
 SPEC_HELP = (
     "ENDPOINT:KIND[:COUNT[:VALUE]] with ENDPOINT one of create,get,list,upload,download,* and "
-    "KIND one of 429,500,503,reset,slow,truncate; VALUE is the delay in seconds for slow, "
-    "the byte count for truncate/reset, the retry-after seconds for 429"
+    "KIND one of 429,500,503,reset,slow,truncate, or 403 (upload/download) or corrupt "
+    "(download); VALUE is the delay in seconds for slow, the byte count for truncate/reset, "
+    "the byte offset for corrupt (default the middle), the retry-after seconds for 429, "
+    "SignatureDoesNotMatch (default) or AccessDenied for 403"
 )
+
+
+def applies(kind: str, endpoint: str) -> bool:
+    """Whether a fault of `kind` can happen on `endpoint` ("*" matches any)."""
+    return endpoint == "*" or endpoint in ONLY_ON.get(kind, (endpoint,))
 
 
 @dataclass(slots=True)
@@ -31,6 +46,7 @@ class Fault:
     delay: float = 2.0  # slow
     after_bytes: int | None = None  # truncate / reset
     retry_after: float = 1.0  # 429: x-rate-limit-reset = now + retry_after
+    code: str = "SignatureDoesNotMatch"  # 403: the GCS error code of the body
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,14 +60,21 @@ def make_fault(
     delay: float | None = None,
     after_bytes: int | None = None,
     retry_after: float | None = None,
+    code: str | None = None,
 ) -> Fault:
     kind = str(kind)
     if endpoint not in ENDPOINTS:
         raise ValueError(f"fault endpoint must be one of {', '.join(ENDPOINTS)}, not {endpoint!r}")
     if kind not in KINDS:
         raise ValueError(f"fault kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if not applies(kind, endpoint):
+        raise ValueError(
+            f"fault kind {kind} only happens on {' and '.join(ONLY_ON[kind])}, not {endpoint}"
+        )
     if count < 1:
         raise ValueError("fault count must be >= 1")
+    if code is not None and code not in FORBIDDEN_CODES:
+        raise ValueError(f"403 code must be one of {', '.join(FORBIDDEN_CODES)}, not {code!r}")
     if delay is not None and delay < 0:
         raise ValueError("delay must be >= 0")
     if after_bytes is not None and after_bytes < 0:
@@ -63,6 +86,8 @@ def make_fault(
         fault.delay = delay
     if retry_after is not None:
         fault.retry_after = retry_after
+    if code is not None:
+        fault.code = code
     return fault
 
 
@@ -80,8 +105,10 @@ def parse_fault_spec(spec: str) -> dict[str, Any]:
             value = parts[3]
             if kind == "slow":
                 options["delay"] = float(value)
-            elif kind in ("truncate", "reset"):
+            elif kind in ("truncate", "reset", "corrupt"):
                 options["after_bytes"] = int(value)
+            elif kind == "403":
+                options["code"] = value
             elif kind == "429":
                 options["retry_after"] = float(value)
             else:
@@ -110,10 +137,17 @@ class Faults:
         delay: float | None = None,
         after_bytes: int | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
     ) -> Fault:
         """Make the next `count` requests to `endpoint` fail with `kind` (FIFO per endpoint)."""
         fault = make_fault(
-            endpoint, kind, count, delay=delay, after_bytes=after_bytes, retry_after=retry_after
+            endpoint,
+            kind,
+            count,
+            delay=delay,
+            after_bytes=after_bytes,
+            retry_after=retry_after,
+            code=code,
         )
         with self._lock:
             self._queue.append(fault)
@@ -123,18 +157,11 @@ class Faults:
         """Consume one use of the oldest fault matching `endpoint`."""
         with self._lock:
             for index, fault in enumerate(self._queue):
-                if fault.endpoint in (endpoint, "*"):
+                if fault.endpoint in (endpoint, "*") and applies(fault.kind, endpoint):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         del self._queue[index]
-                    return Fault(
-                        fault.endpoint,
-                        fault.kind,
-                        1,
-                        fault.delay,
-                        fault.after_bytes,
-                        fault.retry_after,
-                    )
+                    return replace(fault, remaining=1)
         return None
 
     def attach(self, fail_next_jobs: Callable[[int, str], None]) -> None:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, BinaryIO
 
+from orchestrator.sandbox.record import RequestRecord
+
 
 class SandboxRemote:
     """Client for the HTTP controls of a running sandbox."""
@@ -89,8 +91,9 @@ class SandboxRemote:
         content = self._call("GET", f"/jobs/{job_id}/expected", raw=True)
         return [json.loads(line) for line in content.splitlines() if line.strip()]
 
-    def requests(self) -> list[tuple[str, str, int]]:
-        return [tuple(item) for item in self._call("GET", "/requests")["requests"]]
+    def requests(self) -> list[RequestRecord]:
+        entries = self._call("GET", "/requests")["requests"]
+        return [RequestRecord.from_public(item) for item in entries]
 
     def reset_rate_limits(self) -> None:
         self._call("POST", "/rate_limits/reset", {})

@@ -20,6 +20,7 @@ from orchestrator.sandbox.control import job_record
 from orchestrator.sandbox.faults import Faults
 from orchestrator.sandbox.jobs import JobStore
 from orchestrator.sandbox.ratelimit import RateLimiter
+from orchestrator.sandbox.record import RequestRecord
 from orchestrator.sandbox.signing import Signer
 from orchestrator.sandbox.state import SandboxState
 
@@ -141,8 +142,9 @@ class Sandbox:
         return self._data_dir
 
     @property
-    def request_log(self) -> list[tuple[str, str, int]]:
-        """(method, path without query, status) of every API/storage request, in order."""
+    def request_log(self) -> list[RequestRecord]:
+        """(method, path without query, status) of every API/storage request, in order;
+        `.truncated` / `.sent` say when a response was cut short."""
         return self.state.request_log
 
     def jobs(self) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from orchestrator.sandbox.config import SandboxConfig
 from orchestrator.sandbox.faults import Faults
 from orchestrator.sandbox.jobs import JobStore
 from orchestrator.sandbox.ratelimit import RateLimiter
+from orchestrator.sandbox.record import RequestRecord
 from orchestrator.sandbox.signing import Signer
 from orchestrator.sandbox.truth import Truth, truth_for
 
@@ -29,7 +30,7 @@ class SandboxState:
     limiter: RateLimiter
     faults: Faults
     data_dir: Path
-    request_log: list[tuple[str, str, int]] = field(default_factory=list)
+    request_log: list[RequestRecord] = field(default_factory=list)
     sessions: dict[str, Session] = field(default_factory=dict)
 
     def truth(self, job_type: str) -> Truth:

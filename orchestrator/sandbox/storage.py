@@ -19,11 +19,14 @@ from orchestrator.sandbox.ingest import Ingest, IngestResult, StoredObject
 from orchestrator.sandbox.jobs import Job
 from orchestrator.sandbox.results import assemble, component_order
 from orchestrator.sandbox.sessions import new_upload_id
+from orchestrator.sandbox.signing import SERVICE_ACCOUNT
 from orchestrator.sandbox.state import SandboxState
 from orchestrator.sandbox.truth import COMPONENTS
 
 FAULT: web.RequestKey[Fault] = web.RequestKey("sandbox_fault", Fault)
 DROPPED: web.RequestKey[bool] = web.RequestKey("sandbox_dropped", bool)
+# Body bytes sent by a response cut short (status and Content-Length went out as promised).
+TRUNCATED: web.RequestKey[int] = web.RequestKey("sandbox_truncated", int)
 _FEED = 1 << 20  # bytes handed to the ingest thread at once (bounded memory, few hops)
 
 
@@ -66,6 +69,20 @@ def stored_headers(stored: StoredObject, generation: int) -> CIMultiDict[str]:
     headers["x-guploader-uploadid"] = new_upload_id()
     headers["Server"] = "UploadServer"
     return headers
+
+
+def forbidden(request: web.Request, state: SandboxState, code: str) -> web.Response:
+    """The `403` fault: the XML body GCS sends for a bad signature or a missing permission."""
+    path, query = raw_path_and_query(request)
+    if code == "AccessDenied":
+        permission = "create" if "/submission/" in path else "get"
+        return xml_response(403, bodies.access_denied(
+            path.lstrip("/"), caller=SERVICE_ACCOUNT, permission=f"storage.objects.{permission}"
+        ))
+    verdict = state.signer.verify(path, query, request.headers, ignore=("upload_id",))
+    return xml_response(403, bodies.signature_mismatch(
+        verdict.string_to_sign, f"{request.method}\n{verdict.canonical_request}"
+    ))
 
 
 def generation(state: SandboxState) -> int:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from orchestrator.sandbox.clock import SandboxClock
 from orchestrator.sandbox.config import SandboxConfig
 from orchestrator.sandbox.faults import Faults
+from orchestrator.sandbox.record import RequestRecord
 from orchestrator.sandbox.server import Sandbox
 
 T = TypeVar("T")
@@ -111,7 +112,7 @@ class SandboxThread:
         return self.sandbox.expected_results(job_type, ids)  # pure: no loop needed
 
     @property
-    def request_log(self) -> list[tuple[str, str, int]]:
+    def request_log(self) -> list[RequestRecord]:
         return self.call(lambda: list(self.sandbox.request_log))
 
     def stop(self) -> None:

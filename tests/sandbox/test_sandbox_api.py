@@ -139,13 +139,19 @@ async def test_list_status_filter_and_empty_list(
     async with http.get(
         url, params={"type": "tweets", "status": "complete"}, headers=auth(sandbox)
     ) as response:
-        assert await response.json() == {"meta": {"result_count": 0}}
+        assert await response.json() == {}  # what twarc accepts (see x-compliance-api.md)
     async with http.get(
         url, params={"type": "tweets", "status": "created"}, headers=auth(sandbox)
     ) as response:
         assert (await response.json())["meta"] == {"result_count": 1}
     async with http.get(url, params={"type": "users"}, headers=auth(sandbox)) as response:
+        assert await response.json() == {}
+    sandbox.configure(empty_list_meta=True)  # the v2 convention, as an option
+    async with http.get(url, params={"type": "users"}, headers=auth(sandbox)) as response:
         assert await response.json() == {"meta": {"result_count": 0}}
+    sandbox.configure(include_result_count=False)  # no meta at all wins
+    async with http.get(url, params={"type": "users"}, headers=auth(sandbox)) as response:
+        assert await response.json() == {}
 
 
 async def test_result_count_can_be_omitted_like_2021(
