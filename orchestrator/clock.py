@@ -1,9 +1,13 @@
-"""Time, injected: the pure core takes `now` as an argument; adapters ask a Clock."""
+"""Time, injected: the pure core takes `now` as an argument; adapters ask a Clock.
+
+This is the one module that reads the system's clocks; everything else is handed a Clock
+(tests hand in a manual one, see tests/clocks.py).
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -25,22 +29,7 @@ class SystemClock:
         return time.monotonic()
 
 
-class FakeClock:
-    """A clock that moves only when told to; for tests."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
-        self._mono = 0.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._mono += seconds
+SYSTEM_CLOCK = SystemClock()
 
 
 def iso(value: datetime | None) -> str | None:

@@ -11,11 +11,11 @@ from typing import Any
 import aiohttp
 import anyio
 import structlog
+from clocks import FakeClock
 from daemon_helpers import TOKEN, drop, load, make_ids, outcome, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.clock import FakeClock
 from orchestrator.config import Config
 from orchestrator.core.model import Batch, BatchState, JobType
 from orchestrator.daemon.activity import Activity

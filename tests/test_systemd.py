@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import structlog
+from clocks import FakeClock
 from daemon_helpers import TOKEN, drop, make_ids, outcome, wait_for, write_config
 
-from orchestrator.clock import FakeClock
 from orchestrator.core.model import Batch, BatchState, JobType
 from orchestrator.daemon import systemd
 from orchestrator.daemon.activity import Activity, Transfer

@@ -34,7 +34,7 @@ from orchestrator.cli.common import (
 from orchestrator.clock import iso
 from orchestrator.core.model import Batch, BatchState, InputFile
 from orchestrator.daemon.deliver import batch_files
-from orchestrator.files.outbox import reject_file
+from orchestrator.files.rejected import reject_file
 from orchestrator.layout import Layout
 from orchestrator.store.sqlite import Store
 

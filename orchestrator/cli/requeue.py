@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import secrets
 import shutil
@@ -38,8 +37,9 @@ from orchestrator.cli.common import (
     run_admin,
 )
 from orchestrator.core.model import JobType
+from orchestrator.files.atomic import COPY_BUFFER, candidate_names, fsync_dir
 from orchestrator.files.inbox import is_ignored_name
-from orchestrator.files.outbox import COPY_BUFFER, ERROR_SUFFIX, candidate_names, fsync_dir
+from orchestrator.files.rejected import ERROR_SUFFIX, read_record
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
 
@@ -81,16 +81,6 @@ def resolve_rejected(layout: Layout, file: str) -> Path:
     if not name or name in (".", ".."):
         raise AdminError(f"{file!r} is not a file name", EXIT_USAGE)
     return rejected / name
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The `<file>.error.json` beside a rejected file, if it is one of ours."""
-    try:
-        with open(path, "rb") as f:
-            record = json.loads(f.read(1024 * 1024))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def _link_first_free(src: Path, folder: Path, wanted: str) -> Path | None:

@@ -22,13 +22,13 @@ import anyio
 from orchestrator import __version__
 from orchestrator.clock import iso
 from orchestrator.core.model import Batch, InputFile, InputState
-from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
-from orchestrator.files.outbox import (
+from orchestrator.files.atomic import (
     atomic_output,
     atomic_write_file,
     atomic_write_json,
     file_sha256,
 )
+from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
 from orchestrator.layout import Layout
 from orchestrator.store.sqlite import BatchPart, Store
 

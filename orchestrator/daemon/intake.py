@@ -34,19 +34,19 @@ import structlog
 from orchestrator.clock import iso
 from orchestrator.core.model import InputFile, InputState, JobType
 from orchestrator.errors import InputRejected
-from orchestrator.files.idfile import IdFileReport, Policy, normalise_id_file
-from orchestrator.files.inbox import NOT_IN_TYPE_FOLDER, Candidate, InvalidEntry
-from orchestrator.files.link import link_intent, linked_manifest
-from orchestrator.files.outbox import (
+from orchestrator.files.atomic import (
     NAME_MAX_BYTES,
     atomic_copy_verified,
     atomic_output,
     atomic_write_json,
     file_sha256,
     fsync_dir,
-    reject_file,
     truncate_name,
 )
+from orchestrator.files.idfile import IdFileReport, Policy, normalise_id_file
+from orchestrator.files.inbox import NOT_IN_TYPE_FOLDER, Candidate, InvalidEntry
+from orchestrator.files.link import link_intent, linked_manifest
+from orchestrator.files.rejected import reject_file
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
 from orchestrator.store.sqlite import StaleState, Store

@@ -32,7 +32,7 @@ from orchestrator.daemon.lanes import RunnerSettings, Wakeup, lanes_for
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.scheduler import Scheduler
 from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded
-from orchestrator.files.outbox import atomic_write_file
+from orchestrator.files.atomic import atomic_write_file
 from orchestrator.files.results import normalise_results
 from orchestrator.layout import Layout
 from orchestrator.remote import transfer

@@ -36,8 +36,8 @@ from orchestrator.daemon.reload import plan_reload
 from orchestrator.daemon.runner import Runner, RunnerSettings, Wakeup, lanes_for
 from orchestrator.daemon.scheduler import PackingLimits, Scheduler
 from orchestrator.errors import ConfigError
+from orchestrator.files.atomic import cleanup_temp_files
 from orchestrator.files.inbox import InboxScanner, watch_inbox
-from orchestrator.files.outbox import cleanup_temp_files
 from orchestrator.layout import Layout
 from orchestrator.logs import LEVELS, configure_logging, set_level
 from orchestrator.remote.xapi import XApi, make_session

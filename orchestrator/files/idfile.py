@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from orchestrator.errors import InputRejected
-from orchestrator.files.outbox import atomic_output
+from orchestrator.files.atomic import atomic_output
 
 BLOCK_SIZE = 4 * 1024 * 1024
 MAX_ID_DIGITS = 19  # IDs are 64-bit snowflakes: at most 19 decimal digits
