@@ -6,6 +6,7 @@ from redacted pieces only.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 
@@ -91,3 +92,11 @@ class DownloadExpired(PermanentError):
 
 class IntegrityError(RetryableError):
     """A download did not match its Content-Length or x-goog-hash; it is retried, never used."""
+
+
+class ExitCode(IntEnum):
+    """Process exit status of every command."""
+
+    OK = 0
+    FAILURE = 1  # a runtime failure
+    USAGE = 2  # bad arguments or an unusable configuration

@@ -11,15 +11,16 @@ import argparse
 import json
 import random
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from orchestrator.clock import SystemClock
 from orchestrator.config import load_config
 from orchestrator.core.model import JobType
 from orchestrator.daemon.service import Service
+from orchestrator.errors import ExitCode
 from orchestrator.logs import configure_logging
 from orchestrator.sandbox import Sandbox, SandboxConfig
 
@@ -86,13 +87,14 @@ async def _demo(workdir: Path, timeout: float) -> int:
     log_file = open(workdir / "daemon.log", "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
     rng = random.Random(2026)
     sandbox_config = SandboxConfig(processing_time_s=1.0, affected_fraction=0.15, seed=7)
-    started = time.monotonic()
+    clock = SystemClock()
+    started = clock.monotonic()
     configure_logging("info", "json", stream=log_file, secrets=(sandbox_config.token,))
     try:
         async with Sandbox(sandbox_config) as sandbox:
             config_path = workdir / "config.toml"
             config_path.write_text(CONFIG_TEMPLATE.format(base_url=sandbox.base_url))
-            service = Service(load_config(config_path), sandbox.token)
+            service = Service(load_config(config_path), sandbox.token, clock=clock)
             print(f"demo: work folder {workdir}")
             print(f"demo: sandbox X API at {sandbox.base_url}; daemon log in daemon.log")
             submitted: dict[str, list[str]] = {}
@@ -119,7 +121,7 @@ async def _demo(workdir: Path, timeout: float) -> int:
                                     outcomes[name] = found
                         await anyio.sleep(0.2)
                 service.stop()
-            return _summarise(workdir, sandbox, submitted, outcomes, time.monotonic() - started)
+            return _summarise(workdir, sandbox, submitted, outcomes, clock.monotonic() - started)
     finally:
         log_file.close()
 
@@ -161,7 +163,7 @@ def _summarise(
     print(f"results:  {workdir / 'outbox'}/<type>/<name>.jsonl + .manifest.json")
     print(f"rejected: {workdir / 'outbox' / 'rejected'}/<name> + <name>.error.json")
     print(f"status:   compliance-orchestrator status --config {workdir / 'config.toml'}")
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.FAILURE
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -26,7 +26,6 @@ from typing import Any
 import anyio
 
 from orchestrator.cli.common import (
-    EXIT_USAGE,
     AdminError,
     Outcome,
     config_hint,
@@ -37,6 +36,7 @@ from orchestrator.cli.common import (
     run_admin,
 )
 from orchestrator.core.model import JobType
+from orchestrator.errors import ExitCode
 from orchestrator.files.atomic import COPY_BUFFER, candidate_names, fsync_dir
 from orchestrator.files.inbox import is_ignored_name
 from orchestrator.files.rejected import ERROR_SUFFIX, read_record
@@ -74,12 +74,12 @@ def resolve_rejected(layout: Layout, file: str) -> Path:
         parent = given.parent.resolve()
         if parent != rejected.resolve():
             raise AdminError(f"{file}: FILE must be in {rejected}/ (or just its name there)",
-                             EXIT_USAGE)
+                             ExitCode.USAGE)
     name = given.name
     if name.endswith(ERROR_SUFFIX) and os.path.lexists(rejected / name[: -len(ERROR_SUFFIX)]):
         name = name[: -len(ERROR_SUFFIX)]
     if not name or name in (".", ".."):
-        raise AdminError(f"{file!r} is not a file name", EXIT_USAGE)
+        raise AdminError(f"{file!r} is not a file name", ExitCode.USAGE)
     return rejected / name
 
 
@@ -182,7 +182,7 @@ def requeue_file(layout: Layout, file: str, job_type: JobType | None = None) -> 
         if recorded not in {t.value for t in JobType}:
             raise AdminError(
                 f"{name}: its error record does not say which IDs it holds; "
-                "add --type tweets or --type users", EXIT_USAGE,
+                "add --type tweets or --type users", ExitCode.USAGE,
             )
         job_type = JobType(recorded)
     wanted = str((record or {}).get("original_name") or name)

@@ -22,10 +22,11 @@ import structlog
 
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.config import Config, load_bearer_token, load_config
+from orchestrator.config import Config, load_config
 from orchestrator.core.machine import Policy
 from orchestrator.core.model import JobType
 from orchestrator.core.retry import RetryPolicy
+from orchestrator.credentials import load_bearer_token
 from orchestrator.daemon import systemd
 from orchestrator.daemon.health import HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
@@ -35,7 +36,7 @@ from orchestrator.daemon.monitor import Monitor, describe_batch
 from orchestrator.daemon.reload import plan_reload
 from orchestrator.daemon.runner import Runner, RunnerSettings, Wakeup, lanes_for
 from orchestrator.daemon.scheduler import PackingLimits, Scheduler
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, ExitCode
 from orchestrator.files.atomic import cleanup_temp_files
 from orchestrator.files.inbox import InboxScanner, watch_inbox
 from orchestrator.layout import Layout
@@ -361,7 +362,7 @@ def run_command(args: argparse.Namespace) -> int:
         token = load_bearer_token(config)
     except ConfigError as error:
         print(f"compliance-orchestrator: {error}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     configure_logging(config.log.level, config.log.format, secrets=(token,))
     try:
         anyio.run(_run_until_signal, Service(config, token))
@@ -371,10 +372,10 @@ def run_command(args: argparse.Namespace) -> int:
             log.error("service.config_error", error=type(config_error).__name__,
                       error_msg=str(config_error))
             print(f"compliance-orchestrator: {config_error}", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         log.exception("service.crashed", error=type(error).__name__)
-        return 1
-    return 0
+        return ExitCode.FAILURE
+    return ExitCode.OK
 
 
 def _config_error_in(error: BaseException) -> ConfigError | None:
