@@ -81,6 +81,10 @@ class UploadWindowClosed(PermanentError):
     """The signed upload URL has expired (GCS ExpiredToken); the job must be recreated."""
 
 
+class UploadSessionGone(PermanentError):
+    """The resumable upload session no longer exists (404/410); start a new session."""
+
+
 class RemoteJobEnded(UploadWindowClosed):
     """The remote job had already expired or failed before its upload; a new one is needed
     (and, unlike an abandoned one, it no longer blocks the next)."""

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from orchestrator.cli.common import (
     open_store,
     run_admin,
 )
+from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.errors import ExitCode
 from orchestrator.files.atomic import COPY_BUFFER, candidate_names, fsync_dir
@@ -133,8 +133,8 @@ def _copy_beside(src: Path, st: os.stat_result, folder: Path) -> Path:
     return tmp
 
 
-def _sweep_stale_temps(folder: Path) -> None:
-    now = time.time()
+def _sweep_stale_temps(folder: Path, clock: Clock) -> None:
+    now = clock.now().timestamp()
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             if entry.name.startswith(TEMP_PREFIX):
@@ -143,10 +143,12 @@ def _sweep_stale_temps(folder: Path) -> None:
                         Path(entry.path).unlink()
 
 
-def move_into(src: Path, st: os.stat_result, folder: Path, wanted: str) -> Path:
+def move_into(
+    src: Path, st: os.stat_result, folder: Path, wanted: str, *, clock: Clock = SYSTEM_CLOCK
+) -> Path:
     """Move the regular file `src` into `folder` under a free name near `wanted`; atomic."""
     folder.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_temps(folder)
+    _sweep_stale_temps(folder, clock)
     staged = src if st.st_dev == folder.stat().st_dev else _copy_beside(src, st, folder)
     dest = _link_first_free(staged, folder, wanted)
     if dest is None:
@@ -160,7 +162,9 @@ def move_into(src: Path, st: os.stat_result, folder: Path, wanted: str) -> Path:
     return dest
 
 
-def requeue_file(layout: Layout, file: str, job_type: JobType | None = None) -> Requeued:
+def requeue_file(
+    layout: Layout, file: str, job_type: JobType | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> Requeued:
     """Move a rejected file back into the inbox and drop its error record.
 
     The job type comes from `job_type`, else from the record's `job_type`. AdminError: the
@@ -190,7 +194,7 @@ def requeue_file(layout: Layout, file: str, job_type: JobType | None = None) -> 
         wanted = name
     if is_ignored_name(wanted):
         raise AdminError(f"{name}: the inbox ignores names like this; rename it first")
-    dest = move_into(src, st, layout.inbox_for(job_type), wanted)
+    dest = move_into(src, st, layout.inbox_for(job_type), wanted, clock=clock)
     with contextlib.suppress(FileNotFoundError):
         record_path.unlink()
         fsync_dir(record_path.parent)

@@ -12,10 +12,9 @@ import functools
 import json
 import random
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -31,11 +30,12 @@ from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import RunnerSettings, Wakeup, lanes_for
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.scheduler import Scheduler
-from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded
+from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded, UploadSessionGone
 from orchestrator.files.atomic import atomic_write_file
 from orchestrator.files.results import normalise_results
 from orchestrator.layout import Layout
-from orchestrator.remote import transfer
+from orchestrator.remote.download import download
+from orchestrator.remote.upload import start_resumable, upload_resumable, upload_simple
 from orchestrator.remote.xapi import XApi
 from orchestrator.store.sqlite import StaleState, Store
 
@@ -66,7 +66,6 @@ class Runner:
         lanes: Sequence[Sequence[JobType]],
         wakeup: Wakeup,
         rng: random.Random | None = None,
-        wall_clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
@@ -81,10 +80,10 @@ class Runner:
         self.lanes = [tuple(lane) for lane in lanes]
         self.wakeup = wakeup
         self.rng = rng or random.Random()
-        self.wall_clock = wall_clock
+        self.clock = store.clock
         self.metrics = metrics if metrics is not None else Metrics()
         self.activity = Activity(
-            len(self.lanes), self.metrics, monotonic=store.clock.monotonic, now=self.now,
+            len(self.lanes), self.metrics, clock=store.clock,
             on_change=on_change, download_warn_lead_s=settings.download_warn_lead_s,
         )
         self.stopped = anyio.Event()  # every lane has returned after stop()
@@ -312,14 +311,14 @@ class Runner:
 
     async def _respect_budget(self, endpoint: str) -> None:
         delay = self.xapi.budget.wait_before(
-            endpoint, self.wall_clock(), reserve=self.settings.rate_reserve
+            endpoint, self.clock.now().timestamp(), reserve=self.settings.rate_reserve
         )
         if delay > 0:
             log.warning(
                 "xapi.rate_wait",
                 endpoint=endpoint,
                 wait_s=round(delay, 1),
-                resume_at=datetime.fromtimestamp(self.wall_clock() + delay, tz=UTC).isoformat(),
+                resume_at=(self.clock.now() + timedelta(seconds=delay)).isoformat(),
             )
             await self._pause(delay)  # a deliberate wait: the lane stays alive
         if self._stopping:
@@ -351,48 +350,52 @@ class Runner:
             if remote.status in (RemoteStatus.FAILED, RemoteStatus.EXPIRED):
                 raise RemoteJobEnded(f"remote job is {remote.status} before the upload")
         body = self.layout.spool / batch.upload_name
-        started = time.monotonic()
+        started = self.clock.monotonic()
         if batch.resumable:
             session_url = batch.upload_session_url
             if session_url is not None:
                 try:
                     await self._send_resumable(session_url, body, batch)
-                except transfer.UploadSessionGone:
+                except UploadSessionGone:
                     log.warning("upload.session_gone", x_job_id=batch.x_job_id)
                     session_url = None
             if session_url is None:
                 # Persist the session before sending bytes so a restart continues it.
-                session_url = await transfer.start_resumable(self.session, batch.upload_url)
+                session_url = await start_resumable(
+                    self.session, batch.upload_url, clock=self.clock
+                )
                 observation = machine.UploadSessionStarted(session_url)
                 decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
                 batch = await self._persist(batch, decision)
                 await self._send_resumable(session_url, body, batch)
         else:
             meter = self.activity.meter(batch, "upload", baseline=0, resumed_bytes_count=False)
-            await transfer.upload_simple(self.session, batch.upload_url, body, progress=meter)
+            await upload_simple(
+                self.session, batch.upload_url, body, progress=meter, clock=self.clock
+            )
         log.debug(
             "upload.transferred",
             bytes=batch.upload_bytes,
-            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_ms=int((self.clock.monotonic() - started) * 1000),
         )
         return machine.UploadFinished()
 
     async def _send_resumable(self, session_url: str, body: Path, batch: Batch) -> None:
         # The first progress call reports what the storage already holds: not sent now.
         meter = self.activity.meter(batch, "upload", baseline=None, resumed_bytes_count=False)
-        await transfer.upload_resumable(
+        await upload_resumable(
             self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes,
-            progress=meter,
+            progress=meter, clock=self.clock,
         )
 
     async def _download(self, batch: Batch) -> machine.Observation:
         assert batch.download_url is not None
         files = batch_files(self.layout, batch)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         partial = files["raw"].stat().st_size if files["raw"].exists() else 0
         meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
-        report = await transfer.download(
-            self.session, batch.download_url, files["raw"], progress=meter
+        report = await download(
+            self.session, batch.download_url, files["raw"], progress=meter, clock=self.clock
         )
         try:
             results = await anyio.to_thread.run_sync(
@@ -416,7 +419,7 @@ class Runner:
             affected=results.affected,
             crc32c_checked=report.crc32c_checked,
             resumed_from=report.resumed_from,
-            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_ms=int((self.clock.monotonic() - started) * 1000),
         )
         return machine.Downloaded(results.affected)
 

@@ -179,7 +179,7 @@ class Service:
         # Temp files of writes that a crash interrupted (outbox and spool alike).
         for folder in (layout.rejected, layout.spool, *map(layout.outbox_for, JobType)):
             try:
-                removed = cleanup_temp_files(folder)
+                removed = cleanup_temp_files(folder, clock=self.clock)
             except OSError:
                 continue  # an unusable outbox folder was reported above; deliveries wait
             if removed:
@@ -197,7 +197,10 @@ class Service:
         )
         await intake.recover()
         async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:
-            xapi = XApi(http, config.api.base_url, self.token, on_request=self.metrics.api_request)
+            xapi = XApi(
+                http, config.api.base_url, self.token, clock=self.clock,
+                on_request=self.metrics.api_request,
+            )
             runner = Runner(
                 store=store,
                 xapi=xapi,
@@ -224,7 +227,9 @@ class Service:
                 deadlines=runner.activity.deadlines,
                 heartbeat_age_s=runner.activity.heartbeat_age_s,
             ))
-            scanner = InboxScanner(layout.inbox, min_age_s=config.inbox.min_age_s)
+            scanner = InboxScanner(
+                layout.inbox, min_age_s=config.inbox.min_age_s, clock=self.clock
+            )
             inbox_done = anyio.Event()
 
             async def inbox(*, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -254,7 +259,7 @@ class Service:
                 if interval is not None:
                     watchdog = systemd.Watchdog(
                         self.notifier, interval_s=interval, stale_s=self.stale_after_s,
-                        heartbeat=lambda: runner.heartbeat, now=self.clock.monotonic,
+                        heartbeat=lambda: runner.heartbeat, clock=self.clock,
                     )
                     await group.start(watchdog.run)
                 log.info("service.ready", lanes=len(runner.lanes), pid=os.getpid(),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from watchfiles import Change, awatch
 
+from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.redact import redact_text
 
@@ -109,14 +109,12 @@ class InboxScanner:
         inbox: Path,
         *,
         min_age_s: float,
-        monotonic: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.inbox = inbox
         self.min_age_s = min_age_s
         self.folders = {job_type: inbox / job_type.value for job_type in JobType}
-        self._monotonic = monotonic
-        self._wall_clock = wall_clock
+        self._clock = clock
         self._seen: dict[Path, _Seen] = {}
         self._next_due: float | None = None
         self._folder_errors: dict[Path, str] = {}
@@ -138,12 +136,12 @@ class InboxScanner:
         """Seconds until the earliest pending entry may become stable (None: nothing pending)."""
         if self._next_due is None:
             return None
-        return max(0.0, self._next_due - self._monotonic())
+        return max(0.0, self._next_due - self._clock.monotonic())
 
     def scan(self) -> tuple[list[Candidate], list[InvalidEntry]]:
         """One pass: stable candidates sorted by (mtime, name), and stable invalid entries."""
-        now = self._monotonic()
-        wall = self._wall_clock()
+        now = self._clock.monotonic()
+        wall = self._clock.now().timestamp()
         seen: dict[Path, _Seen] = {}
         due: list[float] = []
         candidates: list[Candidate] = []
