@@ -171,8 +171,8 @@ class Activity:
 
 
 class TransferMeter:
-    """upload's and download's `progress(done, total)` callback: byte counters, heartbeat, status and
-    bounded-frequency progress lines with bytes, percent and rate."""
+    """The `progress(done, total)` callback of an upload or download: byte counters, heartbeat,
+    status and bounded-frequency progress lines with bytes, percent and rate."""
 
     def __init__(
         self,
