@@ -101,6 +101,11 @@ def _entry_problem(st: os.stat_result, path: Path) -> str | None:
     return None
 
 
+def display_name(name: str) -> str:
+    """A file name as text SQLite, JSON and logs accept: undecodable bytes become `\\xNN`."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
 class InboxScanner:
     """One-pass scans with stability tracking between passes (not thread-safe: one at a time)."""
 
