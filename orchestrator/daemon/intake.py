@@ -18,7 +18,6 @@ import contextlib
 import errno
 import functools
 import os
-import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from orchestrator.files.atomic import (
 )
 from orchestrator.files.idfile import IdFileReport, Policy, normalise_id_file
 from orchestrator.files.inbox import Candidate, InvalidEntry, display_name
-from orchestrator.layout import Layout
+from orchestrator.layout import InputFiles, Layout
 from orchestrator.logs import WarnOnce
 from orchestrator.redact import redact_text
 from orchestrator.store.sqlite import StaleState, Store
@@ -107,7 +106,7 @@ class Intake:
         if unclaimable in self._unclaimable:
             return None  # reported once already; a changed file gets another try
         out_stem = await self._choose_out_stem(candidate.job_type, name)
-        spool_name = f"{secrets.token_hex(8)}.{candidate.job_type}"
+        spool_name = InputFiles.new_name(candidate.job_type)
         row = await self.store.insert_claiming(
             job_type=candidate.job_type, name=name, out_stem=out_stem, spool_name=spool_name,
             inode=candidate.inode, size_bytes=candidate.size,

@@ -25,9 +25,9 @@ from orchestrator.core import machine
 from orchestrator.core.machine import Decision, Policy
 from orchestrator.core.model import Batch, BatchState, JobType, RemoteStatus
 from orchestrator.daemon.activity import Activity
-from orchestrator.daemon.deliver import batch_files, cleanup_after, deliver_batch
+from orchestrator.daemon.deliver import cleanup_after, deliver_batch
 from orchestrator.daemon.intake import Intake
-from orchestrator.daemon.lanes import RunnerSettings, Wakeup, lanes_for
+from orchestrator.daemon.lanes import RunnerSettings
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.scheduler import Scheduler
 from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded, UploadSessionGone
@@ -38,10 +38,10 @@ from orchestrator.remote.download import download
 from orchestrator.remote.upload import start_resumable, upload_resumable, upload_simple
 from orchestrator.remote.xapi import XApi
 from orchestrator.store.sqlite import StaleState, Store
+from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Runner", "RunnerSettings", "Wakeup", "lanes_for"]  # lanes.py: kept importable here
 
 # The lane a task runs (each lane is its own task), so that deep waits can beat its heart.
 _LANE: ContextVar[int | None] = ContextVar("orchestrator_lane", default=None)
@@ -243,7 +243,7 @@ class Runner:
         if decision.to_state is BatchState.QUEUED and batch.state is not BatchState.QUEUED:
             # A new remote job follows: a partial download of the old one must not be resumed
             # against the new job's URL.
-            for path in batch_files(self.layout, batch).values():
+            for path in self.layout.batch_files(batch.id).all:
                 path.unlink(missing_ok=True)
         self.activity.update(updated)
         self._log_decision(batch, decision)
@@ -390,28 +390,28 @@ class Runner:
 
     async def _download(self, batch: Batch) -> machine.Observation:
         assert batch.download_url is not None
-        files = batch_files(self.layout, batch)
+        files = self.layout.batch_files(batch.id)
         started = self.clock.monotonic()
-        partial = files["raw"].stat().st_size if files["raw"].exists() else 0
+        partial = files.raw.stat().st_size if files.raw.exists() else 0
         meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
         report = await download(
-            self.session, batch.download_url, files["raw"], progress=meter, clock=self.clock
+            self.session, batch.download_url, files.raw, progress=meter, clock=self.clock
         )
         try:
             results = await anyio.to_thread.run_sync(
-                normalise_results, files["raw"], files["results"]
+                normalise_results, files.raw, files.results
             )
         except IntegrityError:
-            files["raw"].unlink(missing_ok=True)
-            files["results"].unlink(missing_ok=True)
+            files.raw.unlink(missing_ok=True)
+            files.results.unlink(missing_ok=True)
             raise
         # Kept for delivery, which then need not parse and hash the results again.
         report_json = json.dumps({"affected": results.affected, "by_reason": results.by_reason,
                                   "output_sha256": results.output_sha256})
         await anyio.to_thread.run_sync(
-            functools.partial(atomic_write_file, files["report"], data=report_json.encode())
+            functools.partial(atomic_write_file, files.report, data=report_json.encode())
         )
-        files["raw"].unlink(missing_ok=True)
+        files.raw.unlink(missing_ok=True)
         self._affected[batch.id] = results.affected
         log.info(
             "download.transferred",

@@ -30,11 +30,12 @@ from orchestrator.credentials import load_bearer_token
 from orchestrator.daemon import systemd
 from orchestrator.daemon.health import HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
+from orchestrator.daemon.lanes import RunnerSettings, lanes_for
 from orchestrator.daemon.lock import StateLock
 from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
 from orchestrator.daemon.reload import plan_reload
-from orchestrator.daemon.runner import Runner, RunnerSettings, Wakeup, lanes_for
+from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import PackingLimits, Scheduler
 from orchestrator.errors import ConfigError, ExitCode
 from orchestrator.files.atomic import cleanup_temp_files
@@ -43,6 +44,7 @@ from orchestrator.layout import Layout
 from orchestrator.logs import LEVELS, configure_logging, set_level
 from orchestrator.remote.xapi import XApi, make_session
 from orchestrator.store.sqlite import Store
+from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +58,6 @@ START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, rec
 # moves; a socket read gives up after api.read_timeout_s. Silence much longer than that is a
 # stuck lane, not a slow one.
 MIN_STALE_AFTER_S = 120.0
-
-
-def layout_of(config: Config) -> Layout:
-    return Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
 
 
 def policy_of(config: Config) -> Policy:
@@ -125,7 +123,7 @@ class Service:
             MIN_STALE_AFTER_S, 2 * config.api.read_timeout_s
         )
         self.notifier = notifier or systemd.Notifier()
-        self.layout = layout_of(config)
+        self.layout = Layout.from_config(config)
         self.metrics = Metrics()  # per Service: tests running several never share counters
         self.runner: Runner | None = None
         self.store: Store | None = None

@@ -28,6 +28,7 @@ from watchfiles import Change, awatch
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.redact import redact_text
+from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -240,28 +241,10 @@ def _invalid(path: Path, job_type: JobType | None, reason: str, st: os.stat_resu
 # --- the watch loop ----------------------------------------------------------------------
 
 
-class _Wakeup:
-    """A resettable event: set by watcher events and stop requests, awaited with a timeout."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        if self._event.is_set():
-            self._event = anyio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
-            await self._event.wait()
-
-
 class _Watcher:
     """awatch in a task; any failure (no inotify, watch limit) means rescans only."""
 
-    def __init__(self, inbox: Path, wake: _Wakeup, tg: TaskGroup) -> None:
+    def __init__(self, inbox: Path, wake: Wakeup, tg: TaskGroup) -> None:
         self._inbox = inbox
         self._wake = wake
         self._tg = tg
@@ -292,7 +275,7 @@ class _Watcher:
                 # One unreadable subfolder must not cost us the events of all the others.
                 ignore_permission_denied=True,
             ):
-                self._wake.set()
+                self._wake.notify()
         except Exception as exc:
             if not self._warned:
                 self._warned = True
@@ -346,7 +329,7 @@ async def watch_inbox(
     """
     if rescan_interval_s <= 0:
         raise ValueError("rescan_interval_s must be positive")
-    wake = _Wakeup()
+    wake = Wakeup()
     reported: dict[Path, tuple[str, int, int, int]] = {}
     started = False
     last_error: str | None = None
@@ -359,7 +342,7 @@ async def watch_inbox(
 
         async def relay_stop(event: anyio.Event) -> None:
             await event.wait()
-            wake.set()
+            wake.notify()
 
         if stop_event is not None:
             tg.start_soon(relay_stop, stop_event)
