@@ -266,14 +266,15 @@ def _build_section(path: Path, name: str, table: Any, base: Path) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {name} = {_show(table)}: expected a [{name}] table")
     hints = get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
+    metadata = {f.name: f.metadata for f in fields(cls)}
+    known = list(metadata)
     values: dict[str, Any] = {}
     for key, raw in table.items():
         dotted = f"{name}.{key}"
         if key not in known:
             raise _unknown_key(path, dotted, known, f"keys of [{name}]")
         value, expected = _convert(hints[key], raw, base)
-        meta = cls.__dataclass_fields__[key].metadata
+        meta = metadata[key]
         if expected is None and "ok" in meta and not meta["ok"](value):
             expected = meta["allowed"]
         if expected is not None:

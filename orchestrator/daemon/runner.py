@@ -340,6 +340,7 @@ class Runner:
 
     async def _upload(self, batch: Batch) -> machine.Observation:
         assert batch.upload_url is not None and batch.x_job_id is not None
+        upload_url = batch.upload_url
         if (batch.id, batch.attempt) not in self._verified_uploads:
             # After a restart the upload may already have gone through.
             await self._respect_budget("get")
@@ -361,18 +362,14 @@ class Runner:
                     session_url = None
             if session_url is None:
                 # Persist the session before sending bytes so a restart continues it.
-                session_url = await start_resumable(
-                    self.session, batch.upload_url, clock=self.clock
-                )
+                session_url = await start_resumable(self.session, upload_url, clock=self.clock)
                 observation = machine.UploadSessionStarted(session_url)
                 decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
                 batch = await self._persist(batch, decision)
                 await self._send_resumable(session_url, body, batch)
         else:
             meter = self.activity.meter(batch, "upload", baseline=0, resumed_bytes_count=False)
-            await upload_simple(
-                self.session, batch.upload_url, body, progress=meter, clock=self.clock
-            )
+            await upload_simple(self.session, upload_url, body, progress=meter, clock=self.clock)
         log.debug(
             "upload.transferred",
             bytes=batch.upload_bytes,

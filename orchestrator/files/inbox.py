@@ -295,7 +295,9 @@ def _ensure_and_scan(
     return created, candidates, invalid
 
 
-async def _call(callback: Callable[[Any], Awaitable[None]], item: Candidate | InvalidEntry) -> bool:
+async def _call(
+    callback: Callable[[Any], Awaitable[object]], item: Candidate | InvalidEntry
+) -> bool:
     try:
         await callback(item)
     except Exception as exc:
@@ -312,8 +314,8 @@ async def _call(callback: Callable[[Any], Awaitable[None]], item: Candidate | In
 
 async def watch_inbox(
     scanner: InboxScanner,
-    on_candidate: Callable[[Candidate], Awaitable[None]],
-    on_invalid: Callable[[InvalidEntry], Awaitable[None]],
+    on_candidate: Callable[[Candidate], Awaitable[object]],
+    on_invalid: Callable[[InvalidEntry], Awaitable[object]],
     *,
     rescan_interval_s: float,
     use_watcher: bool,

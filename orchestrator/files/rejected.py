@@ -94,11 +94,16 @@ def _our_error_json(path: Path, candidate: str) -> bool:
     return isinstance(record, dict) and record.get("file") == candidate
 
 
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement taken as it is (no backslash or group expansion)."""
+    return lambda _match: text
+
+
 def _scrub(value: Any, replacements: list[tuple[re.Pattern[str], str]]) -> Any:
     """Take local paths and secrets out of an error record (recursively)."""
     if isinstance(value, str):
         for pattern, new in replacements:
-            value = pattern.sub(lambda _m, new=new: new, value)
+            value = pattern.sub(_literal(new), value)
         return redact_text(value)
     if isinstance(value, dict):
         return {str(k): _scrub(v, replacements) for k, v in value.items()}
@@ -171,9 +176,9 @@ def reject_file(
     try:
         st = os.lstat(src)
     except FileNotFoundError:
-        done = list(_rejections(rejected_dir, name))
-        if done:  # the move of an earlier attempt completed
-            return done[-1]
+        finished = list(_rejections(rejected_dir, name))
+        if finished:  # the move of an earlier attempt completed
+            return finished[-1]
         raise FileNotFoundError(
             errno.ENOENT, f"cannot reject {name!r}: it is gone and not in {rejected_dir.name}/"
         ) from None

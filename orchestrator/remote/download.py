@@ -10,9 +10,10 @@ import asyncio
 import base64
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import aiohttp
 import google_crc32c
@@ -30,6 +31,17 @@ from orchestrator.remote.storage import (
     remove,
     signed,
 )
+
+
+class _Checksum(Protocol):
+    """What we use of _Checksum (the library ships no type hints)."""
+
+    def update(self, data: bytes) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+_new_checksum: Callable[[], _Checksum] = google_crc32c.Checksum
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -51,15 +63,15 @@ def _expected_crc32c(resp: aiohttp.ClientResponse) -> str | None:
     return None
 
 
-def _crc32c_b64(checksum: google_crc32c.Checksum) -> str:
+def _crc32c_b64(checksum: _Checksum) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
-async def _crc_of_prefix(path: Path, length: int) -> google_crc32c.Checksum:
+async def _crc_of_prefix(path: Path, length: int) -> _Checksum:
     """The crc32c of the bytes already on disk, so a resumed download is checked whole."""
 
-    def compute() -> google_crc32c.Checksum:
-        checksum = google_crc32c.Checksum()
+    def compute() -> _Checksum:
+        checksum = _new_checksum()
         with open(path, "rb") as handle:
             left = length
             while left > 0:
@@ -150,7 +162,7 @@ async def _download_once(
             else:
                 await raise_storage_error("download", url, resp)
             expected_crc = _expected_crc32c(resp)
-            checksum = await _crc_of_prefix(dest, start) if start else google_crc32c.Checksum()
+            checksum = await _crc_of_prefix(dest, start) if start else _new_checksum()
             handle = _open_at(dest, start)
             try:
                 try:
@@ -219,7 +231,7 @@ def _content_range(resp: aiohttp.ClientResponse, url: str) -> tuple[int, int | N
 async def _stream_body(
     resp: aiohttp.ClientResponse,
     handle: BinaryIO,
-    checksum: google_crc32c.Checksum,
+    checksum: _Checksum,
     start: int,
     total: int,
     progress: Progress | None,

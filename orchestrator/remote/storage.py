@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiohttp
 import structlog
@@ -21,6 +21,7 @@ from orchestrator.errors import (
     DownloadExpired,
     PermanentError,
     RateLimited,
+    RemoteError,
     RetryableError,
     UploadSessionGone,
     UploadWindowClosed,
@@ -91,26 +92,32 @@ async def raise_storage_error(
     detail = (
         redact_text(message_match.group(1).decode("utf-8", "replace")) if message_match else None
     )
-    problem = {"code": code, "message": detail} if code or detail else None
+    problem: dict[str, Any] | None = {"code": code, "message": detail} if code or detail else None
     status = resp.status
     text = f"storage {endpoint}: HTTP {status}" + (f" {code}" if code else "")
     text += f" for {redact_url(url)}"
-    common = {"http_status": status, "problem": problem, "endpoint": endpoint}
+
+    def error(
+        kind: type[RemoteError], message: str = text, retry_after: float | None = None
+    ) -> RemoteError:
+        return kind(message, http_status=status, problem=problem, retry_after=retry_after,
+                    endpoint=endpoint)
+
     if code == "ExpiredToken":
         if endpoint == "download":
-            raise DownloadExpired(text, **common)
-        raise UploadWindowClosed(text, **common)
+            raise error(DownloadExpired)
+        raise error(UploadWindowClosed)
     if status == 429:
         retry_after = resp.headers.get("Retry-After", "")
         wait = float(retry_after) if retry_after.isdigit() else STORAGE_RATE_LIMIT_WAIT_S
-        raise RateLimited(text, retry_after=wait, **common)
+        raise error(RateLimited, retry_after=wait)
     if status >= 500 or status == 408:
-        raise RetryableError(text, **common)
+        raise error(RetryableError)
     if endpoint == "download" and (status == 404 or code == "NoSuchKey"):
-        raise RetryableError(text + " (results not there yet)", **common)
+        raise error(RetryableError, text + " (results not there yet)")
     if session and status in (404, 410):
-        raise UploadSessionGone(text, **common)
-    raise PermanentError(text, **common)
+        raise error(UploadSessionGone)
+    raise error(PermanentError)
 
 
 def log_request(

@@ -260,7 +260,8 @@ class XApi:
             text = body.decode("utf-8", "replace").strip()[:500]
             return {"body": redact_text(text, (self._token,))} if text else None
         if isinstance(parsed, dict):
-            return redact_problem(parsed, (self._token,))
+            problem: dict[str, Any] = redact_problem(parsed, (self._token,))
+            return problem
         return {"body": redact_text(str(parsed)[:500], (self._token,))}
 
     def _retry_after(self, headers: Mapping[str, str]) -> float:
