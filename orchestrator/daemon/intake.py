@@ -78,7 +78,6 @@ class Intake:
         self.layout = layout
         self.invalid_lines = invalid_lines
         self.duplicate_content = duplicate_content
-        self.link_max_age_s = link_max_age_s
         self.on_queued = on_queued
         self.warnings = WarnOnce()
         self.deduper = Deduper(store, layout, link_max_age_s=link_max_age_s,

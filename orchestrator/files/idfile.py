@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -350,15 +349,3 @@ def normalise_id_file(
         output_sha256=state.out_hash.hexdigest(),
         blank_line_count=state.blank,
     )
-
-
-def iter_ids(path: Path, *, block_size: int = 1024 * 1024) -> Iterator[bytes]:
-    """Stream the IDs of a normalised file (as written by normalise_id_file), without `\\n`."""
-    carry = b""
-    with open(path, "rb") as f:
-        while chunk := f.read(block_size):
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            yield from (line for line in lines if line)
-    if carry:
-        yield carry
