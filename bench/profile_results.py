@@ -27,8 +27,8 @@ if str(_ROOT) not in sys.path:
 
 from bench import floor  # noqa: E402
 from bench._common import cached_id_file, make_workspace, sandbox  # noqa: E402
+from orchestrator.files.atomic import atomic_write_file  # noqa: E402
 from orchestrator.files.batchfiles import count_results  # noqa: E402
-from orchestrator.files.outbox import atomic_write_file  # noqa: E402
 from orchestrator.files.results import normalise_results  # noqa: E402
 
 

@@ -1,9 +1,13 @@
-"""Time, injected: the pure core takes `now` as an argument; adapters ask a Clock."""
+"""Time, injected: the pure core takes `now` as an argument; adapters ask a Clock.
+
+This is the one module that reads the system's clocks; everything else is handed a Clock
+(tests hand in a manual one, see tests/clocks.py).
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -25,22 +29,13 @@ class SystemClock:
         return time.monotonic()
 
 
-class FakeClock:
-    """A clock that moves only when told to; for tests."""
+SYSTEM_CLOCK = SystemClock()
 
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
-        self._mono = 0.0
 
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._mono += seconds
+def kernel_monotonic_usec() -> int:
+    """CLOCK_MONOTONIC in microseconds, as systemd's notify protocol wants it (MONOTONIC_USEC):
+    the kernel's own clock, which an injected Clock must not stand in for."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
 def iso(value: datetime | None) -> str | None:

@@ -3,39 +3,31 @@
 Every key is optional (the defaults are in the dataclasses below and in config.example.toml).
 A misspelt key is an error rather than silently ignored, so that a typo never leaves a
 production daemon on a default the operator thought they had changed. The bearer token is never
-in this file: see `load_bearer_token`.
+in this file: see orchestrator/credentials.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import ipaddress
 import json
 import math
 import os
 import re
-import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from orchestrator.credentials import WHERE_THE_TOKEN_GOES
 from orchestrator.errors import ConfigError
 
-CREDENTIAL_NAME = "bearer-token"
-TOKEN_ENV = "X_BEARER_TOKEN"  # noqa: S105 (the variable name, not a token)
 UPLOAD_CHUNK_GRANULE = 256 * 1024  # resumable uploads take chunks in multiples of 256 KiB
-_MAX_TOKEN_FILE_BYTES = 64 * 1024  # a token is ~100 bytes; anything huge is the wrong file
 # Unknown keys that look like they hold a credential get a "where to put it" answer instead.
 _SECRET_LIKE_KEY = re.compile(
     r"token|secret|password|passwd|credential|bearer|authorization|api_?key", re.IGNORECASE
-)
-_WHERE_THE_TOKEN_GOES = (
-    f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} (systemd LoadCredential=), "
-    f"a file named by api.bearer_token_file, or the environment variable {TOKEN_ENV}"
 )
 
 
@@ -262,7 +254,7 @@ def _unknown_key(
         return ConfigError(
             f"{path}: {dotted}: secrets do not belong in the config file (it is read by "
             f"humans, backups and check-config); put the bearer token in "
-            f"{_WHERE_THE_TOKEN_GOES}"
+            f"{WHERE_THE_TOKEN_GOES}"
         )
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
@@ -274,14 +266,15 @@ def _build_section(path: Path, name: str, table: Any, base: Path) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {name} = {_show(table)}: expected a [{name}] table")
     hints = get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
+    metadata = {f.name: f.metadata for f in fields(cls)}
+    known = list(metadata)
     values: dict[str, Any] = {}
     for key, raw in table.items():
         dotted = f"{name}.{key}"
         if key not in known:
             raise _unknown_key(path, dotted, known, f"keys of [{name}]")
         value, expected = _convert(hints[key], raw, base)
-        meta = cls.__dataclass_fields__[key].metadata
+        meta = metadata[key]
         if expected is None and "ok" in meta and not meta["ok"](value):
             expected = meta["allowed"]
         if expected is not None:
@@ -347,100 +340,3 @@ def load_config(path: Path) -> Config:
     config = Config(**sections, source=path)
     _check_relations(config, path)
     return config
-
-
-# --- bearer token -------------------------------------------------------------------------
-
-
-def _token_from_file(file: Path, source: str) -> str:
-    try:
-        with open(file, "rb") as f:
-            data = f.read(_MAX_TOKEN_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the bearer token from {source}: {exc.strerror}") from None
-    if len(data) > _MAX_TOKEN_FILE_BYTES:
-        raise ConfigError(f"{source} is too large to be a bearer token; wrong file?")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{source} is not UTF-8 text; wrong file?") from None
-
-
-def _locate_token(config: Config, environ: Mapping[str, str]) -> tuple[str | None, str]:
-    """(raw token or None if no source exists, description of the source)."""
-    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        file = Path(cred_dir) / CREDENTIAL_NAME
-        if file.exists():
-            source = f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} ({file})"
-            return _token_from_file(file, source), source
-    if config.api.bearer_token_file is not None:
-        file = config.api.bearer_token_file
-        source = f"api.bearer_token_file ({file})"
-        if not file.exists():
-            # Configured explicitly: silently falling back to another source would surprise.
-            raise ConfigError(f"{source} does not exist")
-        return _token_from_file(file, source), source
-    if TOKEN_ENV in environ:
-        return environ[TOKEN_ENV], f"environment variable {TOKEN_ENV}"
-    return None, ""
-
-
-def _find_token(config: Config, environ: Mapping[str, str]) -> tuple[str, str]:
-    raw, source = _locate_token(config, environ)
-    if raw is None:
-        raise ConfigError(f"no bearer token found; put it in {_WHERE_THE_TOKEN_GOES}")
-    token = raw.strip()
-    if not token:
-        raise ConfigError(f"the bearer token in {source} is empty")
-    # Printable ASCII without spaces: anything else is a pasted second line or the wrong file,
-    # and would make an invalid (or injected) Authorization header.
-    if not re.fullmatch(r"[\x21-\x7e]+", token):
-        raise ConfigError(
-            f"the bearer token in {source} contains spaces, line breaks or non-ASCII "
-            "characters; it must be the token alone"
-        )
-    return token, source
-
-
-def load_bearer_token(config: Config, environ: Mapping[str, str] = os.environ) -> str:
-    """The bearer token, from $CREDENTIALS_DIRECTORY/bearer-token, then api.bearer_token_file,
-    then $X_BEARER_TOKEN. Errors name the source, never the token."""
-    return _find_token(config, environ)[0]
-
-
-def bearer_token_source(config: Config, environ: Mapping[str, str] = os.environ) -> str:
-    """Where the token comes from (for check-config and startup logs); validates it too."""
-    return _find_token(config, environ)[1]
-
-
-# --- check-config -------------------------------------------------------------------------
-
-
-def check_config_command(args: argparse.Namespace) -> int:
-    """`check-config --config PATH`: 0 and a summary if usable, else the error and 2."""
-    try:
-        config = load_config(args.config)
-        source = bearer_token_source(config)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    health = (
-        f"http://{config.health.host}:{config.health.port}/healthz"
-        if config.health.enabled
-        else "disabled"
-    )
-    print(f"config OK: {args.config}")
-    summary = {
-        "inbox": config.paths.inbox,
-        "outbox": config.paths.outbox,
-        "state_dir": config.paths.state_dir,
-        "api": config.api.base_url,
-        "token from": source,
-        "concurrency": config.jobs.concurrency,
-        "log": f"{config.log.level}, {config.log.format}",
-        "health": health,
-    }
-    for label, value in summary.items():
-        print(f"  {label + ':':<13}{value}")
-    return 0

@@ -6,6 +6,7 @@ from redacted pieces only.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 
@@ -80,6 +81,10 @@ class UploadWindowClosed(PermanentError):
     """The signed upload URL has expired (GCS ExpiredToken); the job must be recreated."""
 
 
+class UploadSessionGone(PermanentError):
+    """The resumable upload session no longer exists (404/410); start a new session."""
+
+
 class RemoteJobEnded(UploadWindowClosed):
     """The remote job had already expired or failed before its upload; a new one is needed
     (and, unlike an abandoned one, it no longer blocks the next)."""
@@ -91,3 +96,11 @@ class DownloadExpired(PermanentError):
 
 class IntegrityError(RetryableError):
     """A download did not match its Content-Length or x-goog-hash; it is retried, never used."""
+
+
+class ExitCode(IntEnum):
+    """Process exit status of every command."""
+
+    OK = 0
+    FAILURE = 1  # a runtime failure
+    USAGE = 2  # bad arguments or an unusable configuration

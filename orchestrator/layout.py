@@ -1,11 +1,78 @@
-"""Where things live on disk: the inbox, the outbox and the daemon's state directory."""
+"""Where things live on disk: the inbox, the outbox and the daemon's state directory.
+
+Every name the daemon gives a file is spelled here: an input's spool files (`InputFiles`) and
+a batch's work files (`BatchFiles`), so the writer, the reader and the spool sweep agree.
+"""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.core.model import JobType
+
+if TYPE_CHECKING:
+    from orchestrator.config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class InputFiles:
+    """An input's own files in the spool, all named after its `<hex>.<type>` spool name."""
+
+    spool: Path
+    spool_name: str
+
+    @staticmethod
+    def new_name(job_type: JobType) -> str:
+        """A fresh spool name for a claimed input: `<16 hex>.<type>`."""
+        return f"{secrets.token_hex(8)}.{job_type}"
+
+    @staticmethod
+    def owner(file_name: str) -> str:
+        """The spool name a spool file belongs to: `<hex>.<type>.part-2.ids` -> `<hex>.<type>`."""
+        return ".".join(file_name.split(".")[:2])
+
+    @property
+    def claimed(self) -> Path:
+        """The file as it was claimed from the inbox, untouched."""
+        return self.spool / self.spool_name
+
+    @property
+    def ids(self) -> Path:
+        """The validated, normalised IDs (InputFile.ids_name)."""
+        return self.spool / f"{self.spool_name}.ids"
+
+    @property
+    def pack_ids(self) -> Path:
+        """Upload body of a batch packing several inputs, named after its first one."""
+        return self.spool / f"{self.spool_name}.pack.ids"
+
+    def part_ids(self, part: int) -> Path:
+        """Upload body of one part of an input too big for one job."""
+        return self.spool / f"{self.spool_name}.part-{part}.ids"
+
+    def part_results(self, part: int) -> Path:
+        """Results of one part, kept until the whole input is delivered."""
+        return self.spool / f"{self.spool_name}.part-{part}.results.jsonl"
+
+    def parts(self) -> list[Path]:
+        """Every part file of this input present in the spool."""
+        return list(self.spool.glob(f"{self.spool_name}.part-*"))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFiles:
+    """A batch's work files in the spool."""
+
+    raw: Path  # the download as received
+    results: Path  # normalised results
+    report: Path  # counts + sha256 of the results
+
+    @property
+    def all(self) -> tuple[Path, Path, Path]:
+        return (self.raw, self.results, self.report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +80,10 @@ class Layout:
     inbox: Path
     outbox: Path
     state_dir: Path
+
+    @classmethod
+    def from_config(cls, config: Config) -> Layout:
+        return cls(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
 
     @property
     def spool(self) -> Path:
@@ -30,6 +101,16 @@ class Layout:
     @property
     def rejected(self) -> Path:
         return self.outbox / "rejected"
+
+    def input_files(self, spool_name: str) -> InputFiles:
+        return InputFiles(self.spool, spool_name)
+
+    def batch_files(self, batch_id: int) -> BatchFiles:
+        return BatchFiles(
+            raw=self.spool / f"batch-{batch_id}.download",
+            results=self.spool / f"batch-{batch_id}.results.jsonl",
+            report=self.spool / f"batch-{batch_id}.results.json",
+        )
 
     def inbox_for(self, job_type: JobType) -> Path:
         return self.inbox / str(job_type)

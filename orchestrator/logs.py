@@ -283,3 +283,24 @@ def reset_logging() -> None:
     _state.threshold = logging.INFO
     _state.secrets = ()
     _state.journald = False
+
+
+class WarnOnce:
+    """A warning per problem, not per retry: repeats of the same failure under the same key
+    go to debug, and the first success after a warning is said at info."""
+
+    def __init__(self) -> None:
+        self._warned: dict[tuple[str, str], str] = {}  # (kind, key) -> last failure logged
+
+    def warn(self, logger: Any, key: tuple[str, str], event: str, error: BaseException,
+             **fields: Any) -> None:
+        message = redact_text(str(error))
+        # Same kind of failure = same problem, even if the message names another temp file.
+        kind = f"{type(error).__name__}:{getattr(error, 'errno', None) or message}"
+        level = "debug" if self._warned.get(key) == kind else "warning"
+        self._warned[key] = kind
+        getattr(logger, level)(event, error=type(error).__name__, error_msg=message, **fields)
+
+    def resolved(self, logger: Any, key: tuple[str, str], event: str, **fields: Any) -> None:
+        if self._warned.pop(key, None) is not None:
+            logger.info(event, **fields)

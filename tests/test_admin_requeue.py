@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from admin_helpers import assert_no_secrets, db, layout_of, offline_config, run_cli
 
-from orchestrator.files.outbox import reject_file
+from orchestrator.files.rejected import reject_file
 from orchestrator.logs import reset_logging
 
 

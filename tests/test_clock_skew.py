@@ -39,7 +39,7 @@ async def skewed(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
 @pytest.fixture
 async def api(skewed: Sandbox) -> AsyncIterator[XApi]:
     async with make_session(connect_timeout_s=5, read_timeout_s=10) as session:
-        yield XApi(session, skewed.base_url, TOKEN)  # the local clock: time.time
+        yield XApi(session, skewed.base_url, TOKEN)  # the local clock: the system one
 
 
 async def test_sandbox_sends_date_from_its_own_clock(skewed: Sandbox) -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli.check_config import check_config_command
 from orchestrator.config import (
     Config,
     ConfigError,
     HealthConfig,
-    check_config_command,
-    load_bearer_token,
     load_config,
 )
+from orchestrator.credentials import load_bearer_token
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.toml"

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import CREDENTIAL_NAME, load_config
+from orchestrator.config import load_config
 from orchestrator.core.model import JobType
+from orchestrator.credentials import CREDENTIAL_NAME
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 UNIT = DEPLOY / "compliance-orchestrator.service"

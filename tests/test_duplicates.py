@@ -29,9 +29,9 @@ from daemon_helpers import (
 )
 
 from orchestrator.config import Config
-from orchestrator.daemon import intake as intake_module
+from orchestrator.daemon import dedupe as intake_module
 from orchestrator.daemon.service import Service
-from orchestrator.files.outbox import atomic_copy_verified, atomic_write_json
+from orchestrator.files.atomic import atomic_copy_verified, atomic_write_json
 from orchestrator.sandbox import Sandbox
 
 

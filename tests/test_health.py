@@ -11,11 +11,11 @@ from typing import Any
 import aiohttp
 import anyio
 import structlog
+from clocks import FakeClock
 from daemon_helpers import TOKEN, drop, load, make_ids, outcome, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.clock import FakeClock
 from orchestrator.config import Config
 from orchestrator.core.model import Batch, BatchState, JobType
 from orchestrator.daemon.activity import Activity
@@ -155,7 +155,7 @@ async def test_no_listener_unless_enabled(tmp_path: Path, sandbox: Sandbox) -> N
 
 def _uploading(clock: FakeClock) -> tuple[Activity, Metrics, Batch]:
     metrics = Metrics()
-    activity = Activity(1, metrics, monotonic=clock.monotonic, now=clock.now)
+    activity = Activity(1, metrics, clock=clock)
     batch = Batch(id=1, key="k", job_type=JobType.TWEETS, state=BatchState.UPLOADING,
                   x_job_id="1446")
     activity.hold(0, batch)
@@ -218,7 +218,7 @@ def test_resumed_transfers_count_only_the_bytes_that_moved() -> None:
 
 def test_results_expiry_warning_once_per_job() -> None:
     clock = FakeClock()
-    activity = Activity(1, Metrics(), monotonic=clock.monotonic, now=clock.now,
+    activity = Activity(1, Metrics(), clock=clock,
                         download_warn_lead_s=3600)
     batch = Batch(id=5, key="k", job_type=JobType.USERS, state=BatchState.WAITING,
                   x_job_id="77", download_expires_at=clock.now() + timedelta(hours=2))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import InputRejected
-from orchestrator.files.idfile import MAX_LINE_BYTES, iter_ids, normalise_id_file
+from orchestrator.files.idfile import MAX_LINE_BYTES, normalise_id_file
 
 
 def run(tmp_path: Path, content: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -222,12 +222,6 @@ def test_dest_is_replaced_atomically(tmp_path: Path) -> None:
     with pytest.raises(InputRejected):
         run(tmp_path, b"x\n")
     assert output(tmp_path) == b"5\n"  # a rejected run leaves an existing dest alone
-
-
-def test_iter_ids_streams_a_normalised_file(tmp_path: Path) -> None:
-    path = tmp_path / "n"
-    path.write_bytes(b"1\n22\n333\n")
-    assert list(iter_ids(path, block_size=2)) == [b"1", b"22", b"333"]
 
 
 # --- block edges: the bulk path and the line path must agree, wherever blocks split -----

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import pytest
+from clocks import FakeClock
 from structlog.testing import capture_logs
 
 from orchestrator.core.model import JobType
@@ -24,21 +26,9 @@ MIN_AGE = 5.0
 DEADLINE_S = 10.0  # generous bound for conditions in real-time tests; never a timed assertion
 
 
-class FakeClock:
-    """Monotonic and wall clocks that only move when told to."""
-
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.wall = 2_000_000_000.0
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(datetime.fromtimestamp(2_000_000_000.0, UTC), mono=1000.0)
 
 
 @pytest.fixture
@@ -46,8 +36,7 @@ def scanner(tmp_path: Path, clock: FakeClock) -> InboxScanner:
     s = InboxScanner(
         tmp_path / "inbox",
         min_age_s=MIN_AGE,
-        monotonic=lambda: clock.mono,
-        wall_clock=lambda: clock.wall,
+        clock=clock,
     )
     s.ensure_folders()
     return s

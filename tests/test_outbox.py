@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,15 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.files import outbox
-from orchestrator.files.outbox import (
+from orchestrator.files.atomic import (
     atomic_output,
     atomic_write_file,
     atomic_write_json,
     cleanup_temp_files,
-    reject_file,
-    unique_name,
 )
+from orchestrator.files.rejected import reject_file, unique_name
 
 
 def names(folder: Path) -> list[str]:
@@ -95,7 +94,7 @@ def test_new_files_honour_the_umask_not_0600(tmp_path: Path) -> None:
 _KILLED_WRITER = """
 import os, sys
 from pathlib import Path
-from orchestrator.files.outbox import atomic_output
+from orchestrator.files.atomic import atomic_output
 with atomic_output(Path(sys.argv[1])) as out:
     out.write(b"partial " * 1000)
     out.flush()
@@ -334,6 +333,6 @@ def test_directory_cannot_cross_filesystems_and_stays(tmp_path: Path, other_fs: 
     for name in ("d", "f"):
         with pytest.raises(OSError, match="another filesystem") as info:
             reject_file(tmp_path / name, other_fs, name, {})
-        assert info.value.errno == outbox.errno.EXDEV
+        assert info.value.errno == errno.EXDEV
         assert (tmp_path / name).exists()
     assert names(other_fs) == []

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from clocks import FakeClock
 
-from orchestrator.clock import FakeClock
 from orchestrator.core import machine
 from orchestrator.core.model import BatchState, InputState, JobType, RemoteJob, RemoteStatus
 from orchestrator.store.sqlite import StaleState, Store

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import structlog
+from clocks import FakeClock
 from daemon_helpers import TOKEN, drop, make_ids, outcome, wait_for, write_config
 
-from orchestrator.clock import FakeClock
 from orchestrator.core.model import Batch, BatchState, JobType
 from orchestrator.daemon import systemd
 from orchestrator.daemon.activity import Activity, Transfer
@@ -111,7 +111,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec(
 
 
 def _activity(clock: FakeClock, lanes: int = 1) -> Activity:
-    return Activity(lanes, Metrics(), monotonic=clock.monotonic, now=clock.now)
+    return Activity(lanes, Metrics(), clock=clock)
 
 
 def test_watchdog_stops_pinging_when_the_heartbeat_stalls_and_says_so_once() -> None:
@@ -120,7 +120,7 @@ def test_watchdog_stops_pinging_when_the_heartbeat_stalls_and_says_so_once() -> 
     pings: list[str] = []
     watchdog = systemd.Watchdog(
         systemd.Notifier(lambda m: pings.append(m) or True), interval_s=0.1, stale_s=30,
-        heartbeat=lambda: activity.heartbeat, now=clock.monotonic,
+        heartbeat=lambda: activity.heartbeat, clock=clock,
     )
     with structlog.testing.capture_logs() as logs:
         for _ in range(5):  # the lane loops: every tick sees a fresh heartbeat

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import structlog
 import yarl
+from clocks import SandboxTime
 
 from orchestrator.core.model import JobType, RemoteJob, RemoteStatus
 from orchestrator.errors import (
@@ -21,13 +22,13 @@ from orchestrator.errors import (
     RateLimited,
     RemoteError,
     RetryableError,
+    UploadSessionGone,
     UploadWindowClosed,
 )
-from orchestrator.remote.transfer import (
+from orchestrator.remote.download import download
+from orchestrator.remote.storage import signed
+from orchestrator.remote.upload import (
     RESUMABLE_QUANTUM,
-    UploadSessionGone,
-    download,
-    signed,
     start_resumable,
     upload_resumable,
     upload_simple,
@@ -52,7 +53,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def api(sb: Sandbox, session: aiohttp.ClientSession) -> XApi:
-    return XApi(session, sb.base_url, TOKEN, clock=sb.clock.timestamp)
+    return XApi(session, sb.base_url, TOKEN, clock=SandboxTime(sb.clock))
 
 
 def write_ids(path: Path, count: int, seed: int = 1) -> list[str]:
@@ -399,7 +400,7 @@ async def test_storage_never_sees_the_token_and_nothing_leaks(sb: Sandbox, tmp_p
     errors: list[RemoteError] = []
     with structlog.testing.capture_logs() as logs:
         async with aiohttp.ClientSession(trace_configs=[trace]) as traced:
-            api = XApi(traced, sb.base_url, TOKEN, clock=sb.clock.timestamp)
+            api = XApi(traced, sb.base_url, TOKEN, clock=SandboxTime(sb.clock))
             job, _ = await completed_job(api, traced, tmp_path, count=500)
             sb.faults.add("download", "truncate", after_bytes=100)
             for _ in range(2):

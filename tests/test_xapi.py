@@ -11,6 +11,7 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from clocks import SandboxTime
 
 from orchestrator.core.model import JobType, RemoteStatus
 from orchestrator.errors import (
@@ -42,7 +43,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def api(sb: Sandbox, session: aiohttp.ClientSession) -> XApi:
-    return XApi(session, sb.base_url, TOKEN, clock=sb.clock.timestamp)
+    return XApi(session, sb.base_url, TOKEN, clock=SandboxTime(sb.clock))
 
 
 def assert_no_secret(text: str) -> None:
@@ -133,7 +134,7 @@ async def test_exhausted_window_is_known_before_the_next_call(
 ) -> None:
     config = SandboxConfig(token=TOKEN, processing_time_s=0, rate_limit=3)
     async with Sandbox(config) as sb:
-        api = XApi(session, sb.base_url, TOKEN, clock=sb.clock.timestamp)
+        api = XApi(session, sb.base_url, TOKEN, clock=SandboxTime(sb.clock))
         for _ in range(3):
             await api.list_jobs(JobType.TWEETS)
         now = sb.clock.timestamp()

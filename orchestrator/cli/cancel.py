@@ -33,8 +33,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.clock import iso
 from orchestrator.core.model import Batch, BatchState, InputFile
-from orchestrator.daemon.deliver import batch_files
-from orchestrator.files.outbox import reject_file
+from orchestrator.files.rejected import reject_file
 from orchestrator.layout import Layout
 from orchestrator.store.sqlite import Store
 
@@ -166,7 +165,7 @@ def _move_files(
             continue
         placed.append({"file": item.name, "rejected_as": dest.name, "path": str(dest)})
     # Work files of the batch; a daemon still busy with it may leave its own behind.
-    for path in (*batch_files(layout, batch).values(), layout.spool / batch.upload_name):
+    for path in (*layout.batch_files(batch.id).all, layout.spool / batch.upload_name):
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
     return placed, warnings

@@ -11,15 +11,18 @@ import argparse
 import json
 import random
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from orchestrator.clock import SystemClock
 from orchestrator.config import load_config
 from orchestrator.core.model import JobType
 from orchestrator.daemon.service import Service
+from orchestrator.errors import ExitCode
+from orchestrator.files.rejected import ERROR_SUFFIX
+from orchestrator.layout import Layout
 from orchestrator.logs import configure_logging
 from orchestrator.sandbox import Sandbox, SandboxConfig
 
@@ -70,12 +73,11 @@ def _drop(inbox: Path, job_type: JobType, name: str, lines: list[str]) -> None:
     part.rename(folder / name)
 
 
-def _outcome(workdir: Path, job_type: JobType, name: str) -> dict[str, Any] | None:
-    stem = Path(name).stem
-    manifest = workdir / "outbox" / str(job_type) / f"{stem}.manifest.json"
+def _outcome(layout: Layout, job_type: JobType, name: str) -> dict[str, Any] | None:
+    manifest = layout.manifest_path(job_type, Path(name).stem)
     if manifest.exists():
         return {"outcome": "delivered", **json.loads(manifest.read_text())}
-    error = workdir / "outbox" / "rejected" / f"{name}.error.json"
+    error = layout.rejected / f"{name}{ERROR_SUFFIX}"
     if error.exists():
         return {"outcome": "rejected", **json.loads(error.read_text())}
     return None
@@ -86,13 +88,16 @@ async def _demo(workdir: Path, timeout: float) -> int:
     log_file = open(workdir / "daemon.log", "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
     rng = random.Random(2026)
     sandbox_config = SandboxConfig(processing_time_s=1.0, affected_fraction=0.15, seed=7)
-    started = time.monotonic()
+    clock = SystemClock()
+    started = clock.monotonic()
     configure_logging("info", "json", stream=log_file, secrets=(sandbox_config.token,))
     try:
         async with Sandbox(sandbox_config) as sandbox:
             config_path = workdir / "config.toml"
             config_path.write_text(CONFIG_TEMPLATE.format(base_url=sandbox.base_url))
-            service = Service(load_config(config_path), sandbox.token)
+            config = load_config(config_path)
+            layout = Layout.from_config(config)
+            service = Service(config, sandbox.token, clock=clock)
             print(f"demo: work folder {workdir}")
             print(f"demo: sandbox X API at {sandbox.base_url}; daemon log in daemon.log")
             submitted: dict[str, list[str]] = {}
@@ -104,7 +109,7 @@ async def _demo(workdir: Path, timeout: float) -> int:
                     ids = _sample_ids(rng, count, job_type)
                     lines = [*ids[:10], "12345abc", *ids[10:]] if bad else ids
                     submitted[name] = ids
-                    _drop(workdir / "inbox", job_type, name, lines)
+                    _drop(layout.inbox, job_type, name, lines)
                     print(
                         f"demo: dropped inbox/{job_type}/{name} ({count} IDs"
                         f"{', one bad line' if bad else ''})"
@@ -114,18 +119,21 @@ async def _demo(workdir: Path, timeout: float) -> int:
                     while len(outcomes) < len(SAMPLES):
                         for job_type, name, _, _ in SAMPLES:
                             if name not in outcomes:
-                                found = _outcome(workdir, job_type, name)
+                                found = _outcome(layout, job_type, name)
                                 if found is not None:
                                     outcomes[name] = found
                         await anyio.sleep(0.2)
                 service.stop()
-            return _summarise(workdir, sandbox, submitted, outcomes, time.monotonic() - started)
+            return _summarise(
+                workdir, layout, sandbox, submitted, outcomes, clock.monotonic() - started
+            )
     finally:
         log_file.close()
 
 
 def _summarise(
     workdir: Path,
+    layout: Layout,
     sandbox: Sandbox,
     submitted: dict[str, list[str]],
     outcomes: dict[str, dict[str, Any]],
@@ -142,8 +150,7 @@ def _summarise(
             continue
         if found["outcome"] == "delivered":
             counts = found["counts"]
-            stem = Path(name).stem
-            results = workdir / "outbox" / str(job_type) / f"{stem}.jsonl"
+            results = layout.results_path(job_type, Path(name).stem)
             got = {json.loads(line)["id"] for line in results.read_text().splitlines() if line}
             expected = set(sandbox.expected_results(job_type, submitted[name]))
             match = "matches sandbox truth" if got == expected else "MISMATCH with sandbox"
@@ -158,10 +165,10 @@ def _summarise(
     jobs = sandbox.jobs()
     print()
     print(f"remote jobs created: {len(jobs)} (one at a time); took {elapsed:.1f} s")
-    print(f"results:  {workdir / 'outbox'}/<type>/<name>.jsonl + .manifest.json")
-    print(f"rejected: {workdir / 'outbox' / 'rejected'}/<name> + <name>.error.json")
+    print(f"results:  {layout.outbox}/<type>/<name>.jsonl + .manifest.json")
+    print(f"rejected: {layout.rejected}/<name> + <name>{ERROR_SUFFIX}")
     print(f"status:   compliance-orchestrator status --config {workdir / 'config.toml'}")
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.FAILURE
 
 
 def run_command(args: argparse.Namespace) -> int:

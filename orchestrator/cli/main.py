@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from orchestrator.errors import ExitCode
 
 # command -> "module:function"; imported lazily so `--help` stays fast and light.
 HANDLERS: dict[str, str] = {
@@ -24,7 +21,7 @@ HANDLERS: dict[str, str] = {
     "sandbox": "orchestrator.sandbox.command:run_command",
     "demo": "orchestrator.cli.demo:run_command",
     "status": "orchestrator.cli.status:status_command",
-    "check-config": "orchestrator.config:check_config_command",
+    "check-config": "orchestrator.cli.check_config:check_config_command",
     "jobs": "orchestrator.cli.jobs:jobs_command",
     "requeue": "orchestrator.cli.requeue:requeue_command",
     "retry": "orchestrator.cli.retry:retry_command",
@@ -176,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except KeyboardInterrupt:
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
 
 
 if __name__ == "__main__":

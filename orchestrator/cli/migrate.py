@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 
 from orchestrator.cli.common import (
-    EXIT_USAGE,
     AdminError,
     Outcome,
     layout_from_args,
@@ -23,6 +22,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.clock import SystemClock
 from orchestrator.daemon.lock import AlreadyRunning, StateLock
+from orchestrator.errors import ExitCode
 from orchestrator.layout import Layout
 from orchestrator.store.migrate import (
     apply_migrations,
@@ -87,7 +87,7 @@ def _migrate(args: argparse.Namespace) -> Outcome:
         # start, so "stop, upgrade, start" needs no separate step at all.
         raise AdminError(
             f"refusing to migrate while the daemon runs: {error.message}. Note that `run` "
-            "applies pending migrations itself when it starts", EXIT_USAGE,
+            "applies pending migrations itself when it starts", ExitCode.USAGE,
         ) from None
     try:
         result = anyio.run(migrate_database, layout)

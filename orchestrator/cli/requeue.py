@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import secrets
 import shutil
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from typing import Any
 import anyio
 
 from orchestrator.cli.common import (
-    EXIT_USAGE,
     AdminError,
     Outcome,
     config_hint,
@@ -37,9 +34,12 @@ from orchestrator.cli.common import (
     open_store,
     run_admin,
 )
+from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
+from orchestrator.errors import ExitCode
+from orchestrator.files.atomic import COPY_BUFFER, candidate_names, fsync_dir
 from orchestrator.files.inbox import is_ignored_name
-from orchestrator.files.outbox import COPY_BUFFER, ERROR_SUFFIX, candidate_names, fsync_dir
+from orchestrator.files.rejected import ERROR_SUFFIX, read_record
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
 
@@ -74,23 +74,13 @@ def resolve_rejected(layout: Layout, file: str) -> Path:
         parent = given.parent.resolve()
         if parent != rejected.resolve():
             raise AdminError(f"{file}: FILE must be in {rejected}/ (or just its name there)",
-                             EXIT_USAGE)
+                             ExitCode.USAGE)
     name = given.name
     if name.endswith(ERROR_SUFFIX) and os.path.lexists(rejected / name[: -len(ERROR_SUFFIX)]):
         name = name[: -len(ERROR_SUFFIX)]
     if not name or name in (".", ".."):
-        raise AdminError(f"{file!r} is not a file name", EXIT_USAGE)
+        raise AdminError(f"{file!r} is not a file name", ExitCode.USAGE)
     return rejected / name
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The `<file>.error.json` beside a rejected file, if it is one of ours."""
-    try:
-        with open(path, "rb") as f:
-            record = json.loads(f.read(1024 * 1024))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def _link_first_free(src: Path, folder: Path, wanted: str) -> Path | None:
@@ -143,8 +133,8 @@ def _copy_beside(src: Path, st: os.stat_result, folder: Path) -> Path:
     return tmp
 
 
-def _sweep_stale_temps(folder: Path) -> None:
-    now = time.time()
+def _sweep_stale_temps(folder: Path, clock: Clock) -> None:
+    now = clock.now().timestamp()
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             if entry.name.startswith(TEMP_PREFIX):
@@ -153,10 +143,12 @@ def _sweep_stale_temps(folder: Path) -> None:
                         Path(entry.path).unlink()
 
 
-def move_into(src: Path, st: os.stat_result, folder: Path, wanted: str) -> Path:
+def move_into(
+    src: Path, st: os.stat_result, folder: Path, wanted: str, *, clock: Clock = SYSTEM_CLOCK
+) -> Path:
     """Move the regular file `src` into `folder` under a free name near `wanted`; atomic."""
     folder.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_temps(folder)
+    _sweep_stale_temps(folder, clock)
     staged = src if st.st_dev == folder.stat().st_dev else _copy_beside(src, st, folder)
     dest = _link_first_free(staged, folder, wanted)
     if dest is None:
@@ -170,7 +162,9 @@ def move_into(src: Path, st: os.stat_result, folder: Path, wanted: str) -> Path:
     return dest
 
 
-def requeue_file(layout: Layout, file: str, job_type: JobType | None = None) -> Requeued:
+def requeue_file(
+    layout: Layout, file: str, job_type: JobType | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> Requeued:
     """Move a rejected file back into the inbox and drop its error record.
 
     The job type comes from `job_type`, else from the record's `job_type`. AdminError: the
@@ -192,7 +186,7 @@ def requeue_file(layout: Layout, file: str, job_type: JobType | None = None) -> 
         if recorded not in {t.value for t in JobType}:
             raise AdminError(
                 f"{name}: its error record does not say which IDs it holds; "
-                "add --type tweets or --type users", EXIT_USAGE,
+                "add --type tweets or --type users", ExitCode.USAGE,
             )
         job_type = JobType(recorded)
     wanted = str((record or {}).get("original_name") or name)
@@ -200,7 +194,7 @@ def requeue_file(layout: Layout, file: str, job_type: JobType | None = None) -> 
         wanted = name
     if is_ignored_name(wanted):
         raise AdminError(f"{name}: the inbox ignores names like this; rename it first")
-    dest = move_into(src, st, layout.inbox_for(job_type), wanted)
+    dest = move_into(src, st, layout.inbox_for(job_type), wanted, clock=clock)
     with contextlib.suppress(FileNotFoundError):
         record_path.unlink()
         fsync_dir(record_path.parent)

@@ -33,7 +33,8 @@ from orchestrator.cli.common import (
 from orchestrator.cli.requeue import Requeued, read_record, requeue_file
 from orchestrator.clock import iso
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState
-from orchestrator.files.outbox import ERROR_SUFFIX, file_sha256, safe_basename
+from orchestrator.files.atomic import file_sha256
+from orchestrator.files.rejected import ERROR_SUFFIX, safe_basename
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
 from orchestrator.store.sqlite import Store

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import structlog
 
+from orchestrator.clock import Clock
 from orchestrator.core.model import Batch, BatchState
 from orchestrator.daemon.metrics import Deadline, Metrics
 
@@ -47,17 +47,16 @@ class Activity:
         lanes: int,
         metrics: Metrics,
         *,
-        monotonic: Callable[[], float],
-        now: Callable[[], datetime],
+        clock: Clock,
         on_change: Callable[[], None] = lambda: None,
         download_warn_lead_s: float = 86400.0,
     ) -> None:
         self.metrics = metrics
         self.download_warn_lead_s = download_warn_lead_s
-        self.monotonic = monotonic
-        self.now = now
+        self.monotonic = clock.monotonic
+        self.now = clock.now
         self.on_change = on_change
-        start = monotonic()
+        start = clock.monotonic()
         self.lanes = [Lane(beat=start) for _ in range(lanes)]
         self._stages: dict[int, tuple[BatchState, float, bool]] = {}  # id -> state, since, seen
         self._deadline_warned: set[tuple[int, str | None]] = set()  # (batch id, x_job_id)
@@ -172,8 +171,8 @@ class Activity:
 
 
 class TransferMeter:
-    """transfer.py's `progress(done, total)` callback: byte counters, heartbeat, status and
-    bounded-frequency progress lines with bytes, percent and rate."""
+    """The `progress(done, total)` callback of an upload or download: byte counters, heartbeat,
+    status and bounded-frequency progress lines with bytes, percent and rate."""
 
     def __init__(
         self,

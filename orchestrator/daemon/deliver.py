@@ -21,30 +21,16 @@ import anyio
 
 from orchestrator import __version__
 from orchestrator.clock import iso
-from orchestrator.core.model import Batch, InputFile, InputState
-from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
-from orchestrator.files.outbox import (
+from orchestrator.core.model import Batch, InputState
+from orchestrator.files.atomic import (
     atomic_output,
     atomic_write_file,
     atomic_write_json,
     file_sha256,
 )
+from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
 from orchestrator.layout import Layout
 from orchestrator.store.sqlite import BatchPart, Store
-
-
-def batch_files(layout: Layout, batch: Batch) -> dict[str, Path]:
-    """Work files of a batch in the spool."""
-    return {
-        "raw": layout.spool / f"batch-{batch.id}.download",
-        "results": layout.spool / f"batch-{batch.id}.results.jsonl",
-        "report": layout.spool / f"batch-{batch.id}.results.json",  # counts + sha256 of results
-    }
-
-
-def part_results(layout: Layout, item: InputFile, part: int) -> Path:
-    """Results of one part of an input, kept in the spool until the input is delivered."""
-    return layout.spool / f"{item.spool_name}.part-{part}.results.jsonl"
 
 
 def _concatenate(sources: list[Path], dest: Path) -> None:
@@ -58,7 +44,7 @@ def _concatenate(sources: list[Path], dest: Path) -> None:
 def _known_report(layout: Layout, batch: Batch) -> tuple[ResultCounts, str] | None:
     """The counts and sha256 that normalising the download already computed, if kept."""
     try:
-        data = json.loads(batch_files(layout, batch)["report"].read_text())
+        data = json.loads(layout.batch_files(batch.id).report.read_text())
         return ResultCounts(int(data["affected"]), dict(data["by_reason"])), str(
             data["output_sha256"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -85,7 +71,7 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
     # Inputs already delivered before a crash are never written again (a consumer may have
     # taken their files away since).
     parts = [p for p in every_part if p.input.state is not InputState.DELIVERED]
-    results = batch_files(layout, batch)["results"]
+    results = layout.batch_files(batch.id).results
     ready: list[_Ready] = []
     if not parts:
         return []
@@ -94,7 +80,7 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
     else:
         members = [
             (Slice(layout.spool / p.input.ids_name, p.first_id, p.id_count),
-             part_results(layout, p.input, p.part))
+             layout.input_files(p.input.spool_name).part_results(p.part))
             for p in parts
         ]
         await anyio.to_thread.run_sync(split_results, results, members, layout.spool)
@@ -104,7 +90,7 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
         item = entry.part.input
         covered = await store.covered_ids(item.id) + entry.part.id_count
         if covered < (item.id_count or 0):
-            keep = part_results(layout, item, entry.part.part)
+            keep = layout.input_files(item.spool_name).part_results(entry.part.part)
             if entry.results != keep:  # the batch's files go when it is done; this part stays
                 await anyio.to_thread.run_sync(atomic_write_file, keep, entry.results)
             summaries.append({"file": item.name, "input_id": item.id, "part": entry.part.part,
@@ -127,10 +113,11 @@ async def _deliver_input(
     earlier = [
         row for row in await store.parts_of_input(item.id) if row["part"] != entry.part.part
     ]
-    sources = [part_results(layout, item, row["part"]) for row in earlier] + [entry.results]
+    own = layout.input_files(item.spool_name)
+    sources = [own.part_results(row["part"]) for row in earlier] + [entry.results]
     target = layout.results_path(item.job_type, item.out_stem)
     target.parent.mkdir(parents=True, exist_ok=True)
-    whole_batch = sources == [batch_files(layout, batch)["results"]]
+    whole_batch = sources == [layout.batch_files(batch.id).results]
     known = _known_report(layout, batch) if whole_batch else None
     if len(sources) == 1:
         # A hard link where spool and outbox share a filesystem: no copy of a large file.
@@ -186,7 +173,7 @@ async def _deliver_input(
 
 async def cleanup_after(store: Store, layout: Layout, batch: Batch) -> None:
     """Remove spool files nobody needs any more once a batch is final."""
-    for path in batch_files(layout, batch).values():
+    for path in layout.batch_files(batch.id).all:
         path.unlink(missing_ok=True)
     parts = await store.batch_parts(batch.id)
     if batch.upload_name and all(batch.upload_name != p.input.ids_name for p in parts):
@@ -198,5 +185,5 @@ async def cleanup_after(store: Store, layout: Layout, batch: Batch) -> None:
         if current.state is InputState.DELIVERED:  # a rejected one's file is intake's to move
             for name in (current.spool_name, current.ids_name):
                 (layout.spool / name).unlink(missing_ok=True)
-        for other in layout.spool.glob(f"{current.spool_name}.part-*"):
+        for other in layout.input_files(current.spool_name).parts():
             other.unlink(missing_ok=True)  # results and bodies of every part

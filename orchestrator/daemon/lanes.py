@@ -1,30 +1,10 @@
-"""Lane plumbing for the runner: which job types share a lane, the lane loop's settings,
-and the wakeup that ends a lane's sleep early."""
+"""Lane plumbing for the runner: which job types share a lane, and the lane loop's settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
-
 from orchestrator.core.model import JobType
-
-
-class Wakeup:
-    """Wakes sleeping lanes early (a new input was queued, or we are stopping)."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float) -> None:
-        event = self._event
-        with anyio.move_on_after(max(0.0, timeout)):
-            await event.wait()
-        if event.is_set() and event is self._event:
-            self._event = anyio.Event()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from orchestrator.daemon.activity import Activity, Transfer
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.systemd import Notifier
 from orchestrator.store.sqlite import Store
+from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -119,12 +120,12 @@ class Monitor:
         self.debounce_s = debounce_s
         self.queue: dict[str, int] = {}
         self.stopping = False
-        self._poke = anyio.Event()
+        self._poke = Wakeup()
         self._queue_read_at: float | None = None
 
     def poke(self) -> None:
         """Something changed (a transition, a new input): refresh soon."""
-        self._poke.set()
+        self._poke.notify()
 
     def text(self) -> str:
         lanes = [(lane.batch, lane.transfer) for lane in self.activity.lanes]
@@ -153,16 +154,13 @@ class Monitor:
         task_status.started()
         while True:
             self.publish()
-            poke = self._poke
-            with anyio.move_on_after(self.tick_s):
-                await poke.wait()
+            poked = await self._poke.wait(self.tick_s)
             stale = (
                 self._queue_read_at is None
                 or self.activity.monotonic() - self._queue_read_at >= self.queue_refresh_s
             )
-            if poke.is_set():
-                self._poke = anyio.Event()
+            if poked:
                 await anyio.sleep(self.debounce_s)  # a burst of transitions: one refresh
-            if poke.is_set() or stale:
+            if poked or stale:
                 await self.refresh_queue()
 

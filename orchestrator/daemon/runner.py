@@ -12,10 +12,9 @@ import functools
 import json
 import random
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -26,22 +25,23 @@ from orchestrator.core import machine
 from orchestrator.core.machine import Decision, Policy
 from orchestrator.core.model import Batch, BatchState, JobType, RemoteStatus
 from orchestrator.daemon.activity import Activity
-from orchestrator.daemon.deliver import batch_files, cleanup_after, deliver_batch
+from orchestrator.daemon.deliver import cleanup_after, deliver_batch
 from orchestrator.daemon.intake import Intake
-from orchestrator.daemon.lanes import RunnerSettings, Wakeup, lanes_for
+from orchestrator.daemon.lanes import RunnerSettings
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.scheduler import Scheduler
-from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded
-from orchestrator.files.outbox import atomic_write_file
+from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded, UploadSessionGone
+from orchestrator.files.atomic import atomic_write_file
 from orchestrator.files.results import normalise_results
 from orchestrator.layout import Layout
-from orchestrator.remote import transfer
+from orchestrator.remote.download import download
+from orchestrator.remote.upload import start_resumable, upload_resumable, upload_simple
 from orchestrator.remote.xapi import XApi
 from orchestrator.store.sqlite import StaleState, Store
+from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Runner", "RunnerSettings", "Wakeup", "lanes_for"]  # lanes.py: kept importable here
 
 # The lane a task runs (each lane is its own task), so that deep waits can beat its heart.
 _LANE: ContextVar[int | None] = ContextVar("orchestrator_lane", default=None)
@@ -66,7 +66,6 @@ class Runner:
         lanes: Sequence[Sequence[JobType]],
         wakeup: Wakeup,
         rng: random.Random | None = None,
-        wall_clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
@@ -81,10 +80,10 @@ class Runner:
         self.lanes = [tuple(lane) for lane in lanes]
         self.wakeup = wakeup
         self.rng = rng or random.Random()
-        self.wall_clock = wall_clock
+        self.clock = store.clock
         self.metrics = metrics if metrics is not None else Metrics()
         self.activity = Activity(
-            len(self.lanes), self.metrics, monotonic=store.clock.monotonic, now=self.now,
+            len(self.lanes), self.metrics, clock=store.clock,
             on_change=on_change, download_warn_lead_s=settings.download_warn_lead_s,
         )
         self.stopped = anyio.Event()  # every lane has returned after stop()
@@ -244,7 +243,7 @@ class Runner:
         if decision.to_state is BatchState.QUEUED and batch.state is not BatchState.QUEUED:
             # A new remote job follows: a partial download of the old one must not be resumed
             # against the new job's URL.
-            for path in batch_files(self.layout, batch).values():
+            for path in self.layout.batch_files(batch.id).all:
                 path.unlink(missing_ok=True)
         self.activity.update(updated)
         self._log_decision(batch, decision)
@@ -312,14 +311,14 @@ class Runner:
 
     async def _respect_budget(self, endpoint: str) -> None:
         delay = self.xapi.budget.wait_before(
-            endpoint, self.wall_clock(), reserve=self.settings.rate_reserve
+            endpoint, self.clock.now().timestamp(), reserve=self.settings.rate_reserve
         )
         if delay > 0:
             log.warning(
                 "xapi.rate_wait",
                 endpoint=endpoint,
                 wait_s=round(delay, 1),
-                resume_at=datetime.fromtimestamp(self.wall_clock() + delay, tz=UTC).isoformat(),
+                resume_at=(self.clock.now() + timedelta(seconds=delay)).isoformat(),
             )
             await self._pause(delay)  # a deliberate wait: the lane stays alive
         if self._stopping:
@@ -341,6 +340,7 @@ class Runner:
 
     async def _upload(self, batch: Batch) -> machine.Observation:
         assert batch.upload_url is not None and batch.x_job_id is not None
+        upload_url = batch.upload_url
         if (batch.id, batch.attempt) not in self._verified_uploads:
             # After a restart the upload may already have gone through.
             await self._respect_budget("get")
@@ -351,64 +351,64 @@ class Runner:
             if remote.status in (RemoteStatus.FAILED, RemoteStatus.EXPIRED):
                 raise RemoteJobEnded(f"remote job is {remote.status} before the upload")
         body = self.layout.spool / batch.upload_name
-        started = time.monotonic()
+        started = self.clock.monotonic()
         if batch.resumable:
             session_url = batch.upload_session_url
             if session_url is not None:
                 try:
                     await self._send_resumable(session_url, body, batch)
-                except transfer.UploadSessionGone:
+                except UploadSessionGone:
                     log.warning("upload.session_gone", x_job_id=batch.x_job_id)
                     session_url = None
             if session_url is None:
                 # Persist the session before sending bytes so a restart continues it.
-                session_url = await transfer.start_resumable(self.session, batch.upload_url)
+                session_url = await start_resumable(self.session, upload_url, clock=self.clock)
                 observation = machine.UploadSessionStarted(session_url)
                 decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
                 batch = await self._persist(batch, decision)
                 await self._send_resumable(session_url, body, batch)
         else:
             meter = self.activity.meter(batch, "upload", baseline=0, resumed_bytes_count=False)
-            await transfer.upload_simple(self.session, batch.upload_url, body, progress=meter)
+            await upload_simple(self.session, upload_url, body, progress=meter, clock=self.clock)
         log.debug(
             "upload.transferred",
             bytes=batch.upload_bytes,
-            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_ms=int((self.clock.monotonic() - started) * 1000),
         )
         return machine.UploadFinished()
 
     async def _send_resumable(self, session_url: str, body: Path, batch: Batch) -> None:
         # The first progress call reports what the storage already holds: not sent now.
         meter = self.activity.meter(batch, "upload", baseline=None, resumed_bytes_count=False)
-        await transfer.upload_resumable(
+        await upload_resumable(
             self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes,
-            progress=meter,
+            progress=meter, clock=self.clock,
         )
 
     async def _download(self, batch: Batch) -> machine.Observation:
         assert batch.download_url is not None
-        files = batch_files(self.layout, batch)
-        started = time.monotonic()
-        partial = files["raw"].stat().st_size if files["raw"].exists() else 0
+        files = self.layout.batch_files(batch.id)
+        started = self.clock.monotonic()
+        partial = files.raw.stat().st_size if files.raw.exists() else 0
         meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
-        report = await transfer.download(
-            self.session, batch.download_url, files["raw"], progress=meter
+        report = await download(
+            self.session, batch.download_url, files.raw, progress=meter, clock=self.clock
         )
         try:
             results = await anyio.to_thread.run_sync(
-                normalise_results, files["raw"], files["results"]
+                normalise_results, files.raw, files.results
             )
         except IntegrityError:
-            files["raw"].unlink(missing_ok=True)
-            files["results"].unlink(missing_ok=True)
+            files.raw.unlink(missing_ok=True)
+            files.results.unlink(missing_ok=True)
             raise
         # Kept for delivery, which then need not parse and hash the results again.
         report_json = json.dumps({"affected": results.affected, "by_reason": results.by_reason,
                                   "output_sha256": results.output_sha256})
         await anyio.to_thread.run_sync(
-            functools.partial(atomic_write_file, files["report"], data=report_json.encode())
+            functools.partial(atomic_write_file, files.report, data=report_json.encode())
         )
-        files["raw"].unlink(missing_ok=True)
+        files.raw.unlink(missing_ok=True)
         self._affected[batch.id] = results.affected
         log.info(
             "download.transferred",
@@ -416,7 +416,7 @@ class Runner:
             affected=results.affected,
             crc32c_checked=report.crc32c_checked,
             resumed_from=report.resumed_from,
-            duration_ms=int((time.monotonic() - started) * 1000),
+            duration_ms=int((self.clock.monotonic() - started) * 1000),
         )
         return machine.Downloaded(results.affected)
 

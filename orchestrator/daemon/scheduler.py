@@ -19,7 +19,7 @@ import structlog
 
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
 from orchestrator.files.batchfiles import MAX_LINE_BYTES, Slice, build_body
-from orchestrator.layout import Layout
+from orchestrator.layout import InputFiles, Layout
 from orchestrator.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -35,11 +35,6 @@ class PackingLimits:
     @property
     def max_ids(self) -> int:
         return max(1, min(self.max_ids_per_job, self.max_bytes_per_job // MAX_LINE_BYTES))
-
-
-def _input_of(spool_file: str) -> str:
-    """`<hex>.<type>` for an input's own files (`<hex>.<type>.ids`, `.part-2.ids`, ...)."""
-    return ".".join(spool_file.split(".")[:2])
 
 
 class Scheduler:
@@ -130,7 +125,7 @@ class Scheduler:
                 job_type, parts, upload_name=head.ids_name, id_count=ids,
                 upload_bytes=self._body_bytes(head),
             )
-        name = f"{members[0].spool_name}.pack.ids"
+        name = self.layout.input_files(members[0].spool_name).pack_ids.name
         pieces = [Slice(self.layout.spool / m.ids_name) for m in members]
         batch = await self._form_with_body(job_type, parts, name, pieces)
         log.info("batch.packed", batch_id=batch.id, job_type=str(job_type),
@@ -143,7 +138,7 @@ class Scheduler:
         total = head.id_count or 0
         count = min(self.limits.max_ids, total - done)
         part = len(await self.store.parts_of_input(head.id))
-        name = f"{head.spool_name}.part-{part}.ids"
+        name = self.layout.input_files(head.spool_name).part_ids(part).name
         piece = Slice(self.layout.spool / head.ids_name, done, count)
         batch = await self._form_with_body(head.job_type, [(head.id, part, done, count)], name,
                                            [piece])
@@ -173,12 +168,11 @@ class Scheduler:
         # of it is needed any more.
         live_files = {i.spool_name for i in await self.store.inputs_in([InputState.REJECTED])}
         for batch in await self.store.active_batches(list(JobType)):
-            live_files.update({batch.upload_name, f"batch-{batch.id}.download",
-                               f"batch-{batch.id}.results.jsonl",
-                               f"batch-{batch.id}.results.json"})
+            live_files.update({batch.upload_name,
+                               *(p.name for p in self.layout.batch_files(batch.id).all)})
         removed = []
         for name in present:
-            if name in live_files or _input_of(name) in live_inputs:
+            if name in live_files or InputFiles.owner(name) in live_inputs:
                 continue
             (self.layout.spool / name).unlink(missing_ok=True)
             removed.append(name)

@@ -22,26 +22,29 @@ import structlog
 
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.config import Config, load_bearer_token, load_config
+from orchestrator.config import Config, load_config
 from orchestrator.core.machine import Policy
 from orchestrator.core.model import JobType
 from orchestrator.core.retry import RetryPolicy
+from orchestrator.credentials import load_bearer_token
 from orchestrator.daemon import systemd
 from orchestrator.daemon.health import HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
+from orchestrator.daemon.lanes import RunnerSettings, lanes_for
 from orchestrator.daemon.lock import StateLock
 from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
 from orchestrator.daemon.reload import plan_reload
-from orchestrator.daemon.runner import Runner, RunnerSettings, Wakeup, lanes_for
+from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import PackingLimits, Scheduler
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.files.atomic import cleanup_temp_files
 from orchestrator.files.inbox import InboxScanner, watch_inbox
-from orchestrator.files.outbox import cleanup_temp_files
 from orchestrator.layout import Layout
 from orchestrator.logs import LEVELS, configure_logging, set_level
 from orchestrator.remote.xapi import XApi, make_session
 from orchestrator.store.sqlite import Store
+from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -55,10 +58,6 @@ START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, rec
 # moves; a socket read gives up after api.read_timeout_s. Silence much longer than that is a
 # stuck lane, not a slow one.
 MIN_STALE_AFTER_S = 120.0
-
-
-def layout_of(config: Config) -> Layout:
-    return Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
 
 
 def policy_of(config: Config) -> Policy:
@@ -124,7 +123,7 @@ class Service:
             MIN_STALE_AFTER_S, 2 * config.api.read_timeout_s
         )
         self.notifier = notifier or systemd.Notifier()
-        self.layout = layout_of(config)
+        self.layout = Layout.from_config(config)
         self.metrics = Metrics()  # per Service: tests running several never share counters
         self.runner: Runner | None = None
         self.store: Store | None = None
@@ -178,7 +177,7 @@ class Service:
         # Temp files of writes that a crash interrupted (outbox and spool alike).
         for folder in (layout.rejected, layout.spool, *map(layout.outbox_for, JobType)):
             try:
-                removed = cleanup_temp_files(folder)
+                removed = cleanup_temp_files(folder, clock=self.clock)
             except OSError:
                 continue  # an unusable outbox folder was reported above; deliveries wait
             if removed:
@@ -196,7 +195,10 @@ class Service:
         )
         await intake.recover()
         async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:
-            xapi = XApi(http, config.api.base_url, self.token, on_request=self.metrics.api_request)
+            xapi = XApi(
+                http, config.api.base_url, self.token, clock=self.clock,
+                on_request=self.metrics.api_request,
+            )
             runner = Runner(
                 store=store,
                 xapi=xapi,
@@ -223,7 +225,9 @@ class Service:
                 deadlines=runner.activity.deadlines,
                 heartbeat_age_s=runner.activity.heartbeat_age_s,
             ))
-            scanner = InboxScanner(layout.inbox, min_age_s=config.inbox.min_age_s)
+            scanner = InboxScanner(
+                layout.inbox, min_age_s=config.inbox.min_age_s, clock=self.clock
+            )
             inbox_done = anyio.Event()
 
             async def inbox(*, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -253,7 +257,7 @@ class Service:
                 if interval is not None:
                     watchdog = systemd.Watchdog(
                         self.notifier, interval_s=interval, stale_s=self.stale_after_s,
-                        heartbeat=lambda: runner.heartbeat, now=self.clock.monotonic,
+                        heartbeat=lambda: runner.heartbeat, clock=self.clock,
                     )
                     await group.start(watchdog.run)
                 log.info("service.ready", lanes=len(runner.lanes), pid=os.getpid(),
@@ -361,7 +365,7 @@ def run_command(args: argparse.Namespace) -> int:
         token = load_bearer_token(config)
     except ConfigError as error:
         print(f"compliance-orchestrator: {error}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     configure_logging(config.log.level, config.log.format, secrets=(token,))
     try:
         anyio.run(_run_until_signal, Service(config, token))
@@ -371,10 +375,10 @@ def run_command(args: argparse.Namespace) -> int:
             log.error("service.config_error", error=type(config_error).__name__,
                       error_msg=str(config_error))
             print(f"compliance-orchestrator: {config_error}", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         log.exception("service.crashed", error=type(error).__name__)
-        return 1
-    return 0
+        return ExitCode.FAILURE
+    return ExitCode.OK
 
 
 def _config_error_in(error: BaseException) -> ConfigError | None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable, Mapping
 
 import anyio
 import structlog
+
+from orchestrator.clock import Clock, kernel_monotonic_usec
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +91,7 @@ class Notifier:
 
     def reloading(self) -> None:
         # MONOTONIC_USEC lets systemd tell this reload from an earlier one (Type=notify-reload).
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        usec = kernel_monotonic_usec()
         self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
     def reloaded(self) -> None:
@@ -114,18 +115,18 @@ class Watchdog:
         interval_s: float,
         stale_s: float,
         heartbeat: Callable[[], float],
-        now: Callable[[], float] = time.monotonic,
+        clock: Clock,
     ) -> None:
         self.notifier = notifier
         self.interval_s = interval_s
         self.stale_s = stale_s
         self.heartbeat = heartbeat
-        self.now = now
+        self.clock = clock
         self.stalled = False
 
     def tick(self) -> bool:
         """Ping if the runner is alive; True when a ping was sent."""
-        age = self.now() - self.heartbeat()
+        age = self.clock.monotonic() - self.heartbeat()
         if age <= self.stale_s:
             if self.stalled:
                 log.warning("watchdog.recovered", heartbeat_age_s=round(age, 1))

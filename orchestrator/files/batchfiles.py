@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from orchestrator.files.outbox import atomic_output
+from orchestrator.files.atomic import atomic_output
 from orchestrator.files.results import line_reason
 
 BLOCK = 4 << 20

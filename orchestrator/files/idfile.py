@@ -14,13 +14,12 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 from orchestrator.errors import InputRejected
-from orchestrator.files.outbox import atomic_output
+from orchestrator.files.atomic import atomic_output
 
 BLOCK_SIZE = 4 * 1024 * 1024
 MAX_ID_DIGITS = 19  # IDs are 64-bit snowflakes: at most 19 decimal digits
@@ -350,15 +349,3 @@ def normalise_id_file(
         output_sha256=state.out_hash.hexdigest(),
         blank_line_count=state.blank,
     )
-
-
-def iter_ids(path: Path, *, block_size: int = 1024 * 1024) -> Iterator[bytes]:
-    """Stream the IDs of a normalised file (as written by normalise_id_file), without `\\n`."""
-    carry = b""
-    with open(path, "rb") as f:
-        while chunk := f.read(block_size):
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            yield from (line for line in lines if line)
-    if carry:
-        yield carry

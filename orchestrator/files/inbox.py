@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,10 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from watchfiles import Change, awatch
 
+from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.redact import redact_text
+from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +102,11 @@ def _entry_problem(st: os.stat_result, path: Path) -> str | None:
     return None
 
 
+def display_name(name: str) -> str:
+    """A file name as text SQLite, JSON and logs accept: undecodable bytes become `\\xNN`."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
 class InboxScanner:
     """One-pass scans with stability tracking between passes (not thread-safe: one at a time)."""
 
@@ -109,14 +115,12 @@ class InboxScanner:
         inbox: Path,
         *,
         min_age_s: float,
-        monotonic: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.inbox = inbox
         self.min_age_s = min_age_s
         self.folders = {job_type: inbox / job_type.value for job_type in JobType}
-        self._monotonic = monotonic
-        self._wall_clock = wall_clock
+        self._clock = clock
         self._seen: dict[Path, _Seen] = {}
         self._next_due: float | None = None
         self._folder_errors: dict[Path, str] = {}
@@ -138,12 +142,12 @@ class InboxScanner:
         """Seconds until the earliest pending entry may become stable (None: nothing pending)."""
         if self._next_due is None:
             return None
-        return max(0.0, self._next_due - self._monotonic())
+        return max(0.0, self._next_due - self._clock.monotonic())
 
     def scan(self) -> tuple[list[Candidate], list[InvalidEntry]]:
         """One pass: stable candidates sorted by (mtime, name), and stable invalid entries."""
-        now = self._monotonic()
-        wall = self._wall_clock()
+        now = self._clock.monotonic()
+        wall = self._clock.now().timestamp()
         seen: dict[Path, _Seen] = {}
         due: list[float] = []
         candidates: list[Candidate] = []
@@ -237,28 +241,10 @@ def _invalid(path: Path, job_type: JobType | None, reason: str, st: os.stat_resu
 # --- the watch loop ----------------------------------------------------------------------
 
 
-class _Wakeup:
-    """A resettable event: set by watcher events and stop requests, awaited with a timeout."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        if self._event.is_set():
-            self._event = anyio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
-            await self._event.wait()
-
-
 class _Watcher:
     """awatch in a task; any failure (no inotify, watch limit) means rescans only."""
 
-    def __init__(self, inbox: Path, wake: _Wakeup, tg: TaskGroup) -> None:
+    def __init__(self, inbox: Path, wake: Wakeup, tg: TaskGroup) -> None:
         self._inbox = inbox
         self._wake = wake
         self._tg = tg
@@ -289,7 +275,7 @@ class _Watcher:
                 # One unreadable subfolder must not cost us the events of all the others.
                 ignore_permission_denied=True,
             ):
-                self._wake.set()
+                self._wake.notify()
         except Exception as exc:
             if not self._warned:
                 self._warned = True
@@ -309,7 +295,9 @@ def _ensure_and_scan(
     return created, candidates, invalid
 
 
-async def _call(callback: Callable[[Any], Awaitable[None]], item: Candidate | InvalidEntry) -> bool:
+async def _call(
+    callback: Callable[[Any], Awaitable[object]], item: Candidate | InvalidEntry
+) -> bool:
     try:
         await callback(item)
     except Exception as exc:
@@ -326,8 +314,8 @@ async def _call(callback: Callable[[Any], Awaitable[None]], item: Candidate | In
 
 async def watch_inbox(
     scanner: InboxScanner,
-    on_candidate: Callable[[Candidate], Awaitable[None]],
-    on_invalid: Callable[[InvalidEntry], Awaitable[None]],
+    on_candidate: Callable[[Candidate], Awaitable[object]],
+    on_invalid: Callable[[InvalidEntry], Awaitable[object]],
     *,
     rescan_interval_s: float,
     use_watcher: bool,
@@ -343,7 +331,7 @@ async def watch_inbox(
     """
     if rescan_interval_s <= 0:
         raise ValueError("rescan_interval_s must be positive")
-    wake = _Wakeup()
+    wake = Wakeup()
     reported: dict[Path, tuple[str, int, int, int]] = {}
     started = False
     last_error: str | None = None
@@ -356,7 +344,7 @@ async def watch_inbox(
 
         async def relay_stop(event: anyio.Event) -> None:
             await event.wait()
-            wake.set()
+            wake.notify()
 
         if stop_event is not None:
             tg.start_soon(relay_stop, stop_event)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import IntegrityError
-from orchestrator.files.outbox import atomic_output
+from orchestrator.files.atomic import atomic_output
 
 MAX_RESULT_LINE_BYTES = 1024 * 1024  # a result object is ~150 bytes
 READ_BUFFER = 1024 * 1024

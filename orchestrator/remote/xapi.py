@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import aiohttp
 import structlog
 
+from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType, RemoteJob
 from orchestrator.core.ratelimit import MAX_WAIT_S, RESET_HEADER, RateBudget, seconds_until
 from orchestrator.errors import (
@@ -27,13 +27,13 @@ from orchestrator.errors import (
     RetryableError,
 )
 from orchestrator.redact import redact_text
+from orchestrator.remote.http import read_limited
 
 log = structlog.get_logger(__name__)
 
 JOBS_PATH = "/2/compliance/jobs"
 # When a 429 carries no usable reset header: a quarter of the 15-minute window.
 DEFAULT_RATE_LIMIT_WAIT_S = 60.0
-MAX_ERROR_BODY_BYTES = 64 * 1024
 _JOB_ID = re.compile(r"[0-9]{1,19}")
 
 
@@ -48,19 +48,6 @@ def make_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.Cli
     )
     # Cookies are of no use to either side and would only be state to leak.
     return aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar())
-
-
-async def read_limited(resp: aiohttp.ClientResponse, limit: int = MAX_ERROR_BODY_BYTES) -> bytes:
-    """Up to `limit` bytes of a (error) body: enough to classify, never unbounded."""
-    parts: list[bytes] = []
-    size = 0
-    while size < limit:
-        block = await resp.content.read(limit - size)
-        if not block:
-            break
-        parts.append(block)
-        size += len(block)
-    return b"".join(parts)
 
 
 def redact_problem(value: Any, secrets: tuple[str, ...] = ()) -> Any:
@@ -119,7 +106,7 @@ class XApi:
         token: str,
         *,
         budget: RateBudget | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         on_request: Callable[[str, int | None], None] | None = None,
     ) -> None:
         self._session = session
@@ -208,7 +195,7 @@ class XApi:
         # The token goes only here, to the API host; redirects are not followed, so it can
         # never be forwarded anywhere else.
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
-        started = time.monotonic()
+        started = self._clock.monotonic()
         status: int | None = None
         try:
             async with self._session.request(
@@ -220,7 +207,7 @@ class XApi:
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
-                self.budget.update(endpoint, resp.headers, now=self._clock())
+                self.budget.update(endpoint, resp.headers, now=self._clock.now().timestamp())
                 if status == 200:
                     raw = await resp.read()
                     return self._parse_ok(endpoint, raw)
@@ -247,7 +234,7 @@ class XApi:
                 "xapi.request",
                 endpoint=endpoint,
                 http_status=status,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                duration_ms=round((self._clock.monotonic() - started) * 1000, 1),
             )
 
     def _describe(self, exc: BaseException) -> str:
@@ -273,7 +260,8 @@ class XApi:
             text = body.decode("utf-8", "replace").strip()[:500]
             return {"body": redact_text(text, (self._token,))} if text else None
         if isinstance(parsed, dict):
-            return redact_problem(parsed, (self._token,))
+            problem: dict[str, Any] = redact_problem(parsed, (self._token,))
+            return problem
         return {"body": redact_text(str(parsed)[:500], (self._token,))}
 
     def _retry_after(self, headers: Mapping[str, str]) -> float:
@@ -281,7 +269,7 @@ class XApi:
         if reset is not None:
             try:
                 # Measured on the server's clock (its Date header): ours may be off by minutes.
-                wait = seconds_until(float(reset), headers, self._clock())
+                wait = seconds_until(float(reset), headers, self._clock.now().timestamp())
             except ValueError:
                 wait = None
             if wait is not None:
@@ -303,7 +291,7 @@ class XApi:
             retry_after = self._retry_after(headers)
             current = self.budget.get(endpoint)
             if current is None or current.remaining > 0:
-                self.budget.exhaust(endpoint, self._clock() + retry_after)
+                self.budget.exhaust(endpoint, self._clock.now().timestamp() + retry_after)
             raise RateLimited(message, retry_after=retry_after, **common)
         if status == 409 or _problem_type(problem).endswith("/conflict"):
             raise ConflictError(message, **common)
@@ -314,4 +302,4 @@ class XApi:
         raise PermanentError(message, **common)
 
 
-__all__ = ["XApi", "make_session", "read_limited", "redact_problem"]
+__all__ = ["XApi", "make_session", "redact_problem"]

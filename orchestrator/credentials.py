@@ -1,0 +1,88 @@
+"""The bearer token: found in $CREDENTIALS_DIRECTORY, a configured file or the environment.
+
+The token never appears in the config file, in logs or in errors: messages name the source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from orchestrator.config import Config
+
+CREDENTIAL_NAME = "bearer-token"
+TOKEN_ENV = "X_BEARER_TOKEN"  # noqa: S105 (the variable name, not a token)
+_MAX_TOKEN_FILE_BYTES = 64 * 1024  # a token is ~100 bytes; anything huge is the wrong file
+WHERE_THE_TOKEN_GOES = (
+    f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} (systemd LoadCredential=), "
+    f"a file named by api.bearer_token_file, or the environment variable {TOKEN_ENV}"
+)
+
+
+
+def _token_from_file(file: Path, source: str) -> str:
+    try:
+        with open(file, "rb") as f:
+            data = f.read(_MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the bearer token from {source}: {exc.strerror}") from None
+    if len(data) > _MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"{source} is too large to be a bearer token; wrong file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} is not UTF-8 text; wrong file?") from None
+
+
+def _locate_token(config: Config, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """(raw token or None if no source exists, description of the source)."""
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        file = Path(cred_dir) / CREDENTIAL_NAME
+        if file.exists():
+            source = f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} ({file})"
+            return _token_from_file(file, source), source
+    if config.api.bearer_token_file is not None:
+        file = config.api.bearer_token_file
+        source = f"api.bearer_token_file ({file})"
+        if not file.exists():
+            # Configured explicitly: silently falling back to another source would surprise.
+            raise ConfigError(f"{source} does not exist")
+        return _token_from_file(file, source), source
+    if TOKEN_ENV in environ:
+        return environ[TOKEN_ENV], f"environment variable {TOKEN_ENV}"
+    return None, ""
+
+
+def _find_token(config: Config, environ: Mapping[str, str]) -> tuple[str, str]:
+    raw, source = _locate_token(config, environ)
+    if raw is None:
+        raise ConfigError(f"no bearer token found; put it in {WHERE_THE_TOKEN_GOES}")
+    token = raw.strip()
+    if not token:
+        raise ConfigError(f"the bearer token in {source} is empty")
+    # Printable ASCII without spaces: anything else is a pasted second line or the wrong file,
+    # and would make an invalid (or injected) Authorization header.
+    if not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ConfigError(
+            f"the bearer token in {source} contains spaces, line breaks or non-ASCII "
+            "characters; it must be the token alone"
+        )
+    return token, source
+
+
+def load_bearer_token(config: Config, environ: Mapping[str, str] = os.environ) -> str:
+    """The bearer token, from $CREDENTIALS_DIRECTORY/bearer-token, then api.bearer_token_file,
+    then $X_BEARER_TOKEN. Errors name the source, never the token."""
+    return _find_token(config, environ)[0]
+
+
+def bearer_token_source(config: Config, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the token comes from (for check-config and startup logs); validates it too."""
+    return _find_token(config, environ)[1]

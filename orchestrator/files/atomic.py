@@ -1,0 +1,238 @@
+"""Crash-safe file placement: temp file + fsync + rename, copies, and free-name candidates.
+
+Every writer here assumes kill -9 at any line: a reader sees either the old state or the
+complete new file, never a partial one. Temp files are named `.tmp-<name>-<random>` in the
+destination folder (a rename is atomic only within one filesystem, and dotfiles are ignored by
+the inbox) and are swept by `cleanup_temp_files` at startup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO
+
+import structlog
+
+from orchestrator.clock import SYSTEM_CLOCK, Clock
+from orchestrator.core.model import format_timestamp
+
+log = structlog.get_logger(__name__)
+
+TEMP_PREFIX = ".tmp-"
+NAME_MAX_BYTES = 255  # NAME_MAX on Linux filesystems
+COPY_BUFFER = 1024 * 1024
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename/create/unlink inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems (certain FUSE/network mounts) cannot fsync a directory at all.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def truncate_name(name: str, max_bytes: int) -> str:
+    """`name` cut (on a UTF-8 character boundary) to at most `max_bytes` bytes."""
+    raw = os.fsencode(name)
+    if len(raw) <= max_bytes:
+        return name
+    # Cut on a UTF-8 character boundary so the shortened name stays readable.
+    cut = raw[:max_bytes].decode("utf-8", errors="ignore")
+    return cut or os.fsdecode(raw[:max_bytes])
+
+
+def temp_path_for(dest: Path) -> Path:
+    """A fresh temp name beside `dest` (same filesystem, so the final rename is atomic)."""
+    stem = truncate_name(dest.name, NAME_MAX_BYTES - len(TEMP_PREFIX) - 9)
+    return dest.with_name(f"{TEMP_PREFIX}{stem}-{secrets.token_hex(4)}")
+
+
+@contextlib.contextmanager
+def atomic_output(dest: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes `dest` (fsynced) only if the block ends without error."""
+    tmp = temp_path_for(dest)
+    # 0o666 & ~umask, like any new file; mkstemp's 0600 would hide results from readers.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb", buffering=COPY_BUFFER) as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(dest.parent)
+
+
+def atomic_write_file(
+    dest: Path, src: Path | None = None, *, data: bytes | None = None, allow_link: bool = False
+) -> None:
+    """Place a copy of `src` (streamed) or `data` at `dest` atomically; `src` is never consumed.
+
+    With `allow_link`, a regular `src` on the same filesystem is hard-linked instead of copied
+    (no data copy; `src` stays in place). Only use it when nobody modifies `src` in place later:
+    both names then share one inode.
+    """
+    if (src is None) == (data is None):
+        raise ValueError("give exactly one of src or data")
+    if src is not None and allow_link and _link_into_place(src, dest):
+        return
+    with atomic_output(dest) as out:
+        if data is not None:
+            out.write(data)
+        else:
+            assert src is not None
+            with open(src, "rb") as inp:
+                shutil.copyfileobj(inp, out, COPY_BUFFER)
+
+
+class _Mismatch(Exception):
+    """The bytes copied are not the ones expected (raised inside atomic_output to discard)."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(COPY_BUFFER):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_copy_verified(src: Path, dest: Path, sha256: str) -> bool:
+    """Copy `src` to `dest` atomically only if the bytes read hash to `sha256`.
+
+    Returns False, leaving `dest` as it was, when `src` is missing or differs: the hash is
+    taken over the very bytes written, so a source changed mid-copy is never placed.
+    """
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink put there by someone: not our file
+            return False
+        raise
+    with os.fdopen(fd, "rb") as inp:
+        try:
+            with atomic_output(dest) as out:
+                digest = hashlib.sha256()
+                while block := inp.read(COPY_BUFFER):
+                    digest.update(block)
+                    out.write(block)
+                if digest.hexdigest() != sha256:
+                    raise _Mismatch
+        except _Mismatch:
+            return False
+    return True
+
+
+def _link_into_place(src: Path, dest: Path) -> bool:
+    tmp = temp_path_for(dest)
+    try:
+        if not stat.S_ISREG(os.lstat(src).st_mode):
+            return False
+        os.link(src, tmp, follow_symlinks=False)
+    except OSError:  # EXDEV, EPERM (some filesystems forbid links): fall back to a copy
+        return False
+    try:
+        # The link shares src's data blocks: they must be on disk before dest appears.
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(dest.parent)
+    return True
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps_pretty(obj: Any) -> bytes:
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default)
+    return (text + "\n").encode("utf-8")
+
+
+def atomic_write_json(dest: Path, obj: Any) -> None:
+    """Write `obj` as pretty JSON (sorted keys, trailing newline), atomically."""
+    atomic_write_file(dest, data=dumps_pretty(obj))
+
+
+def cleanup_temp_files(
+    directory: Path, *, min_age_s: float = 0.0, clock: Clock = SYSTEM_CLOCK
+) -> int:
+    """Remove `.tmp-*` files a crash left in `directory` (not recursive); return how many.
+
+    Call at startup, before any writer runs; `min_age_s` spares temp files younger than that.
+    """
+    removed = 0
+    now = clock.now().timestamp()
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode) or now - st.st_mtime < min_age_s:
+                continue
+            Path(entry.path).unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+        log.debug("outbox.temp_file_removed", file=entry.name, folder=directory.name)
+    if removed:
+        fsync_dir(directory)
+    return removed
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    suffix = PurePath(name).suffix
+    if not suffix or len(suffix) > 16:  # "a.verylongnotasuffix" is all stem
+        return name, ""
+    return name[: -len(suffix)], suffix
+
+
+def candidate_names(name: str, *, reserve_bytes: int = 0) -> Iterator[str]:
+    """`a.txt`, `a (2).txt`, `a (3).txt`, ... each short enough to leave `reserve_bytes`."""
+    stem, suffix = _split_name(name)
+    limit = NAME_MAX_BYTES - reserve_bytes
+    n = 1
+    while True:
+        marker = "" if n == 1 else f" ({n})"
+        room = limit - len(os.fsencode(marker + suffix))
+        if room <= 0:
+            raise ValueError(f"no room for a file name with reserve {reserve_bytes}")
+        yield truncate_name(stem, room) + marker + suffix
+        n += 1

@@ -1,0 +1,251 @@
+"""The rejected-input folder: inputs moved untouched to outbox/rejected/ beside an error record.
+
+Each rejected entry `<name>` has `<name>.error.json` (ours: its "file" names the entry). The
+record is written before the entry is moved, so a crash leaves at worst an orphan record that
+the retry reuses, never a lost input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import filecmp
+import json
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from orchestrator.clock import SYSTEM_CLOCK, Clock
+from orchestrator.core.model import format_timestamp
+from orchestrator.files.atomic import (
+    COPY_BUFFER,
+    TEMP_PREFIX,
+    atomic_output,
+    atomic_write_json,
+    candidate_names,
+    fsync_dir,
+    temp_path_for,
+)
+from orchestrator.redact import redact_text
+
+log = structlog.get_logger(__name__)
+
+ERROR_SUFFIX = ".error.json"
+_MAX_ERROR_JSON_BYTES = 1024 * 1024  # ours are tiny; a bigger file is a user's input
+
+
+def _default_taken(directory: Path) -> Callable[[str], bool]:
+    def taken(candidate: str) -> bool:
+        return os.path.lexists(directory / candidate) or os.path.lexists(
+            directory / (candidate + ERROR_SUFFIX)
+        )
+
+    return taken
+
+
+def unique_name(
+    directory: Path,
+    name: str,
+    taken: Callable[[str], bool] | None = None,
+    *,
+    reserve_bytes: int = 0,
+    max_tries: int = 100_000,
+) -> str:
+    """First of `name`, `name (2)`, ... that `taken` says is free.
+
+    The default `taken` counts a name as used if it or `<name>.error.json` exists. Names are
+    shortened (keeping the suffix) so that `reserve_bytes` more fit within NAME_MAX.
+    """
+    is_taken = taken or _default_taken(directory)
+    for tries, candidate in enumerate(candidate_names(name, reserve_bytes=reserve_bytes)):
+        if tries >= max_tries:
+            break
+        if not is_taken(candidate):
+            return candidate
+    raise FileExistsError(errno.EEXIST, f"no free name like {name!r} in {directory.name}/")
+
+
+
+def safe_basename(name: str) -> str:
+    """A plain file name from whatever the caller has (never a path, never a temp name)."""
+    cleaned = name.replace("/", "_").replace("\x00", "_").strip()
+    if cleaned in ("", ".", ".."):
+        cleaned = "unnamed"
+    if cleaned.startswith(TEMP_PREFIX):  # cleanup_temp_files would delete it
+        cleaned = "_" + cleaned
+    return cleaned
+
+
+def _our_error_json(path: Path, candidate: str) -> bool:
+    """True if `path` is an error record we wrote for `candidate` (not a user's file)."""
+    try:
+        if os.lstat(path).st_size > _MAX_ERROR_JSON_BYTES:
+            return False
+        with open(path, "rb") as f:
+            record = json.loads(f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("file") == candidate
+
+
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement taken as it is (no backslash or group expansion)."""
+    return lambda _match: text
+
+
+def _scrub(value: Any, replacements: list[tuple[re.Pattern[str], str]]) -> Any:
+    """Take local paths and secrets out of an error record (recursively)."""
+    if isinstance(value, str):
+        for pattern, new in replacements:
+            value = pattern.sub(_literal(new), value)
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {str(k): _scrub(v, replacements) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, replacements) for v in value]
+    return value
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file"
+
+
+def _rejections(rejected_dir: Path, name: str) -> Iterator[Path]:
+    """Completed rejections under `name`, `name (2)`, ... (a file plus our error record)."""
+    for candidate in candidate_names(name, reserve_bytes=len(ERROR_SUFFIX)):
+        path = rejected_dir / candidate
+        record = rejected_dir / (candidate + ERROR_SUFFIX)
+        if not (os.path.lexists(path) or os.path.lexists(record)):
+            return
+        if os.path.lexists(path) and _our_error_json(record, candidate):
+            yield path
+
+
+def _copy_across(src: Path, st: os.stat_result, dest: Path) -> None:
+    """Copy a regular file or a symlink to another filesystem, atomically at `dest`."""
+    if stat.S_ISLNK(st.st_mode):
+        tmp = temp_path_for(dest)
+        tmp.symlink_to(src.readlink())
+        try:
+            tmp.replace(dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return
+    with atomic_output(dest) as out:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as inp:
+            shutil.copyfileobj(inp, out, COPY_BUFFER)
+        out.flush()
+        # Keep the producer's mode and timestamps on the "untouched" input.
+        os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+        os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def reject_file(
+    src: Path, rejected_dir: Path, name: str, error: dict[str, Any], *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Path:
+    """Move `src` untouched to `rejected_dir/<name>` beside `<name>.error.json`; return its path.
+
+    Order: the error record is written (atomically) first, then the entry is moved, so a crash
+    leaves at worst an orphan record that the retry reuses, never a lost input. A retry after
+    the move finished (`src` gone) returns the existing rejection. Taken names get ` (2)`...
+    Symlinks are moved as links, directories/fifos with rename; those cannot cross filesystems
+    (OSError EXDEV: leave the entry and tell the operator).
+    """
+    name = safe_basename(name)
+    rejected_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        st = os.lstat(src)
+    except FileNotFoundError:
+        finished = list(_rejections(rejected_dir, name))
+        if finished:  # the move of an earlier attempt completed
+            return finished[-1]
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot reject {name!r}: it is gone and not in {rejected_dir.name}/"
+        ) from None
+
+    same_fs = st.st_dev == rejected_dir.stat().st_dev
+    if not same_fs:
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise OSError(
+                errno.EXDEV,
+                f"cannot move {_kind(st.st_mode)} {name!r} to {rejected_dir.name}/ on another "
+                "filesystem; it was left where it is",
+            )
+        if stat.S_ISREG(st.st_mode):
+            # A crash after the copy but before unlinking src: finish that attempt.
+            for done in _rejections(rejected_dir, name):
+                if _same_content(src, done):
+                    src.unlink()
+                    fsync_dir(src.parent)
+                    return done
+
+    def taken(candidate: str) -> bool:
+        # An orphan record of ours (crash before the move) is reused, not skipped.
+        record = rejected_dir / (candidate + ERROR_SUFFIX)
+        return os.path.lexists(rejected_dir / candidate) or (
+            os.path.lexists(record) and not _our_error_json(record, candidate)
+        )
+
+    final = unique_name(rejected_dir, name, taken, reserve_bytes=len(ERROR_SUFFIX))
+    # The spool's own name for the file (and its folder) mean nothing to the operator.
+    replacements = [
+        (re.compile(rf"(?<![\w.-]){re.escape(old)}(?![\w.-])"), new)
+        for old, new in ((str(src), name), (str(src.parent), src.parent.name), (src.name, name))
+    ]
+    record = _scrub(dict(error), replacements)
+    record["file"] = final
+    if final != name:
+        record["original_name"] = name
+    record.setdefault("rejected_at", format_timestamp(clock.now()))
+    if not stat.S_ISREG(st.st_mode):
+        record.setdefault("entry_kind", _kind(st.st_mode))
+    atomic_write_json(rejected_dir / (final + ERROR_SUFFIX), record)
+
+    dest = rejected_dir / final
+    if same_fs:
+        src.rename(dest)  # never follows a symlink; moves dirs and fifos as they are
+        fsync_dir(rejected_dir)
+    else:
+        _copy_across(src, st, dest)
+        fsync_dir(rejected_dir)
+        src.unlink()
+    fsync_dir(src.parent)
+    log.debug("outbox.rejected_placed", file=final, kind=_kind(st.st_mode))
+    return dest
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(b).st_mode) and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The `<file>.error.json` beside a rejected file, if it is one of ours."""
+    try:
+        with open(path, "rb") as f:
+            record = json.loads(f.read(_MAX_ERROR_JSON_BYTES))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
