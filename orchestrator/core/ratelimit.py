@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from orchestrator.core.limits import RATE_WINDOW_S
+
 LIMIT_HEADER = "x-rate-limit-limit"
 REMAINING_HEADER = "x-rate-limit-remaining"
 RESET_HEADER = "x-rate-limit-reset"
@@ -56,7 +58,7 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
 
 # One 15-minute window plus slack: a reset further away than this is clock skew between
 # us and the server (or a test moving the server's clock), not a reason to sleep for days.
-MAX_WAIT_S = 960.0
+MAX_WAIT_S = RATE_WINDOW_S + 60.0
 
 
 class RateBudget:
