@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from orchestrator.files.outbox import atomic_output
+from orchestrator.store.scratch import ResultIndex
 
 BLOCK = 4 << 20
 # A normalised line is at most 19 digits + "\n": the bytes limit turns into an ID count.
@@ -135,36 +135,14 @@ def split_results(
     An ID present in two inputs appears in both outputs: exactly what one job per input
     would have produced. Uses a scratch SQLite file so memory stays flat however many IDs.
     """
-    scratch = workdir / f"{results.name}.split.db"
-    scratch.unlink(missing_ok=True)
-    conn = sqlite3.connect(scratch, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("CREATE TABLE results (id TEXT PRIMARY KEY, line BLOB) WITHOUT ROWID")
-        conn.execute("BEGIN")
+    with ResultIndex(workdir / f"{results.name}.split.db") as index:
         with open(results, "rb") as stream:
-            conn.executemany(
-                "INSERT OR IGNORE INTO results (id, line) VALUES (?, ?)",
-                ((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
-                 for line in stream if line.strip()),
-            )
-        conn.execute("COMMIT")
+            index.add((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
+                      for line in stream if line.strip())
         counts = []
         for piece, dest in members:
-            conn.execute("CREATE TEMP TABLE member (id TEXT PRIMARY KEY) WITHOUT ROWID")
-            conn.execute("BEGIN")
-            conn.executemany("INSERT OR IGNORE INTO member (id) VALUES (?)",
-                             ((_id_key(value),) for value in iter_slice_ids(piece)))
-            conn.execute("COMMIT")
             with atomic_output(dest) as out:
-                for (line,) in conn.execute(
-                    "SELECT r.line FROM results r JOIN member m ON m.id = r.id"
-                ):
+                for line in index.lines_for(_id_key(value) for value in iter_slice_ids(piece)):
                     out.write(line + b"\n")
-            conn.execute("DROP TABLE member")
             counts.append(count_results(dest))
         return counts
-    finally:
-        conn.close()
-        scratch.unlink(missing_ok=True)
