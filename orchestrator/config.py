@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from orchestrator.core.limits import DEFAULT_RATE_RESERVE, RATE_LIMIT_REQUESTS, UPLOAD_WINDOW_S
 from orchestrator.credentials import WHERE_THE_TOKEN_GOES
 from orchestrator.errors import ConfigError
 
@@ -98,7 +99,8 @@ class JobsConfig:
     concurrency: Literal["global", "per-type"] = "global"
     upload_margin_s: float = field(
         default=60.0,
-        metadata=_rule(lambda v: 0 <= v < 900, "a number >= 0 and below the 900 s upload window"),
+        metadata=_rule(lambda v: 0 <= v < UPLOAD_WINDOW_S,
+                       f"a number >= 0 and below the {UPLOAD_WINDOW_S:.0f} s upload window"),
     )
     download_margin_s: float = field(
         default=3600.0,
@@ -134,9 +136,11 @@ class PollConfig:
     initial_interval_s: float = field(default=5.0, metadata=_POSITIVE)
     max_interval_s: float = field(default=60.0, metadata=_POSITIVE)
     backoff_factor: float = field(default=1.5, metadata=_rule(lambda v: v >= 1, "a number >= 1"))
-    # Requests of each rate window left for other clients of the same app (limit: 150/window).
+    # Requests of each rate window left for other clients of the same app.
     rate_reserve: int = field(
-        default=10, metadata=_rule(lambda v: 0 <= v < 150, "an integer from 0 to 149")
+        default=DEFAULT_RATE_RESERVE,
+        metadata=_rule(lambda v: 0 <= v < RATE_LIMIT_REQUESTS,
+                       f"an integer from 0 to {RATE_LIMIT_REQUESTS - 1}"),
     )
 
 

@@ -15,8 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "orchestrator"
 
 # Top-level modules every layer may use; they import only core and each other.
-SHARED = frozenset({"errors", "config", "credentials", "layout", "logs", "redact", "clock", "wakeup",
-                    "__init__", "__main__"})
+SHARED = frozenset({"errors", "config", "credentials", "layout", "logs", "redact", "clock",
+                    "wakeup", "__init__", "__main__"})
 
 # layer -> the layers it may import (a layer may always import itself).
 ALLOWED_IMPORTS: dict[str, frozenset[str]] = {

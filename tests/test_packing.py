@@ -200,6 +200,7 @@ async def test_membership_split_keeps_memory_off_the_python_heap(tmp_path: Path)
     import tracemalloc
 
     from orchestrator.files.batchfiles import Slice, split_results
+    from orchestrator.store.scratch import ResultIndex
 
     ids_path = tmp_path / "a.ids"
     ids_path.write_bytes(b"".join(f"{1000000 + n}\n".encode() for n in range(200_000)))
@@ -210,7 +211,7 @@ async def test_membership_split_keeps_memory_off_the_python_heap(tmp_path: Path)
     tracemalloc.start()
     counts = split_results(results, [(Slice(ids_path, 0, 100_000), tmp_path / "one.jsonl"),
                                      (Slice(ids_path, 50_000, -1), tmp_path / "two.jsonl")],
-                           tmp_path)
+                           ResultIndex(tmp_path / "scratch.db"))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert counts[0].affected == len(range(0, 100_000, 7))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
 from orchestrator.files.results import NO_REASON, normalise_results
+from orchestrator.store.scratch import ResultIndex
 
 
 def _row(ident: str, action: str, reason: object, **extra: object) -> bytes:
@@ -53,7 +54,7 @@ def _packed_batch(tmp_path: Path) -> tuple[list[bytes], list[ResultCounts]]:
     normalise_results(raw, normalised)
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     counts = split_results(normalised, [(Slice(ids_a), outs[0]), (Slice(ids_b), outs[1])],
-                           tmp_path)
+                           ResultIndex(tmp_path / "scratch.db"))
     return [out.read_bytes() for out in outs], counts
 
 
@@ -109,7 +110,7 @@ def test_an_id_in_two_packed_inputs_gets_its_rows_once_per_occurrence(tmp_path: 
     results.write_bytes(geo + delete + other + twice + delete + geo + twice)
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     counts = split_results(results, [(Slice(ids_a), outs[0]), (Slice(ids_b), outs[1])],
-                           tmp_path)
+                           ResultIndex(tmp_path / "scratch.db"))
     assert outs[0].read_bytes() == geo + delete + other
     assert outs[1].read_bytes() == geo + delete + twice + twice
     assert counts == [ResultCounts(3, {"scrub_geo": 1, "deleted": 2}),

@@ -1,7 +1,8 @@
 """`cancel BATCH [--force]`: stop a batch; its inputs go to outbox/rejected/ (nothing is lost).
 
-Order, as in intake: the database first (one BEGIN IMMEDIATE transaction: compare-and-set of
-the batch state to `cancelled`, its inputs `rejected` with their error record, the events),
+Order, as in intake: the database first (core.operator.cancel's Decision through
+`Store.apply`, one transaction: compare-and-set of the batch state to `cancelled`, its inputs
+`rejected` with their error record, the events),
 then the files. If we die in between, the daemon's rejection pass (at start and every rescan)
 moves the files with the record we stored. A daemon holding the batch in memory finds out on
 its next transition: the store's compare-and-set fails (StaleState), the runner logs
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from typing import Any
 
 import anyio
@@ -25,27 +25,18 @@ from orchestrator.cli.common import (
     Outcome,
     config_hint,
     daemon_note,
-    insert_event,
     layout_from_args,
     open_store,
     plural,
     run_admin,
 )
 from orchestrator.clock import iso
+from orchestrator.core import operator
 from orchestrator.core.model import Batch, BatchState, InputFile
+from orchestrator.core.operator import CANCEL_REASON, REMOTE_STATES
 from orchestrator.files.rejected import reject_file
 from orchestrator.layout import Layout
-from orchestrator.store.sqlite import Store
-
-REASON = "cancelled by operator"
-# States in which a remote job exists (or its creation request may be on the wire).
-REMOTE_STATES = frozenset(
-    {BatchState.CREATING, BatchState.UPLOADING, BatchState.WAITING, BatchState.DOWNLOADING}
-)
-
-
-class _Changed(Exception):
-    """Something moved on between our read and our compare-and-set: nothing was written."""
+from orchestrator.store.sqlite import StaleState
 
 
 def _remote_clause(batch: Batch) -> str:
@@ -81,66 +72,14 @@ def _error_document(
     # finds the job type and the daemon's rejection pass can finish the move.
     document: dict[str, Any] = {
         "file": item.name, "job_type": str(item.job_type), "input_id": item.id,
-        "claimed_at": iso(item.claimed_at), "stage": str(batch.state), "reason": REASON,
-        "message": f"{item.name}: {REASON} (batch {batch.id} was {batch.state})",
+        "claimed_at": iso(item.claimed_at), "stage": str(batch.state), "reason": CANCEL_REASON,
+        "message": f"{item.name}: {CANCEL_REASON} (batch {batch.id} was {batch.state})",
         "batch_id": batch.id, "attempts": batch.attempt, "x_job_ids": x_job_ids,
         "cancelled_at": iso(now),
     }
     if forced:
         document["remote_job_left_running"] = batch.x_job_id or batch.x_job_name
     return document
-
-
-async def _shared_inputs(store: Store, batch: Batch, inputs: list[InputFile]) -> list[int]:
-    """Other unfinished batches carrying one of these inputs (a split input)."""
-    marks = ",".join("?" * len(inputs))
-    async with store.conn.execute(
-        "SELECT DISTINCT bi.batch_id FROM batch_inputs bi JOIN batches b ON b.id = bi.batch_id"  # noqa: S608
-        f" WHERE bi.input_id IN ({marks}) AND bi.batch_id != ?"
-        " AND b.state NOT IN ('done', 'failed', 'cancelled')",
-        [*(i.id for i in inputs), batch.id],
-    ) as cursor:
-        return [row[0] for row in await cursor.fetchall()]
-
-
-async def _commit(
-    store: Store, batch: Batch, inputs: list[InputFile], documents: dict[int, dict[str, Any]],
-    forced: bool,
-) -> None:
-    now = store.clock.now()
-    async with store.transaction() as conn:
-        cursor = await conn.execute(
-            "UPDATE batches SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?,"
-            " finished_at = ? WHERE id = ? AND state = ? RETURNING id",
-            (iso(now), iso(now), batch.id, str(batch.state)),
-        )
-        if await cursor.fetchone() is None:
-            raise _Changed
-        if forced and batch.x_job_id:
-            await conn.execute(
-                "UPDATE remote_jobs SET final_status = COALESCE(final_status, 'abandoned'),"
-                " error = COALESCE(error, ?) WHERE x_job_id = ?", (REASON, batch.x_job_id),
-            )
-        await insert_event(
-            conn, "operator.cancel", at=now, batch_id=batch.id, from_state=str(batch.state),
-            to_state="cancelled",
-            detail={"forced": forced, "x_job_id": batch.x_job_id,
-                    "x_job_name": batch.x_job_name, "files": [i.name for i in inputs]},
-        )
-        for item in inputs:
-            cursor = await conn.execute(
-                "UPDATE inputs SET state = 'rejected', error_json = ?, finished_at = ?,"
-                " out_stem = out_stem || '#rejected-' || id"  # frees the name for a requeue
-                " WHERE id = ? AND state = 'batched' RETURNING id",
-                (json.dumps(documents[item.id], sort_keys=True), iso(now), item.id),
-            )
-            if await cursor.fetchone() is None:
-                raise _Changed
-            await insert_event(
-                conn, "input.rejected", at=now, batch_id=batch.id, input_id=item.id,
-                from_state="batched", to_state="rejected",
-                detail={"reason": REASON, "batch_id": batch.id},
-            )
 
 
 def _move_files(
@@ -177,10 +116,11 @@ async def _cancel(layout: Layout, args: argparse.Namespace) -> Outcome:
         if batch is None:
             raise AdminError(f"no batch {args.batch} (list them with `jobs`)")
         remote = batch.state in REMOTE_STATES
-        if not (batch.state is BatchState.QUEUED or (remote and args.force)):
-            raise _refusal(batch)
         inputs = list({p.input.id: p.input for p in await store.batch_parts(batch.id)}.values())
-        shared = await _shared_inputs(store, batch, inputs) if inputs else []
+        decision = operator.cancel(batch, force=args.force, files=[i.name for i in inputs])
+        if decision is None:
+            raise _refusal(batch)
+        shared = await store.open_batches_sharing(batch.id, [i.id for i in inputs])
         if shared:
             raise AdminError(f"batch {batch.id} shares inputs with unfinished batch(es) "
                              f"{', '.join(map(str, shared))}; cancel those first")
@@ -188,8 +128,10 @@ async def _cancel(layout: Layout, args: argparse.Namespace) -> Outcome:
         now = store.clock.now()
         documents = {i.id: _error_document(i, batch, remote, x_job_ids, now) for i in inputs}
         try:
-            await _commit(store, batch, inputs, documents, remote)
-        except _Changed:
+            # The batch, its remote job's history row and its inputs (rejected, with these
+            # records) in one transaction, like any transition of the daemon's.
+            await store.apply(batch, decision, input_errors=documents)
+        except StaleState:
             fresh = await store.get_batch(batch.id)
             state = fresh.state if fresh else "gone"
             raise AdminError(f"batch {batch.id} changed while we looked (it is {state} now); "

@@ -18,10 +18,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
 from orchestrator.cli.status import daemon_pid
-from orchestrator.clock import SystemClock, iso
+from orchestrator.clock import SystemClock
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.layout import Layout
@@ -124,26 +122,6 @@ async def open_store(layout: Layout) -> AsyncIterator[Store]:
         yield Store(conn, SystemClock())
     finally:
         await conn.close()
-
-
-async def insert_event(
-    conn: aiosqlite.Connection,
-    kind: str,
-    *,
-    at: datetime,
-    batch_id: int | None = None,
-    input_id: int | None = None,
-    from_state: str | None = None,
-    to_state: str | None = None,
-    detail: Mapping[str, Any] | None = None,
-) -> None:
-    """Append to the event log; call inside the transaction whose change it records."""
-    await conn.execute(
-        "INSERT INTO events (at, batch_id, input_id, kind, from_state, to_state, detail_json)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (iso(at), batch_id, input_id, kind, from_state, to_state,
-         json.dumps(dict(detail), sort_keys=True, default=str) if detail else None),
-    )
 
 
 def short_time(value: datetime | str | None) -> str:

@@ -1,16 +1,16 @@
 """`jobs`: the history of batches (one remote job's worth of work each), newest first.
 
-Read-only, like `status`: SQLite is opened with `mode=ro`, so it works while the daemon runs
-and never creates or changes the database. Signed URLs are never selected, and error texts
-pass through redaction, so nothing secret can be printed.
+Read-only, like `status` (the store's reports, on a `mode=ro` connection), so it works while
+the daemon runs and never creates or changes the database. Signed URLs are never selected,
+and error texts pass through redaction, so nothing secret can be printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from orchestrator.cli.common import (
@@ -20,28 +20,12 @@ from orchestrator.cli.common import (
     short_time,
 )
 from orchestrator.cli.status import daemon_pid
-from orchestrator.core.model import JobType
+from orchestrator.clock import SystemClock
+from orchestrator.core.model import BatchState, JobType
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
-
-DEFAULT_LIMIT = 20
-_OUTCOMES = {"done": "done", "failed": "failed", "cancelled": "cancelled"}
-
-_BATCHES_SQL = """
-SELECT b.id, b.key, b.job_type, b.state, b.attempt, b.id_count, b.created_at, b.finished_at,
-       b.next_attempt_at, b.x_job_id, b.x_status, b.last_error, b.last_http_status,
-       (SELECT json_group_array(json_object('name', i.name, 'out_stem', i.out_stem))
-          FROM (SELECT DISTINCT i.id, i.name, i.out_stem FROM batch_inputs bi
-                JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = b.id ORDER BY i.id) i
-       ) AS files,
-       (SELECT json_extract(e.detail_json, '$.affected') FROM events e
-         WHERE e.batch_id = b.id AND e.kind = 'download.completed'
-         ORDER BY e.id DESC LIMIT 1) AS affected,
-       (SELECT e.detail_json FROM events e
-         WHERE e.batch_id = b.id AND e.kind = 'operator.cancel'
-         ORDER BY e.id DESC LIMIT 1) AS cancel_detail
-  FROM batches b ORDER BY b.id DESC LIMIT ?
-"""
+from orchestrator.store import reports
+from orchestrator.store.reports import open_readonly
 
 
 def duration_text(seconds: float | None) -> str:
@@ -76,7 +60,7 @@ def _affected_from_manifests(layout: Layout, batch_id: int, job_type: str,
     return total if found else None
 
 
-def _reason(row: sqlite3.Row) -> str | None:
+def _reason(row: Mapping[str, Any]) -> str | None:
     state = row["state"]
     if state == "cancelled":
         detail = json.loads(row["cancel_detail"] or "{}")
@@ -89,8 +73,7 @@ def _reason(row: sqlite3.Row) -> str | None:
     return f"last error: {redact_text(row['last_error'])}"
 
 
-def collect(layout: Layout, limit: int, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(UTC)
+def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
     report: dict[str, Any] = {
         "daemon_pid": daemon_pid(layout.state_dir), "state_db": str(layout.db_path),
         "limit": limit, "jobs": [],
@@ -98,25 +81,10 @@ def collect(layout: Layout, limit: int, now: datetime | None = None) -> dict[str
     if not layout.db_path.exists():
         report["note"] = "no state database yet"
         return report
-    conn = sqlite3.connect(f"file:{layout.db_path}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = list(conn.execute(_BATCHES_SQL, (limit,)))
-        report["total"] = conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-        remote: dict[int, list[dict[str, Any]]] = {}
-        if rows:
-            marks = ",".join("?" * len(rows))
-            for job in conn.execute(
-                "SELECT batch_id, x_job_id, attempt, final_status, created_at FROM remote_jobs"  # noqa: S608
-                f" WHERE batch_id IN ({marks}) ORDER BY batch_id, attempt",
-                [r["id"] for r in rows],
-            ):
-                remote.setdefault(job["batch_id"], []).append(
-                    {"x_job_id": job["x_job_id"], "attempt": job["attempt"],
-                     "status": job["final_status"], "created_at": job["created_at"]}
-                )
-    finally:
-        conn.close()
+    with open_readonly(layout.db_path) as conn:
+        rows = reports.batch_history(conn, limit)
+        report["total"] = reports.batch_total(conn)
+        remote = reports.remote_jobs_by_batch(conn, [r["id"] for r in rows])
     for row in rows:
         files = json.loads(row["files"] or "[]")
         started = datetime.fromisoformat(row["created_at"])
@@ -133,7 +101,7 @@ def collect(layout: Layout, limit: int, now: datetime | None = None) -> dict[str
             "batch_id": row["id"],
             "key": row["key"],
             "job_type": row["job_type"],
-            "outcome": _OUTCOMES.get(row["state"], "in progress"),
+            "outcome": row["state"] if BatchState(row["state"]).is_final else "in progress",
             "state": row["state"],
             "started_at": row["created_at"],
             "finished_at": row["finished_at"],
@@ -202,7 +170,7 @@ def render(report: dict[str, Any]) -> str:
 
 def _jobs(args: argparse.Namespace) -> Outcome:
     layout = layout_from_args(args)
-    report = collect(layout, args.limit)
+    report = collect(layout, args.limit, SystemClock().now())
     return report, render(report)
 
 

@@ -29,13 +29,8 @@ from orchestrator.store.migrate import (
     connect,
     list_migrations,
     pending_migrations,
+    user_version,
 )
-
-
-async def _user_version(conn: Any) -> int:
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row else 0
 
 
 async def migrate_database(layout: Layout) -> dict[str, Any]:
@@ -44,7 +39,7 @@ async def migrate_database(layout: Layout) -> dict[str, Any]:
     existed = layout.db_path.exists()
     conn = await connect(layout.db_path)
     try:
-        before = await _user_version(conn)
+        before = await user_version(conn)
         pending = await pending_migrations(conn)
         backup: Path | None = None
         if pending:
@@ -52,7 +47,7 @@ async def migrate_database(layout: Layout) -> dict[str, Any]:
             stamp = SystemClock().now().strftime("%Y%m%dT%H%M%SZ")
             backup = layout.backups / f"state-before-migration-{stamp}.db"
         applied = await apply_migrations(conn, backup_path=backup) if pending else []
-        after = await _user_version(conn)
+        after = await user_version(conn)
     finally:
         await conn.close()
     return {

@@ -29,7 +29,6 @@ from orchestrator.cli.common import (
     Outcome,
     config_hint,
     daemon_note,
-    insert_event,
     layout_from_args,
     open_store,
     run_admin,
@@ -42,6 +41,7 @@ from orchestrator.files.inbox import is_ignored_name
 from orchestrator.files.rejected import ERROR_SUFFIX, read_record
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
+from orchestrator.store.sqlite import EventNote
 
 TEMP_PREFIX = ".requeue-"
 _STALE_TEMP_S = 3600.0
@@ -203,14 +203,13 @@ def requeue_file(
 
 async def record_requeues(layout: Layout, items: list[Requeued], kind: str, **detail: Any) -> None:
     """Note the requeue in the event log (history only: nothing depends on it)."""
-    async with open_store(layout) as store, store.transaction() as conn:
-        now = store.clock.now()
-        for item in items:
-            input_id = (item.record or {}).get("input_id")
-            await insert_event(
-                conn, kind, at=now, input_id=input_id if isinstance(input_id, int) else None,
-                detail={**detail, **item.public()},
-            )
+    notes = []
+    for item in items:
+        input_id = (item.record or {}).get("input_id")
+        notes.append(EventNote(kind, input_id=input_id if isinstance(input_id, int) else None,
+                               detail={**detail, **item.public()}))
+    async with open_store(layout) as store:
+        await store.record_events(notes)
 
 
 def _requeue(args: argparse.Namespace) -> Outcome:

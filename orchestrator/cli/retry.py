@@ -1,10 +1,11 @@
 """`retry BATCH`: try a waiting batch now, or send a failed batch's inputs round again.
 
 A batch whose next step waits (`next_attempt_at` in the future: backing off after errors, or
-paused after an authentication error) gets that wait cleared and its stage counters reset,
-with a compare-and-set on (state, next_attempt_at) and an `operator.retry` event in the same
-transaction. The daemon sleeps at most a few seconds at a time and re-reads the database, so
-it tries the batch almost at once. A `failed` batch's inputs are back in the inbox afterwards
+paused after an authentication error) gets that wait cleared and its stage counters reset:
+core.operator.clear_wait's Decision through `Store.apply`, a compare-and-set on (state,
+next_attempt_at) with an `operator.retry` event in the same transaction. The daemon sleeps
+at most a few seconds at a time and re-reads the database, so it tries the batch almost at
+once. A `failed` batch's inputs are back in the inbox afterwards
 (they were in outbox/rejected/), where the daemon claims them like new files.
 """
 
@@ -24,7 +25,6 @@ from orchestrator.cli.common import (
     Outcome,
     config_hint,
     daemon_note,
-    insert_event,
     layout_from_args,
     open_store,
     run_admin,
@@ -32,16 +32,14 @@ from orchestrator.cli.common import (
 )
 from orchestrator.cli.requeue import Requeued, read_record, requeue_file
 from orchestrator.clock import iso
+from orchestrator.core import operator
+from orchestrator.core.decision import Decision
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState
 from orchestrator.files.atomic import file_sha256
 from orchestrator.files.rejected import ERROR_SUFFIX, safe_basename
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
-from orchestrator.store.sqlite import Store
-
-
-class _Changed(Exception):
-    """The batch moved on between our read and our compare-and-set: nothing was written."""
+from orchestrator.store.sqlite import EventNote, StaleState, Store
 
 
 def find_rejected(layout: Layout, item: InputFile) -> Path | None:
@@ -95,26 +93,11 @@ def _why_waiting(batch: Batch) -> str:
     return f"next step scheduled for {due}"
 
 
-async def _clear_wait(store: Store, layout: Layout, batch: Batch) -> Outcome:
+async def _clear_wait(store: Store, layout: Layout, batch: Batch, decision: Decision) -> Outcome:
     assert batch.next_attempt_at is not None
-    now = store.clock.now()
     try:
-        async with store.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE batches SET next_attempt_at = NULL, stage_retries = 0, stage_waits = 0,"
-                " updated_at = ? WHERE id = ? AND state = ? AND next_attempt_at = ? RETURNING id",
-                (iso(now), batch.id, str(batch.state), iso(batch.next_attempt_at)),
-            )
-            if await cursor.fetchone() is None:
-                raise _Changed
-            await insert_event(
-                conn, "operator.retry", at=now, batch_id=batch.id, from_state=str(batch.state),
-                to_state=str(batch.state),
-                detail={"action": "retry_now", "was_due_at": iso(batch.next_attempt_at),
-                        "stage_retries": batch.stage_retries, "stage_waits": batch.stage_waits,
-                        "last_error": redact_text(batch.last_error or "") or None},
-            )
-    except _Changed:
+        await store.apply(batch, decision)
+    except StaleState:
         fresh = await store.get_batch(batch.id)
         state = fresh.state if fresh else "gone"
         raise AdminError(f"batch {batch.id} changed while we looked (it is {state} now); "
@@ -151,17 +134,13 @@ async def _requeue_failed(
     if not found:
         raise AdminError(f"batch {batch.id} failed ({reason}); nothing to requeue: "
                          + "; ".join(problems), detail={"batch_id": batch.id})
-    now = store.clock.now()
-    async with store.transaction() as conn:
-        async with conn.execute("SELECT state FROM batches WHERE id = ?", (batch.id,)) as cur:
-            row = await cur.fetchone()
-        if row is None or row["state"] != BatchState.FAILED:  # terminal; a cheap guard anyway
-            raise AdminError(f"batch {batch.id} is no longer failed; nothing done")
-        await insert_event(
-            conn, "operator.retry", at=now, batch_id=batch.id, from_state="failed",
-            to_state="failed",
-            detail={"action": "requeue", "files": [path.name for _item, path in found]},
-        )
+    note = EventNote("operator.retry", batch_id=batch.id, from_state=str(BatchState.FAILED),
+                     to_state=str(BatchState.FAILED),
+                     detail={"action": "requeue", "files": [path.name for _item, path in found]})
+    try:  # failed is final, so this guard is cheap insurance
+        await store.record_events([note], batch_in=(batch.id, BatchState.FAILED))
+    except StaleState:
+        raise AdminError(f"batch {batch.id} is no longer failed; nothing done") from None
     done: list[Requeued] = []
     for item, path in found:
         try:
@@ -209,9 +188,10 @@ async def _retry(layout: Layout, args: argparse.Namespace) -> Outcome:
         now = store.clock.now()
         if batch.state is BatchState.FAILED:
             return await _requeue_failed(store, layout, batch, args)
-        if (not batch.state.is_final and batch.next_attempt_at is not None
-                and batch.next_attempt_at > now):
-            return await _clear_wait(store, layout, batch)
+        last_error = redact_text(batch.last_error or "") or None
+        decision = operator.clear_wait(batch, now, last_error=last_error)
+        if decision is not None:
+            return await _clear_wait(store, layout, batch, decision)
         raise _nothing_to_do(batch, now)
 
 

@@ -1,7 +1,8 @@
 """`status`: queue, current jobs, deadlines, recent outcomes, read from the state database.
 
-Reads SQLite directly in read-only mode, so it works while the daemon runs and never takes
-the daemon's lock. Signed URLs are never selected, so they cannot be printed.
+Reads the database through the store's read-only reports (`mode=ro`), so it works while the
+daemon runs and never takes the daemon's lock. Signed URLs are never selected, so they
+cannot be printed.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import fcntl
 import json
 import sqlite3
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.clock import SystemClock
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout
+from orchestrator.store import reports
+from orchestrator.store.reports import open_readonly
 
 _RECENT_FAILURE_KINDS = (
     "step.retry",
@@ -48,8 +52,7 @@ def daemon_pid(state_dir: Path) -> int | None:
     return None
 
 
-def collect(layout: Layout, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(UTC)
+def collect(layout: Layout, now: datetime) -> dict[str, Any]:
     report: dict[str, Any] = {
         "daemon_pid": daemon_pid(layout.state_dir),
         "state_db": str(layout.db_path),
@@ -57,50 +60,16 @@ def collect(layout: Layout, now: datetime | None = None) -> dict[str, Any]:
     if not layout.db_path.exists():
         report.update(queue={}, current=[], recent=[], failures=[], note="no state database yet")
         return report
-    conn = sqlite3.connect(f"file:{layout.db_path}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        queue: dict[str, dict[str, int]] = {}
-        for row in conn.execute(
-            "SELECT job_type, state, COUNT(*) AS n FROM inputs GROUP BY job_type, state"
-        ):
-            queue.setdefault(row["job_type"], {})[row["state"]] = row["n"]
-        current = []
-        for row in conn.execute(
-            "SELECT id, job_type, state, attempt, x_job_id, x_status, id_count, created_at,"
-            " upload_expires_at, download_expires_at, next_attempt_at, poll_count, last_error,"
-            " last_http_status, (SELECT GROUP_CONCAT(i.name, ', ') FROM batch_inputs bi"
-            " JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = batches.id) AS files"
-            " FROM batches WHERE state NOT IN ('done', 'failed', 'cancelled') ORDER BY id"
-        ):
-            entry = dict(row)
-            for key in ("upload_expires_at", "download_expires_at"):
-                if entry[key]:
-                    left = datetime.fromisoformat(entry[key]) - now
-                    entry[key.replace("_at", "_in_s")] = round(left.total_seconds())
-            current.append(entry)
-        recent = [
-            dict(r)
-            for r in conn.execute(
-                "SELECT i.name AS file, i.job_type, i.state AS outcome, i.id_count AS ids,"
-                " i.finished_at, i.out_stem, json_extract(i.error_json, '$.message') AS reason"
-                " FROM inputs i WHERE i.state IN ('delivered', 'rejected')"
-                " ORDER BY i.finished_at DESC, i.id DESC LIMIT 10"
-            )
-        ]
-        marks = ",".join("?" * len(_RECENT_FAILURE_KINDS))
-        failures = [
-            dict(r)
-            for r in conn.execute(
-                f"SELECT at, kind, batch_id, input_id, detail_json FROM events"  # noqa: S608
-                f" WHERE kind IN ({marks}) ORDER BY id DESC LIMIT 10",
-                _RECENT_FAILURE_KINDS,
-            )
-        ]
-        for failure in failures:
-            failure["detail"] = json.loads(failure.pop("detail_json") or "{}")
-    finally:
-        conn.close()
+    with open_readonly(layout.db_path) as conn:
+        queue = reports.input_counts(conn)
+        current = reports.open_batches(conn)
+        recent = reports.recent_outcomes(conn, 10)
+        failures = reports.recent_events(conn, _RECENT_FAILURE_KINDS, 10)
+    for entry in current:
+        for key in ("upload_expires_at", "download_expires_at"):
+            if entry[key]:
+                left = datetime.fromisoformat(entry[key]) - now
+                entry[key.replace("_at", "_in_s")] = round(left.total_seconds())
     report.update(queue=queue, current=current, recent=recent, failures=failures)
     return report
 
@@ -171,7 +140,7 @@ def status_command(args: argparse.Namespace) -> int:
         return 2
     layout = Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
     try:
-        report = collect(layout)
+        report = collect(layout, SystemClock().now())
     except sqlite3.Error as error:
         print(f"compliance-orchestrator: cannot read {layout.db_path}: {error}", file=sys.stderr)
         return 1

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from orchestrator.core.decision import CLEAR_REMOTE, Decision, RemoteOutcome, fresh_stage
+from orchestrator.core.limits import poll_spacing_s
 from orchestrator.core.model import Batch, BatchState, RemoteJob, RemoteStatus
 from orchestrator.core.retry import GiveUp, RetryPolicy, retry_decision
 from orchestrator.errors import (
@@ -26,12 +28,14 @@ from orchestrator.errors import (
 S = BatchState
 OWN_JOB_SLACK_S = 5.0  # past an abandoned job's upload window before the next POST
 
+# Cancelled: only by the operator (core.operator), from a state where a remote job exists
+# only with --force. Self-transitions: retries, polls, and the operator's `retry` now.
 ALLOWED: Final[dict[BatchState, frozenset[BatchState]]] = {
-    S.QUEUED: frozenset({S.CREATING, S.CANCELLED}),
-    S.CREATING: frozenset({S.CREATING, S.UPLOADING, S.QUEUED, S.FAILED}),
-    S.UPLOADING: frozenset({S.UPLOADING, S.WAITING, S.QUEUED, S.FAILED}),
-    S.WAITING: frozenset({S.WAITING, S.DOWNLOADING, S.QUEUED, S.FAILED}),
-    S.DOWNLOADING: frozenset({S.DOWNLOADING, S.DELIVERING, S.QUEUED, S.FAILED}),
+    S.QUEUED: frozenset({S.QUEUED, S.CREATING, S.CANCELLED}),
+    S.CREATING: frozenset({S.CREATING, S.UPLOADING, S.QUEUED, S.FAILED, S.CANCELLED}),
+    S.UPLOADING: frozenset({S.UPLOADING, S.WAITING, S.QUEUED, S.FAILED, S.CANCELLED}),
+    S.WAITING: frozenset({S.WAITING, S.DOWNLOADING, S.QUEUED, S.FAILED, S.CANCELLED}),
+    S.DOWNLOADING: frozenset({S.DOWNLOADING, S.DELIVERING, S.QUEUED, S.FAILED, S.CANCELLED}),
     S.DELIVERING: frozenset({S.DELIVERING, S.DONE}),
     S.DONE: frozenset(),
     S.FAILED: frozenset(),
@@ -50,9 +54,9 @@ class Policy:
     # Never wait longer than this share of the job's age: completion is noticed within ~10%
     # of how long the job took (or poll_initial_s for quick ones).
     poll_age_fraction: float = 0.1
-    # Polls of one job after another stay within X's 150 requests / 15 min (less the reserve
-    # for other clients): the age-based cap never goes below this spacing.
-    poll_min_spacing_s: float = 900 / 140
+    # Polls of one job after another stay within X's rate limit (less the reserve for other
+    # clients): the age-based cap never goes below this spacing.
+    poll_min_spacing_s: float = field(default_factory=poll_spacing_s)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -151,29 +155,6 @@ Observation = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    to_state: BatchState
-    event: str
-    changes: Mapping[str, Any] = field(default_factory=dict)
-    level: str = "info"
-    detail: Mapping[str, Any] = field(default_factory=dict)
-    reject_reason: str | None = None  # set when to_state is FAILED: why the inputs are rejected
-    pause: bool = False               # credentials problem: the lane stops creating work
-
-
-_CLEAR_REMOTE: Final[dict[str, Any]] = {
-    "x_job_id": None, "x_job_name": None, "x_status": None, "x_created_at": None,
-    "upload_url": None, "upload_expires_at": None, "download_url": None,
-    "download_expires_at": None, "upload_session_url": None, "poll_count": 0,
-    "uploaded_at": None, "completed_at": None, "resumable": False,
-}
-
-
-def _fresh_stage() -> dict[str, Any]:
-    return {"stage_retries": 0, "stage_waits": 0, "next_attempt_at": None}
-
-
 def upload_deadline(batch: Batch, policy: Policy) -> datetime | None:
     if batch.upload_expires_at is None:
         return None
@@ -231,7 +212,7 @@ def plan(batch: Batch, now: datetime, policy: Policy) -> Step:
 def start_attempt(batch: Batch, attempt: int) -> Decision:
     return Decision(
         S.CREATING, "job.creating",
-        {**_CLEAR_REMOTE, **_fresh_stage(), "attempt": attempt,
+        {**CLEAR_REMOTE, **fresh_stage(), "attempt": attempt,
          "x_job_name": batch.remote_name(attempt)},
         detail={"attempt": attempt},
     )
@@ -245,11 +226,14 @@ def _new_job_or_fail(
     """The remote job is lost (failed, expired, window closed): start over with a new one,
     unless the batch has used up its attempts."""
     info = {"reason": why, "attempt": batch.attempt, **(detail or {})}
+    # The lost job's last word: failed / expired as X said, else we stopped tracking it.
+    outcome = RemoteOutcome(str(info.get("status") or "abandoned"), info.get("job_error"))
     if batch.attempt >= policy.max_attempts:
         return Decision(
-            S.FAILED, "batch.gave_up", {**_fresh_stage(), "last_error": why}, level="error",
+            S.FAILED, "batch.gave_up", {**fresh_stage(), "last_error": why}, level="error",
             detail={**info, "max_attempts": policy.max_attempts},
             reject_reason=f"{why}; gave up after {batch.attempt} remote job(s)",
+            remote_outcome=outcome,
         )
     next_at = now + timedelta(seconds=rng.uniform(0.0, policy.retry.backoff_initial_s))
     if own_job_active and batch.state is S.UPLOADING and batch.upload_expires_at is not None:
@@ -259,8 +243,8 @@ def _new_job_or_fail(
         info["new_job_not_before"] = next_at.isoformat()
     return Decision(
         S.QUEUED, event,
-        {**_CLEAR_REMOTE, **_fresh_stage(), "last_error": why, "next_attempt_at": next_at},
-        level=level, detail=info,
+        {**CLEAR_REMOTE, **fresh_stage(), "last_error": why, "next_attempt_at": next_at},
+        level=level, detail=info, remote_outcome=outcome,
     )
 
 
@@ -272,7 +256,7 @@ def decide(
         case JobCreated(job=job, adopted=adopted) if state is S.CREATING:
             return Decision(
                 S.UPLOADING, "job.adopted" if adopted else "job.created",
-                {**_fresh_stage(), "x_job_id": job.id, "x_status": str(job.status),
+                {**fresh_stage(), "x_job_id": job.id, "x_status": str(job.status),
                  "x_created_at": job.created_at, "upload_url": job.upload_url,
                  "upload_expires_at": job.upload_expires_at, "download_url": job.download_url,
                  "download_expires_at": job.download_expires_at, "resumable": job.resumable},
@@ -285,17 +269,17 @@ def decide(
         case UploadFinished() if state is S.UPLOADING:
             return Decision(
                 S.WAITING, "upload.completed",
-                {**_fresh_stage(), "uploaded_at": now, "poll_count": 0,
+                {**fresh_stage(), "uploaded_at": now, "poll_count": 0,
                  "next_attempt_at": now + timedelta(seconds=policy.poll_initial_s)},
                 detail={"bytes": batch.upload_bytes, "ids": batch.id_count},
             )
         case Polled(job=job) if state is S.WAITING:
             return _on_polled(batch, job, now, policy, rng)
         case Downloaded(affected=affected) if state is S.DOWNLOADING:
-            return Decision(S.DELIVERING, "download.completed", _fresh_stage(),
+            return Decision(S.DELIVERING, "download.completed", fresh_stage(),
                             detail={"affected": affected})
         case DeliveredAll() if state is S.DELIVERING:
-            return Decision(S.DONE, "batch.done", _fresh_stage())
+            return Decision(S.DONE, "batch.done", fresh_stage())
         case StepFailed(error=error):
             return _on_error(batch, error, now, policy, rng)
     raise ValueError(f"observation {type(obs).__name__} is not valid in state {state}")
@@ -308,9 +292,10 @@ def _on_polled(
     if status == RemoteStatus.COMPLETE:
         return Decision(
             S.DOWNLOADING, "job.status",
-            {**_fresh_stage(), "x_status": status, "completed_at": now,
+            {**fresh_stage(), "x_status": status, "completed_at": now,
              "poll_count": batch.poll_count + 1},
             detail={"status": str(status), "polls": batch.poll_count + 1},
+            remote_outcome=RemoteOutcome(str(status)),
         )
     if status == RemoteStatus.FAILED:
         return _new_job_or_fail(
@@ -329,11 +314,12 @@ def _on_polled(
     changed = str(status) != (batch.x_status or "")
     return Decision(
         S.WAITING, "job.status",
-        {**_fresh_stage(), "x_status": str(status), "poll_count": batch.poll_count + 1,
+        {**fresh_stage(), "x_status": str(status), "poll_count": batch.poll_count + 1,
          "next_attempt_at": now + timedelta(seconds=interval)},
         level="info" if changed else "debug",
         detail={"status": str(status), "polls": batch.poll_count + 1,
                 "next_poll_in_s": round(interval, 1)},
+        remote_outcome=RemoteOutcome(str(status)),
     )
 
 
@@ -371,7 +357,7 @@ def _on_error(
     if isinstance(verdict, GiveUp):
         if state is S.CREATING:
             return Decision(
-                S.FAILED, "batch.gave_up", {**base, **_fresh_stage()}, level="error",
+                S.FAILED, "batch.gave_up", {**base, **fresh_stage()}, level="error",
                 detail={**detail, "reason": verdict.reason},
                 reject_reason=f"could not create a compliance job: {error}",
             )
@@ -386,7 +372,8 @@ def _on_error(
             )
         return _new_job_or_fail(batch, now, policy, rng, why=f"{state} failed: {error}",
                                 event="job.abandoned", detail=detail)
-    changes = {**base, "next_attempt_at": now + timedelta(seconds=verdict.delay_s)}
+    resume_at = now + timedelta(seconds=verdict.delay_s)
+    changes = {**base, "next_attempt_at": resume_at}
     if verdict.counted:
         changes["stage_retries"] = batch.stage_retries + 1
     else:
@@ -396,7 +383,7 @@ def _on_error(
         state, "xapi.auth_failed" if is_auth else "step.retry", changes,
         level="error" if is_auth else "warning",
         detail={**detail, "retry_in_s": round(verdict.delay_s, 1),
-                "resume_at": changes["next_attempt_at"].isoformat(),
+                "resume_at": resume_at.isoformat(),
                 "attempt": batch.stage_retries + (1 if verdict.counted else 0)},
         pause=is_auth,
     )

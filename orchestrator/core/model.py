@@ -128,7 +128,6 @@ class Batch:
     x_job_id: str | None = None
     x_job_name: str | None = None
     x_status: str | None = None
-    x_error: str | None = None
     x_created_at: datetime | None = None
     upload_url: str | None = None
     upload_expires_at: datetime | None = None

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
+from orchestrator.core.limits import RATE_WINDOW_S
+
 LIMIT_HEADER = "x-rate-limit-limit"
 REMAINING_HEADER = "x-rate-limit-remaining"
 RESET_HEADER = "x-rate-limit-reset"
@@ -103,7 +105,7 @@ def parse_rate_limit(
 
 # One 15-minute window plus slack: a reset further away than this is clock skew between
 # us and the server (or a test moving the server's clock), not a reason to sleep for days.
-MAX_WAIT_S = 960.0
+MAX_WAIT_S = RATE_WINDOW_S + 60.0
 
 
 class RateBudget:

@@ -30,7 +30,13 @@ from orchestrator.files.atomic import (
 )
 from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
 from orchestrator.layout import Layout
+from orchestrator.store.scratch import ResultIndex
 from orchestrator.store.sqlite import BatchPart, Store
+
+
+def _split(results: Path, members: list[tuple[Slice, Path]], workdir: Path) -> None:
+    with ResultIndex(workdir / f"{results.name}.split.db") as index:
+        split_results(results, members, index)
 
 
 def _concatenate(sources: list[Path], dest: Path) -> None:
@@ -83,7 +89,7 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
              layout.input_files(p.input.spool_name).part_results(p.part))
             for p in parts
         ]
-        await anyio.to_thread.run_sync(split_results, results, members, layout.spool)
+        await anyio.to_thread.run_sync(_split, results, members, layout.spool)
         ready = [_Ready(p, dest) for p, (_, dest) in zip(parts, members, strict=True)]
     summaries = []
     for entry in ready:

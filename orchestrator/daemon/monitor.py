@@ -8,7 +8,6 @@ at most every few seconds, and sends STATUS= only when the text changed.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 import anyio
@@ -92,9 +91,8 @@ def status_line(
 
 
 async def queue_counts(store: Store) -> dict[str, int]:
-    """Input files per job type that wait for a batch."""
-    waiting = await store.inputs_in(WAITING_INPUTS)
-    return dict(Counter(str(item.job_type) for item in waiting))
+    """Input files per job type that wait for a batch (counted by the database)."""
+    return await store.count_inputs_by_type(WAITING_INPUTS)
 
 
 class Monitor:

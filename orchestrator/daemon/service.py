@@ -23,6 +23,7 @@ import structlog
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, load_config
+from orchestrator.core.limits import poll_spacing_s
 from orchestrator.core.machine import Policy
 from orchestrator.core.model import JobType
 from orchestrator.core.retry import RetryPolicy
@@ -48,10 +49,6 @@ from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
-# X: 150 requests per 15-minute window per endpoint [DOC]; the poll spacing floor uses it.
-RATE_LIMIT = 150
-RATE_WINDOW_S = 900.0
-
 FINAL_WRITES_S = 10.0  # after the grace: cancelled steps, shielded last writes, closing
 START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, recovery)
 # A lane beats at least every few seconds when idle or waiting, and with every MiB a transfer
@@ -69,7 +66,7 @@ def policy_of(config: Config) -> Policy:
         poll_initial_s=poll.initial_interval_s,
         poll_max_s=poll.max_interval_s,
         poll_factor=poll.backoff_factor,
-        poll_min_spacing_s=RATE_WINDOW_S / max(1, RATE_LIMIT - poll.rate_reserve),
+        poll_min_spacing_s=poll_spacing_s(poll.rate_reserve),
         retry=RetryPolicy(
             max_stage_retries=jobs.max_stage_retries,
             backoff_initial_s=jobs.backoff_initial_s,

@@ -8,11 +8,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from orchestrator.files.atomic import atomic_output
 from orchestrator.files.results import line_reason
@@ -21,26 +20,15 @@ BLOCK = 4 << 20
 # A normalised line is at most 19 digits + "\n": the bytes limit turns into an ID count.
 MAX_LINE_BYTES = 20
 
-# The scratch database of split_results, all its SQL in one place.
-# Every distinct result row is kept: X answers one ID with several rows (scrub_geo and
-# delete). Byte-identical rows of one ID are one row: a pack uploads an ID once per input
-# holding it, and X repeats its answer per occurrence; each input then gets the rows once per
-# occurrence in *its* IDs, as its own job would have. `seq` (position in the download) keeps
-# X's order, as a single-file batch has it.
-_SCRATCH_SCHEMA = (
-    "CREATE TABLE results (id TEXT NOT NULL, line BLOB NOT NULL, seq INTEGER NOT NULL,"
-    " PRIMARY KEY (id, line)) WITHOUT ROWID",
-)
-_INSERT_RESULT = "INSERT OR IGNORE INTO results (id, line, seq) VALUES (?, ?, ?)"
-_CREATE_MEMBER = "CREATE TEMP TABLE member (id TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
-_INSERT_MEMBER = (
-    "INSERT INTO member (id, n) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1"
-)
-# CROSS JOIN keeps `member` the outer loop: work in proportion to this input, not the batch.
-_MEMBER_ROWS = (
-    "SELECT r.line, m.n FROM member m CROSS JOIN results r ON r.id = m.id ORDER BY r.seq"
-)
-_DROP_MEMBER = "DROP TABLE member"
+
+
+class ResultIndex(Protocol):
+    """Result lines by ID on disk (store.scratch.ResultIndex): memory stays flat however many
+    IDs a batch has. Repeated rows of an ID are kept as X sent them (see that module)."""
+
+    def add(self, rows: Iterable[tuple[str, bytes]]) -> None: ...
+
+    def lines_for(self, ids: Iterable[str]) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,42 +133,20 @@ def _id_key(value: str) -> str:
 
 
 def split_results(
-    results: Path, members: Sequence[tuple[Slice, Path]], workdir: Path
+    results: Path, members: Sequence[tuple[Slice, Path]], index: ResultIndex
 ) -> list[ResultCounts]:
     """Write, for each (IDs slice, destination), the result rows whose id is in that slice.
 
     An ID present in two inputs appears in both outputs: exactly what one job per input
-    would have produced. Uses a scratch SQLite file so memory stays flat however many IDs.
+    would have produced. `index` (empty, on disk) keeps memory flat however many IDs.
     """
-    scratch = workdir / f"{results.name}.split.db"
-    scratch.unlink(missing_ok=True)
-    conn = sqlite3.connect(scratch, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        for statement in _SCRATCH_SCHEMA:
-            conn.execute(statement)
-        conn.execute("BEGIN")
-        with open(results, "rb") as stream:
-            conn.executemany(
-                _INSERT_RESULT,
-                ((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"), seq)
-                 for seq, line in enumerate(stream) if line.strip()),
-            )
-        conn.execute("COMMIT")
-        counts = []
-        for piece, dest in members:
-            conn.execute(_CREATE_MEMBER)
-            conn.execute("BEGIN")
-            conn.executemany(_INSERT_MEMBER,
-                             ((_id_key(value),) for value in iter_slice_ids(piece)))
-            conn.execute("COMMIT")
-            with atomic_output(dest) as out:
-                for line, occurrences in conn.execute(_MEMBER_ROWS):
-                    out.write((line + b"\n") * occurrences)
-            conn.execute(_DROP_MEMBER)
-            counts.append(count_results(dest))
-        return counts
-    finally:
-        conn.close()
-        scratch.unlink(missing_ok=True)
+    with open(results, "rb") as stream:
+        index.add((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
+                  for line in stream if line.strip())
+    counts = []
+    for piece, dest in members:
+        with atomic_output(dest) as out:
+            for line in index.lines_for(_id_key(value) for value in iter_slice_ids(piece)):
+                out.write(line + b"\n")
+        counts.append(count_results(dest))
+    return counts

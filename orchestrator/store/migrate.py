@@ -12,13 +12,13 @@ import importlib.resources
 import os
 import re
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 import structlog
 
+from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import ConfigError, OrchestratorError
 
 log = structlog.get_logger(__name__)
@@ -116,7 +116,8 @@ async def _scalar(conn: aiosqlite.Connection, sql: str) -> object:
     return row[0] if row is not None else None
 
 
-async def _user_version(conn: aiosqlite.Connection) -> int:
+async def user_version(conn: aiosqlite.Connection) -> int:
+    """The schema version the database is at (0: empty)."""
     value = await _scalar(conn, "PRAGMA user_version")
     return value if isinstance(value, int) else 0
 
@@ -137,7 +138,7 @@ async def pending_migrations(
 ) -> list[int]:
     """Versions not yet applied. Raises SchemaTooNew like apply_migrations."""
     migrations = list_migrations(directory)
-    current = await _user_version(conn)
+    current = await user_version(conn)
     await _check_not_too_new(conn, current, migrations[-1].version if migrations else 0)
     return [m.version for m in migrations if m.version > current]
 
@@ -174,7 +175,7 @@ async def _apply_one(conn: aiosqlite.Connection, migration: Migration, current: 
             f"BEGIN IMMEDIATE;\n{script}\n;\nPRAGMA user_version = {migration.version};\n"
         )
         async with conn.execute("PRAGMA foreign_key_check") as cursor:
-            violations = await cursor.fetchall()
+            violations = list(await cursor.fetchall())
         if violations:
             raise MigrationError(
                 f"migration {migration.path.name} failed: it leaves {len(violations)} rows "
@@ -206,6 +207,7 @@ async def apply_migrations(
     directory: Path | None = None,
     *,
     backup_path: Path | None = None,
+    clock: Clock | None = None,
 ) -> list[int]:
     """Apply pending migrations in order; return the versions applied.
 
@@ -215,7 +217,7 @@ async def apply_migrations(
     """
     migrations = list_migrations(directory)
     head = migrations[-1].version if migrations else 0
-    current = await _user_version(conn)
+    current = await user_version(conn)
     await _check_not_too_new(conn, current, head)
     pending = [m for m in migrations if m.version > current]
     if not pending:
@@ -224,9 +226,10 @@ async def apply_migrations(
         current > 0 or await _scalar(conn, "SELECT count(*) FROM sqlite_schema")
     ):
         await _backup(conn, backup_path)
+    clock = clock or SystemClock()
     applied: list[int] = []
     for migration in pending:
-        started = time.monotonic()
+        started = clock.monotonic()
         await _apply_one(conn, migration, current)
         current = migration.version
         applied.append(current)
@@ -234,7 +237,7 @@ async def apply_migrations(
             "migrate.applied",
             version=current,
             file=migration.path.name,
-            duration_ms=round((time.monotonic() - started) * 1000),
+            duration_ms=round((clock.monotonic() - started) * 1000),
         )
     return applied
 

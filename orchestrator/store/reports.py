@@ -1,0 +1,121 @@
+"""Read-only queries for the `status` and `jobs` commands.
+
+They run on a connection opened with `mode=ro` (see `open_readonly`): they work while the
+daemon runs, never take its lock, and never create or change the database. No query selects
+a signed URL (upload_url, download_url, upload_session_url), so none can be printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from orchestrator.store.rows import FINAL_BATCH_STATES, FINAL_INPUT_STATES, sql_list
+
+_FINAL = sql_list(FINAL_BATCH_STATES)
+_FINISHED_INPUTS = sql_list(FINAL_INPUT_STATES)
+
+
+@contextmanager
+def open_readonly(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """The state database, read-only; rows addressable by column name."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def input_counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """{job_type: {state: inputs}}."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in conn.execute(
+        "SELECT job_type, state, COUNT(*) AS n FROM inputs GROUP BY job_type, state"
+    ):
+        counts.setdefault(row["job_type"], {})[row["state"]] = row["n"]
+    return counts
+
+
+def open_batches(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Unfinished batches, oldest first, with the names of their files."""
+    return [dict(row) for row in conn.execute(
+        "SELECT id, job_type, state, attempt, x_job_id, x_status, id_count, created_at,"  # noqa: S608
+        " upload_expires_at, download_expires_at, next_attempt_at, poll_count, last_error,"
+        " last_http_status, (SELECT GROUP_CONCAT(i.name, ', ') FROM batch_inputs bi"
+        " JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = batches.id) AS files"
+        f" FROM batches WHERE state NOT IN ({_FINAL}) ORDER BY id"
+    )]
+
+
+def recent_outcomes(conn: sqlite3.Connection, limit: int = 10) -> list[dict[str, Any]]:
+    """The last inputs delivered or rejected, newest first."""
+    return [dict(row) for row in conn.execute(
+        "SELECT i.name AS file, i.job_type, i.state AS outcome, i.id_count AS ids,"  # noqa: S608
+        " i.finished_at, i.out_stem, json_extract(i.error_json, '$.message') AS reason"
+        f" FROM inputs i WHERE i.state IN ({_FINISHED_INPUTS})"
+        " ORDER BY i.finished_at DESC, i.id DESC LIMIT ?", (limit,),
+    )]
+
+
+def recent_events(
+    conn: sqlite3.Connection, kinds: Sequence[str], limit: int = 10
+) -> list[dict[str, Any]]:
+    """The last events of these kinds, newest first, `detail` parsed."""
+    marks = ",".join("?" * len(kinds))
+    events = [dict(row) for row in conn.execute(
+        f"SELECT at, kind, batch_id, input_id, detail_json FROM events"  # noqa: S608
+        f" WHERE kind IN ({marks}) ORDER BY id DESC LIMIT ?", (*kinds, limit),
+    )]
+    for event in events:
+        event["detail"] = json.loads(event.pop("detail_json") or "{}")
+    return events
+
+
+_BATCH_HISTORY_SQL = """
+SELECT b.id, b.key, b.job_type, b.state, b.attempt, b.id_count, b.created_at, b.finished_at,
+       b.next_attempt_at, b.x_job_id, b.x_status, b.last_error, b.last_http_status,
+       (SELECT json_group_array(json_object('name', i.name, 'out_stem', i.out_stem))
+          FROM (SELECT DISTINCT i.id, i.name, i.out_stem FROM batch_inputs bi
+                JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = b.id ORDER BY i.id) i
+       ) AS files,
+       (SELECT json_extract(e.detail_json, '$.affected') FROM events e
+         WHERE e.batch_id = b.id AND e.kind = 'download.completed'
+         ORDER BY e.id DESC LIMIT 1) AS affected,
+       (SELECT e.detail_json FROM events e
+         WHERE e.batch_id = b.id AND e.kind = 'operator.cancel'
+         ORDER BY e.id DESC LIMIT 1) AS cancel_detail
+  FROM batches b ORDER BY b.id DESC LIMIT ?
+"""
+
+
+def batch_history(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` batches: their files (JSON), IDs affected, and the cancel event."""
+    return [dict(row) for row in conn.execute(_BATCH_HISTORY_SQL, (limit,))]
+
+
+def batch_total(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
+
+
+def remote_jobs_by_batch(
+    conn: sqlite3.Connection, batch_ids: Sequence[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """{batch_id: its remote jobs in attempt order}, without URLs."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    if not batch_ids:
+        return found
+    marks = ",".join("?" * len(batch_ids))
+    for job in conn.execute(
+        "SELECT batch_id, x_job_id, attempt, final_status, created_at FROM remote_jobs"  # noqa: S608
+        f" WHERE batch_id IN ({marks}) ORDER BY batch_id, attempt", list(batch_ids),
+    ):
+        found.setdefault(job["batch_id"], []).append(
+            {"x_job_id": job["x_job_id"], "attempt": job["attempt"],
+             "status": job["final_status"], "created_at": job["created_at"]}
+        )
+    return found
