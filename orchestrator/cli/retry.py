@@ -30,13 +30,13 @@ from orchestrator.cli.common import (
     run_admin,
     short_time,
 )
-from orchestrator.cli.requeue import Requeued, read_record, requeue_file
+from orchestrator.cli.requeue import Requeued, requeue_file
 from orchestrator.clock import iso
 from orchestrator.core import operator
 from orchestrator.core.decision import Decision
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState
 from orchestrator.files.atomic import file_sha256
-from orchestrator.files.rejected import ERROR_SUFFIX, safe_basename
+from orchestrator.files.rejected import ERROR_SUFFIX, read_record, safe_basename
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
 from orchestrator.store.sqlite import EventNote, StaleState, Store

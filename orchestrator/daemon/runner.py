@@ -22,7 +22,8 @@ import anyio
 import structlog
 
 from orchestrator.core import machine
-from orchestrator.core.machine import Decision, Policy
+from orchestrator.core.decision import Decision
+from orchestrator.core.machine import Policy
 from orchestrator.core.model import Batch, BatchState, JobType, RemoteStatus
 from orchestrator.daemon.activity import Activity
 from orchestrator.daemon.deliver import cleanup_after, deliver_batch

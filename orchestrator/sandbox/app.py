@@ -9,6 +9,7 @@ from email.utils import format_datetime
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from orchestrator.sandbox import api, bodies, control, download, storage, upload
 from orchestrator.sandbox.faults import Fault
@@ -69,7 +70,7 @@ async def _truncated(
 
 
 async def _with_fault(
-    request: web.Request, handler: web.Handler, endpoint: str, fault: Fault
+    request: web.Request, handler: Handler, endpoint: str, fault: Fault
 ) -> web.StreamResponse:
     state = request.app[STATE]
     if fault.kind == "slow":
@@ -95,7 +96,7 @@ async def _with_fault(
 
 
 @web.middleware
-async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Fault injection, then one log line per request (never the query string)."""
     state = request.app[STATE]
     started = time.perf_counter()

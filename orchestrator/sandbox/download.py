@@ -10,6 +10,7 @@ import asyncio
 from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -31,7 +32,7 @@ _SEND = 1 << 20  # bytes per download write
 _STORED_DAYS = 14  # recorded x-goog-expiration = last-modified + 14 days
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
     """(first, last) for a single satisfiable range; None for "whole object"; False if
     unsatisfiable."""
     if not header or not header.startswith("bytes=") or "," in header:
@@ -76,7 +77,7 @@ async def delivery(request: web.Request) -> web.StreamResponse:
     size = stored.size
     wanted = _parse_range(request.headers.get("Range"), size)
     if wanted is False:
-        response = xml_response(
+        refused = xml_response(
             416,
             bodies.gcs_error(
                 "InvalidRange",
@@ -84,8 +85,8 @@ async def delivery(request: web.Request) -> web.StreamResponse:
                 request.headers.get("Range", ""),
             ),
         )
-        response.headers["Content-Range"] = f"bytes */{size}"
-        return response
+        refused.headers["Content-Range"] = f"bytes */{size}"
+        return refused
     headers = _delivery_headers(state, job, stored)
     first, last = (0, size - 1) if wanted is None else wanted
     length = max(last - first + 1, 0)

@@ -179,6 +179,7 @@ class JobStore:
         submission = f"/{bucket}/{job_id}/submission/{object_file}"
         delivery = f"/{bucket}/{job_id}/delivery/{object_file}"
         host = self.base_url.split("://", 1)[-1]
+        upload_headers: tuple[str, ...]
         if resumable:
             upload_headers = RESUMABLE_HEADERS
             values = {

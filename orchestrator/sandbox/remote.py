@@ -18,7 +18,7 @@ import threading
 import urllib.request
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from orchestrator.sandbox.record import RequestRecord
 
@@ -164,7 +164,7 @@ class SandboxProcess:
         self.stop()
 
 
-def _readline(stream: BinaryIO, timeout: float) -> bytes:
+def _readline(stream: IO[bytes], timeout: float) -> bytes:
     """One line from a pipe, with a deadline (a thread: pipes have no portable timeout)."""
     result: list[bytes] = []
     reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
