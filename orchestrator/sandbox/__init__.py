@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from orchestrator.sandbox.remote import SandboxProcess, SandboxRemote
     from orchestrator.sandbox.server import Sandbox
     from orchestrator.sandbox.threaded import SandboxThread
-    from orchestrator.sandbox.truth import expected_result, iter_expected
+    from orchestrator.sandbox.truth import expected_result, expected_rows, iter_expected
 
 __all__ = [
     "Sandbox",
@@ -26,6 +26,7 @@ __all__ = [
     "SandboxRemote",
     "SandboxThread",
     "expected_result",
+    "expected_rows",
     "iter_expected",
 ]
 
@@ -37,6 +38,7 @@ _EXPORTS = {
     "SandboxRemote": "orchestrator.sandbox.remote",
     "SandboxThread": "orchestrator.sandbox.threaded",
     "expected_result": "orchestrator.sandbox.truth",
+    "expected_rows": "orchestrator.sandbox.truth",
     "iter_expected": "orchestrator.sandbox.truth",
 }
 

@@ -49,6 +49,8 @@ class SandboxConfig:
     affected_fraction: float = 0.1
     unknown_reason_fraction: float = 0.0
     unknown_reason: str = "edited"
+    # Share of the affected IDs answered with two rows (another reason), as X sometimes does.
+    repeated_fraction: float = 0.0
     blank_lines: bool = True
     shuffle: bool = True
     include_result_count: bool = True
@@ -85,7 +87,8 @@ class SandboxConfig:
                 raise ValueError(f"{name} must be >= 0")
         if self.rate_limit < 1:
             raise ValueError("rate_limit must be >= 1")
-        for name in ("affected_fraction", "unknown_reason_fraction", "fail_fraction"):
+        for name in ("affected_fraction", "unknown_reason_fraction", "repeated_fraction",
+                     "fail_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")

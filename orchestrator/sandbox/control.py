@@ -161,9 +161,10 @@ def expected_blocks(truth: Truth, path: Path) -> Iterator[bytes]:
         for raw in handle:
             ident = raw.strip()
             if ident and ident.isdigit() and len(ident) <= 19 and truth.is_affected(ident):
-                line = json.dumps(truth.row(ident), separators=(",", ":")).encode() + b"\n"
-                out.append(line)
-                size += len(line)
+                for row in truth.rows(ident):
+                    line = json.dumps(row, separators=(",", ":")).encode() + b"\n"
+                    out.append(line)
+                    size += len(line)
                 if size >= 1 << 20:
                     yield b"".join(out)
                     out, size = [], 0

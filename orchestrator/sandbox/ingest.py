@@ -121,17 +121,16 @@ class Ingest:
             self._add_rows(affected)
 
     def _add_rows(self, affected: list[bytes]) -> None:
-        row_line = self._truth.row_line
+        row_lines = self._truth.row_lines
         pending, sizes = self._pending, self._pending_bytes
         for ident in affected:
-            line, component = row_line(ident)
-            if not self._shuffle:
-                component = 0
-            pending[component].append(line)
-            sizes[component] += len(line)
-            if sizes[component] >= _BUFFER:
-                self._flush(component)
-        self.rows += len(affected)
+            for line, found in row_lines(ident):
+                component = found if self._shuffle else 0
+                pending[component].append(line)
+                sizes[component] += len(line)
+                self.rows += 1
+                if sizes[component] >= _BUFFER:
+                    self._flush(component)
 
     def _flush(self, component: int) -> None:
         if not self._pending[component]:

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -171,6 +172,19 @@ class Sandbox:
             if truth.is_affected(raw):
                 results[raw.decode()] = truth.row(raw)
         return results
+
+    def expected_rows(self, job_type: str, ids: Iterable[str | int]) -> list[dict[str, Any]]:
+        """Every result row for the non-compliant IDs among `ids`, in input order: unlike
+        `expected_results`, a repeated ID (`repeated_fraction`) gives both of its rows."""
+        truth = self.state.truth(job_type)
+        rows: list[dict[str, Any]] = []
+        for item in ids:
+            raw = str(item).strip().encode()
+            if not raw.isdigit() or len(raw) > 19:
+                raise ValueError(f"not an ID: {item!r}")
+            if truth.is_affected(raw):
+                rows.extend(truth.rows(raw))
+        return rows
 
     def configure(self, **changes: Any) -> None:
         """Change tunable settings while running (e.g. shorter upload/download windows)."""

@@ -41,6 +41,7 @@ class SandboxState:
             cfg.affected_fraction,
             cfg.unknown_reason_fraction,
             cfg.unknown_reason,
+            cfg.repeated_fraction,
         )
 
 

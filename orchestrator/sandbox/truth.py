@@ -6,6 +6,10 @@ sandbox's result generator and by tests/benchmarks that need the expected outcom
 Selection uses CRC-32 (C speed, ~70 ns per ID) over a seed/type prefix, so pushing 10M IDs
 through the sandbox stays fast; only the affected IDs (a small share) pay for a BLAKE2 digest
 that fixes their reason, timestamps and position in the shuffled result file.
+
+X sometimes answers one ID with two rows (e.g. `scrub_geo` and `deleted` for one Tweet):
+`repeated_fraction` of the affected IDs get a second row with another reason, placed in
+another component, both derived from the same seed.
 """
 
 from __future__ import annotations
@@ -62,10 +66,12 @@ class Truth:
         affected_fraction: float = 0.1,
         unknown_reason_fraction: float = 0.0,
         unknown_reason: str = "edited",
+        repeated_fraction: float = 0.0,
     ) -> None:
         if job_type not in JOB_TYPES:
             raise ValueError(f"job type must be one of {JOB_TYPES}, not {job_type!r}")
-        if not 0.0 <= affected_fraction <= 1.0 or not 0.0 <= unknown_reason_fraction <= 1.0:
+        fractions = (affected_fraction, unknown_reason_fraction, repeated_fraction)
+        if not all(0.0 <= fraction <= 1.0 for fraction in fractions):
             raise ValueError("fractions must be between 0 and 1")
         self.job_type = job_type
         self.unknown_reason = unknown_reason
@@ -74,6 +80,7 @@ class Truth:
         # crc < threshold selects the share; 2**32 selects everything.
         self._threshold = min(int(affected_fraction * 2**32), 2**32)
         self._unknown_threshold = min(int(unknown_reason_fraction * 65536), 65536)
+        self._repeat_threshold = min(int(repeated_fraction * 65536), 65536)
         self._reasons = _reason_table(job_type)
         self._fallback = _FALLBACK_RANGE_MS[job_type]
         self._format = _format_tweet_time if job_type == "tweets" else _format_user_time
@@ -88,15 +95,33 @@ class Truth:
         return [i for i in ids if crc(i, init) < threshold]
 
     # -- rows -------------------------------------------------------------------------
-    def fields(self, id_bytes: bytes) -> tuple[str, str | None, str, int]:
-        """(created_at, redacted_at or None, reason, component) for an affected ID."""
+    def _digest(self, id_bytes: bytes, salt: bytes = b"") -> int:
+        return int.from_bytes(blake2b(self._prefix + salt + id_bytes, digest_size=16).digest())
+
+    def is_repeated(self, id_bytes: bytes) -> bool:
+        """Whether this affected ID is answered with two rows (digest bits 8-23)."""
+        if not self._repeat_threshold:
+            return False
+        return (self._digest(id_bytes) >> 8) & 0xFFFF < self._repeat_threshold
+
+    def fields(
+        self, id_bytes: bytes, *, second: bool = False
+    ) -> tuple[str, str | None, str, int]:
+        """(created_at, redacted_at or None, reason, component) for an affected ID; `second`:
+        those of its second row (only meaningful when `is_repeated`)."""
         # One 128-bit digest, sliced: reason | unknown-reason | redacted flag | redaction
-        # offset | fallback creation time | component. Hot path: keep it flat.
-        h = int.from_bytes(blake2b(self._prefix + id_bytes, digest_size=16).digest())
+        # offset | fallback creation time | repeated | component. Hot path: keep it flat.
+        h = self._digest(id_bytes)
         if (h >> 96) & 0xFFFF < self._unknown_threshold:
             reason = self.unknown_reason
         else:
             reason = self._reasons[(h >> 112) % len(self._reasons)]
+        if second:
+            # Same ID, so the same creation time; another reason, redaction and component.
+            reason = _second_reason(self.job_type, reason)
+            created_h = h
+            h = self._digest(id_bytes, b"second:")
+            h = (h & ~(0xFFFFFFFF << 24)) | (created_h & (0xFFFFFFFF << 24))
         number = int(id_bytes)
         created_ms = (number >> 22) + TWEPOCH_MS
         if number < _SNOWFLAKE_MIN or created_ms > _CAP_MS:
@@ -113,17 +138,29 @@ class Truth:
             redacted = None
         return fmt(created_ms), redacted, reason, (h & 0xFF) % COMPONENTS
 
-    def row(self, id_bytes: bytes) -> dict[str, str]:
-        created, redacted, reason, _ = self.fields(id_bytes)
+    def row(self, id_bytes: bytes, *, second: bool = False) -> dict[str, str]:
+        created, redacted, reason, _ = self.fields(id_bytes, second=second)
         row = {"id": id_bytes.decode(), "action": "delete", "created_at": created}
         if redacted is not None:
             row["redacted_at"] = redacted
         row["reason"] = reason
         return row
 
-    def row_line(self, id_bytes: bytes) -> tuple[bytes, int]:
+    def rows(self, id_bytes: bytes) -> list[dict[str, str]]:
+        """Every row X answers for an affected ID: one, or two for a repeated ID."""
+        if self.is_repeated(id_bytes):
+            return [self.row(id_bytes), self.row(id_bytes, second=True)]
+        return [self.row(id_bytes)]
+
+    def row_lines(self, id_bytes: bytes) -> list[tuple[bytes, int]]:
+        """`row_line` for each row of an affected ID (two for a repeated ID)."""
+        if self.is_repeated(id_bytes):
+            return [self.row_line(id_bytes), self.row_line(id_bytes, second=True)]
+        return [self.row_line(id_bytes)]
+
+    def row_line(self, id_bytes: bytes, *, second: bool = False) -> tuple[bytes, int]:
         """The NDJSON line (with newline) for an affected ID, and its result component."""
-        created, redacted, reason, component = self.fields(id_bytes)
+        created, redacted, reason, component = self.fields(id_bytes, second=second)
         ident = id_bytes.decode()
         if redacted is None:
             line = (
@@ -136,6 +173,14 @@ class Truth:
                 f'"redacted_at":"{redacted}","reason":"{reason}"}}\n'
             )
         return line.encode(), component
+
+
+def _second_reason(job_type: str, first: str) -> str:
+    """The reason of a repeated ID's second row: geo scrubbed beside a deletion for Tweets
+    (the documented pair), another documented reason for users."""
+    if job_type == "tweets":
+        return "deleted" if first == "scrub_geo" else "scrub_geo"
+    return "suspended" if first == "deactivated" else "deactivated"
 
 
 _DAYS: dict[int, str] = {}
@@ -174,8 +219,10 @@ def truth_for(
     affected_fraction: float = 0.1,
     unknown_reason_fraction: float = 0.0,
     unknown_reason: str = "edited",
+    repeated_fraction: float = 0.0,
 ) -> Truth:
-    return Truth(job_type, seed, affected_fraction, unknown_reason_fraction, unknown_reason)
+    return Truth(job_type, seed, affected_fraction, unknown_reason_fraction, unknown_reason,
+                 repeated_fraction)
 
 
 def _id_bytes(id_str: str | int | bytes) -> bytes:
@@ -193,13 +240,32 @@ def expected_result(
     affected_fraction: float = 0.1,
     unknown_reason_fraction: float = 0.0,
     unknown_reason: str = "edited",
+    repeated_fraction: float = 0.0,
 ) -> dict[str, Any] | None:
-    """The result row the sandbox writes for this ID, or None when the ID is compliant."""
-    truth = truth_for(job_type, seed, affected_fraction, unknown_reason_fraction, unknown_reason)
+    """The result row the sandbox writes for this ID, or None when the ID is compliant.
+    For a repeated ID (see `repeated_fraction`) this is its first row; `expected_rows` gives
+    both."""
+    rows = expected_rows(job_type, id_str, seed, affected_fraction, unknown_reason_fraction,
+                         unknown_reason, repeated_fraction)
+    return rows[0] if rows else None
+
+
+def expected_rows(
+    job_type: str,
+    id_str: str | int,
+    seed: int = 0,
+    affected_fraction: float = 0.1,
+    unknown_reason_fraction: float = 0.0,
+    unknown_reason: str = "edited",
+    repeated_fraction: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Every result row the sandbox writes for this ID: none, one, or two (repeated ID)."""
+    truth = truth_for(job_type, seed, affected_fraction, unknown_reason_fraction,
+                      unknown_reason, repeated_fraction)
     raw = _id_bytes(id_str)
     if not truth.is_affected(raw):
-        return None
-    return truth.row(raw)
+        return []
+    return list(truth.rows(raw))
 
 
 def iter_expected(
@@ -209,10 +275,15 @@ def iter_expected(
     affected_fraction: float = 0.1,
     unknown_reason_fraction: float = 0.0,
     unknown_reason: str = "edited",
+    repeated_fraction: float = 0.0,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(id, row) for each non-compliant ID among `ids`, in input order (streaming)."""
-    truth = truth_for(job_type, seed, affected_fraction, unknown_reason_fraction, unknown_reason)
+    """(id, row) for each result row of the non-compliant IDs among `ids`, in input order
+    (streaming); a repeated ID yields two pairs."""
+    truth = truth_for(job_type, seed, affected_fraction, unknown_reason_fraction,
+                      unknown_reason, repeated_fraction)
     for item in ids:
         raw = _id_bytes(item)
         if truth.is_affected(raw):
-            yield raw.decode(), truth.row(raw)
+            ident = raw.decode()
+            for row in truth.rows(raw):
+                yield ident, row
