@@ -8,10 +8,13 @@ import io
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -175,3 +178,133 @@ def spawn_daemon(config_path: Path, log_path: Path, token: str = TOKEN) -> subpr
             [sys.executable, "-m", "orchestrator", "run", "--config", str(config_path)],
             env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
+
+
+# --- hostile inbox entries and reading the outbox without trusting it (torture) -------------
+
+ERROR_SUFFIX = ".error.json"
+
+
+def entry_kind(path: Path) -> str:
+    """What `path` is, by lstat (never followed, never opened)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    for kind, test in (("symlink", stat.S_ISLNK), ("fifo", stat.S_ISFIFO),
+                       ("directory", stat.S_ISDIR), ("file", stat.S_ISREG)):
+        if test(mode):
+            return kind
+    return "other"
+
+
+def read_json_entry(path: Path, limit: int = 1 << 20) -> dict[str, Any] | None:
+    """The JSON object in `path` if it is a regular file; a symlink is not followed and a fifo
+    is not read (a test must not wedge where the daemon must not either)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        data = handle.read(limit)
+    try:
+        loaded = json.loads(data)
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    entry: str  # its name in outbox/rejected/
+    kind: str  # what that entry is (entry_kind)
+    doc: dict[str, Any]
+
+
+def rejections(workdir: Path) -> tuple[dict[str, list[Rejection]], list[str]]:
+    """The daemon's rejections by original (display) name, and the names in outbox/rejected/
+    that are neither one of its records nor the entry such a record names."""
+    folder = workdir / "outbox" / "rejected"
+    names = {p.name for p in folder.iterdir()} if folder.exists() else set()
+    found: dict[str, list[Rejection]] = {}
+    explained: set[str] = set()
+    for name in sorted(names):
+        if not name.endswith(ERROR_SUFFIX):
+            continue
+        doc = read_json_entry(folder / name)
+        entry = name[: -len(ERROR_SUFFIX)]
+        if doc is None or doc.get("file") != entry:
+            continue  # not a record of ours (e.g. a rejected entry named like one)
+        explained |= {name, entry}
+        original = str(doc.get("original_name") or entry)
+        found.setdefault(original, []).append(Rejection(entry, entry_kind(folder / entry), doc))
+    return found, sorted(names - explained)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    job_type: str
+    stem: str
+    manifest: dict[str, Any]
+
+    @property
+    def file(self) -> str:
+        return str(self.manifest.get("input", {}).get("file"))
+
+    @property
+    def sha256(self) -> str | None:
+        value = self.manifest.get("input", {}).get("sha256")
+        return None if value is None else str(value)
+
+
+def deliveries(workdir: Path) -> list[Delivery]:
+    """Every result set in the outbox, by its manifest (written last, so complete)."""
+    found = []
+    for job_type in ("tweets", "users"):
+        folder = workdir / "outbox" / job_type
+        if not folder.exists():
+            continue
+        for path in sorted(folder.glob("*.manifest.json")):
+            doc = read_json_entry(path)
+            if doc is not None:
+                found.append(Delivery(job_type, path.name[: -len(".manifest.json")], doc))
+    return found
+
+
+def result_rows(workdir: Path, job_type: str, stem: str) -> list[dict[str, Any]]:
+    """The delivered rows as a list: X may answer one ID with two rows."""
+    path = workdir / "outbox" / job_type / f"{stem}.jsonl"
+    with open(path, "rb") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def make_fifo(folder: Path, name: str | bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / os.fsdecode(name)  # bytes: undecodable bytes survive as surrogates
+    os.mkfifo(path)
+    return path
+
+
+def drop_raw(folder: Path, name: str | bytes, data: bytes) -> None:
+    """A well-behaved producer (`.part`, then rename) with any name, also a non-UTF-8 one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / os.fsdecode(name)  # bytes: undecodable bytes survive as surrogates
+    part = final.with_name(final.name + ".part")
+    part.write_bytes(data)
+    part.rename(final)
+
+
+def write_growing(path: Path, bursts: list[bytes], pause_s: float) -> None:
+    """A careless producer: writes straight to the final name (no `.part`), in bursts with
+    pauses longer than the inbox's quiet period, through one descriptor, so bursts after a
+    claim land in the claimed inode. Blocking: run it in a thread."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        for n, burst in enumerate(bursts):
+            if n:
+                time.sleep(pause_s)
+            os.write(fd, burst)
+    finally:
+        os.close(fd)
