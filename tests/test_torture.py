@@ -397,13 +397,16 @@ def check_everything(workdir: Path, sb: Sandbox, specs: list[InputSpec],
         problems.extend(f"{spec.display!r} ({spec.kind}): {t}" for t in trouble)
     problems.extend(check_hostile(workdir, hostile, rejected))
     # Exactly one result set per input: nothing else in the outbox (no `-2` copies, no temps).
-    claimed = {spec_key for d in delivered_sets for spec_key in
-               (f"{d.stem}.jsonl", f"{d.stem}.manifest.json")}
+    everything = specs + hostile
+    strays = [d.stem for d in delivered_sets
+              if not any(d in spec.matches(delivered_sets, rejected)[0] for spec in everything)]
+    if strays:
+        problems.append(f"result sets of no input: {strays}")
     for job_type in ("tweets", "users"):
         folder = workdir / "outbox" / job_type
-        present = {f"{p.name}" for p in folder.iterdir()} if folder.exists() else set()
-        wanted = {n for n in claimed if any(
-            d.job_type == job_type and n.startswith(d.stem + ".") for d in delivered_sets)}
+        present = {p.name for p in folder.iterdir()} if folder.exists() else set()
+        wanted = {f"{d.stem}{suffix}" for d in delivered_sets if d.job_type == job_type
+                  for suffix in (".jsonl", ".manifest.json")}
         if present != wanted:
             problems.append(f"outbox/{job_type}: extra {sorted(present - wanted)}, "
                             f"missing {sorted(wanted - present)}")
