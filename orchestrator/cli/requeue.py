@@ -36,7 +36,7 @@ from orchestrator.cli.common import (
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.errors import ExitCode
-from orchestrator.files.atomic import COPY_BUFFER, candidate_names, fsync_dir
+from orchestrator.files.atomic import COPY_BUFFER, candidate_names, copy_mode, fsync_dir
 from orchestrator.files.inbox import is_ignored_name
 from orchestrator.files.rejected import ERROR_SUFFIX, read_record
 from orchestrator.layout import Layout
@@ -122,8 +122,9 @@ def _copy_beside(src: Path, st: os.stat_result, folder: Path) -> Path:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, COPY_BUFFER)
             out.flush()
-            # Keep the producer's mode and timestamps on the "untouched" input.
-            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+            # Keep the producer's timestamps, not its mode: root makes this copy, and a
+            # setuid/setgid bit on it would hand root's rights to whoever owns the file.
+            os.fchmod(out.fileno(), copy_mode(st.st_mode))
             os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
             os.fsync(out.fileno())
     except BaseException:

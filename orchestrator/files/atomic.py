@@ -31,6 +31,15 @@ log = structlog.get_logger(__name__)
 TEMP_PREFIX = ".tmp-"
 NAME_MAX_BYTES = 255  # NAME_MAX on Linux filesystems
 COPY_BUFFER = 1024 * 1024
+# What a copy we make of someone's file may keep of its mode: read/write for its owner (us),
+# read for the group. Never setuid, setgid or sticky (a root-made copy would be setuid root).
+COPY_MODE_MASK = 0o640
+
+
+def copy_mode(mode: int) -> int:
+    """The permission bits for our copy of a file that had `mode`: 0600 or 0640."""
+    return (stat.S_IMODE(mode) & COPY_MODE_MASK) | stat.S_IRUSR | stat.S_IWUSR
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename/create/unlink inside `path` durable."""

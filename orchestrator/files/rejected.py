@@ -29,6 +29,7 @@ from orchestrator.files.atomic import (
     atomic_output,
     atomic_write_json,
     candidate_names,
+    copy_mode,
     fsync_dir,
     temp_path_for,
 )
@@ -82,16 +83,49 @@ def safe_basename(name: str) -> str:
     return cleaned
 
 
+def read_small_regular(path: Path, limit: int = _MAX_ERROR_JSON_BYTES) -> bytes | None:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes, else None.
+
+    Never follows a symlink and never blocks: a producer may have dropped a FIFO, a device
+    or a link to /dev/zero under a name we read (`a.error.json`), and open()+read() on that
+    would hang a worker thread (under the reject lock, before READY=1) or read forever.
+    """
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # Swapped for something else between the lstat and the open: still not ours.
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while len(data) <= limit and (block := os.read(fd, limit + 1 - len(data))):
+            data += block
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The `<file>.error.json` beside a rejected file, if it is a (small, regular) JSON object."""
+    data = read_small_regular(path)
+    if data is None:
+        return None
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _our_error_json(path: Path, candidate: str) -> bool:
     """True if `path` is an error record we wrote for `candidate` (not a user's file)."""
-    try:
-        if os.lstat(path).st_size > _MAX_ERROR_JSON_BYTES:
-            return False
-        with open(path, "rb") as f:
-            record = json.loads(f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("file") == candidate
+    record = read_record(path)
+    return record is not None and record.get("file") == candidate
 
 
 def _literal(text: str) -> Callable[[re.Match[str]], str]:
@@ -154,8 +188,9 @@ def _copy_across(src: Path, st: os.stat_result, dest: Path) -> None:
         with os.fdopen(fd, "rb") as inp:
             shutil.copyfileobj(inp, out, COPY_BUFFER)
         out.flush()
-        # Keep the producer's mode and timestamps on the "untouched" input.
-        os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+        # Keep the producer's timestamps on the "untouched" input, but not its mode: a copy
+        # is a new file of ours (written as root by `cancel`), never setuid/setgid/sticky.
+        os.fchmod(out.fileno(), copy_mode(st.st_mode))
         os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
@@ -240,12 +275,3 @@ def _same_content(a: Path, b: Path) -> bool:
     except OSError:
         return False
 
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The `<file>.error.json` beside a rejected file, if it is one of ours."""
-    try:
-        with open(path, "rb") as f:
-            record = json.loads(f.read(_MAX_ERROR_JSON_BYTES))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
