@@ -138,7 +138,7 @@ def status_command(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"compliance-orchestrator: {error}", file=sys.stderr)
         return 2
-    layout = Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
+    layout = Layout.from_config(config)
     try:
         report = collect(layout, SystemClock().now())
     except sqlite3.Error as error:

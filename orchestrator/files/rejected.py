@@ -25,11 +25,13 @@ from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import format_timestamp
 from orchestrator.files.atomic import (
     COPY_BUFFER,
+    DEFAULT_MIN_FREE_BYTES,
     TEMP_PREFIX,
     atomic_output,
     atomic_write_json,
     candidate_names,
     copy_mode,
+    ensure_room,
     fsync_dir,
     temp_path_for,
 )
@@ -171,7 +173,7 @@ def _rejections(rejected_dir: Path, name: str) -> Iterator[Path]:
             yield path
 
 
-def _copy_across(src: Path, st: os.stat_result, dest: Path) -> None:
+def _copy_across(src: Path, st: os.stat_result, dest: Path, min_free: int) -> None:
     """Copy a regular file or a symlink to another filesystem, atomically at `dest`."""
     if stat.S_ISLNK(st.st_mode):
         tmp = temp_path_for(dest)
@@ -183,6 +185,7 @@ def _copy_across(src: Path, st: os.stat_result, dest: Path) -> None:
                 tmp.unlink()
             raise
         return
+    ensure_room(dest.parent, st.st_size, min_free)  # NoRoom: nothing written, retried later
     with atomic_output(dest) as out:
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as inp:
@@ -196,7 +199,7 @@ def _copy_across(src: Path, st: os.stat_result, dest: Path) -> None:
 
 def reject_file(
     src: Path, rejected_dir: Path, name: str, error: dict[str, Any], *,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock = SYSTEM_CLOCK, min_free: int = DEFAULT_MIN_FREE_BYTES,
 ) -> Path:
     """Move `src` untouched to `rejected_dir/<name>` beside `<name>.error.json`; return its path.
 
@@ -204,7 +207,8 @@ def reject_file(
     leaves at worst an orphan record that the retry reuses, never a lost input. A retry after
     the move finished (`src` gone) returns the existing rejection. Taken names get ` (2)`...
     Symlinks are moved as links, directories/fifos with rename; those cannot cross filesystems
-    (OSError EXDEV: leave the entry and tell the operator).
+    (OSError EXDEV: leave the entry and tell the operator). A copy that would leave less
+    than `min_free` bytes free is not started (NoRoom, an OSError ENOSPC).
     """
     name = safe_basename(name)
     rejected_dir.mkdir(parents=True, exist_ok=True)
@@ -261,7 +265,7 @@ def reject_file(
         src.rename(dest)  # never follows a symlink; moves dirs and fifos as they are
         fsync_dir(rejected_dir)
     else:
-        _copy_across(src, st, dest)
+        _copy_across(src, st, dest, min_free)
         fsync_dir(rejected_dir)
         src.unlink()
     fsync_dir(src.parent)
