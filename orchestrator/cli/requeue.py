@@ -40,7 +40,7 @@ from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.errors import ExitCode
 from orchestrator.files.atomic import COPY_BUFFER, candidate_names, copy_mode, fsync_dir
-from orchestrator.files.inbox import is_ignored_name
+from orchestrator.files.inbox import is_ignored_name, printable
 from orchestrator.files.rejected import ERROR_SUFFIX, read_record
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
@@ -270,13 +270,15 @@ def _requeue(args: argparse.Namespace) -> Outcome:
             warnings.append(f"not noted in the event log: {type(error).__name__}: {error}")
     pid, when = daemon_note(layout)
     result = {**item.public(), "daemon_pid": pid, "warnings": warnings}
-    lines = [f"requeued {item.name} -> {item.dest} ({item.job_type}); {when}"]
+    lines = [f"requeued {printable(item.name)} -> {printable(item.dest)} ({item.job_type});"
+             f" {when}"]
     reason = result["previous_error"].get("message") or result["previous_error"].get("reason")
     if reason:
-        lines.append(f"  it had been rejected: {reason}")
+        lines.append(f"  it had been rejected: {printable(reason)}")
     recorded = (item.record or {}).get("job_type")
     if recorded and recorded != str(item.job_type):
-        lines.append(f"  note: its record said {recorded}; --type {item.job_type} was used")
+        lines.append(f"  note: its record said {printable(recorded)}; --type {item.job_type}"
+                     " was used")
     lines.extend(f"  warning: {w}" for w in warnings)
     lines.append(f"  follow it with: compliance-orchestrator status {config_hint(args)}")
     return result, "\n".join(lines)

@@ -112,6 +112,28 @@ def display_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
+# Bidirectional overrides, embeddings, isolates and marks: they reorder what a terminal shows
+# ("evil\u202etxt.exe"), so a name could pose as another.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on an operator's terminal: C0 and C1 controls, DEL and bidi
+    controls become `\\xNN` / `\\uNNNN`, so a producer's file name cannot send escape
+    sequences (clear the screen, retitle the window, fake a line). For human output only:
+    JSON output is escaped by json.dumps and stays exact."""
+    out = []
+    for char in str(text):
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif char in _BIDI:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def changed_since(path: Path, size: int, mtime_ns: int | None, ctime_ns: int | None) -> str | None:
     """How the claimed file at `path` differs from what was validated, or None if it does
     not (or is gone: then there is nothing left to compare).
