@@ -82,6 +82,9 @@ class PathsConfig:
     inbox: Path = Path("/srv/compliance/inbox")
     outbox: Path = Path("/srv/compliance/outbox")
     state_dir: Path = Path("/var/lib/compliance-orchestrator")
+    # Claimed inputs and work files. Put it on the inbox's filesystem (beside the inbox, not
+    # in it) so that a claim is a rename, not a copy. Unset: <state_dir>/spool.
+    spool_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,11 @@ class InboxConfig:
     invalid_lines: Literal["reject", "drop"] = "reject"
     duplicate_content: Literal["process", "link"] = "process"
     link_max_age_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
+    # A bigger file is rejected (`too_large`) without being copied anywhere.
+    max_input_bytes: int = field(default=4 << 30, metadata=_AT_LEAST_ONE)
+    # Free space every copy (a claim across filesystems, a rejection) must leave behind.
+    min_free_bytes: int = field(default=64 << 20, metadata=_rule(lambda v: v >= 0,
+                                                                  "an integer >= 0"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,10 +317,16 @@ def _check_relations(config: Config, path: Path) -> None:
             f"{path}: paths.inbox ({inbox}) and paths.outbox ({outbox}) must be separate "
             "folders, neither inside the other"
         )
+    spool = config.paths.spool_dir
     for key, folder in (("paths.inbox", inbox), ("paths.outbox", outbox)):
         if _inside(state, folder):
             raise ConfigError(
                 f"{path}: paths.state_dir ({state}) must not be inside {key} ({folder})"
+            )
+        if spool is not None and (_inside(spool, folder) or _inside(folder, spool)):
+            raise ConfigError(
+                f"{path}: paths.spool_dir ({spool}) must not be inside {key} ({folder}), "
+                "nor contain it; put it beside it, on the same filesystem"
             )
 
 

@@ -80,15 +80,18 @@ class Layout:
     inbox: Path
     outbox: Path
     state_dir: Path
+    spool_dir: Path | None = None  # None: <state_dir>/spool
 
     @classmethod
     def from_config(cls, config: Config) -> Layout:
-        return cls(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
+        paths = config.paths
+        return cls(paths.inbox, paths.outbox, paths.state_dir, paths.spool_dir)
 
     @property
     def spool(self) -> Path:
-        """Claimed inputs and work files, owned by the daemon until delivered."""
-        return self.state_dir / "spool"
+        """Claimed inputs and work files, owned by the daemon until delivered (`paths.spool_dir`;
+        on the inbox's filesystem a claim is a rename, elsewhere a copy)."""
+        return self.spool_dir if self.spool_dir is not None else self.state_dir / "spool"
 
     @property
     def db_path(self) -> Path:

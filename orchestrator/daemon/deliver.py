@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from orchestrator import __version__
 from orchestrator.clock import iso
-from orchestrator.core.model import Batch, InputState
+from orchestrator.core.model import Batch, InputFile, InputState
 from orchestrator.files.atomic import (
     atomic_output,
     atomic_write_file,
@@ -29,9 +30,12 @@ from orchestrator.files.atomic import (
     file_sha256,
 )
 from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
+from orchestrator.files.inbox import changed_since
 from orchestrator.layout import Layout
 from orchestrator.store.scratch import ResultIndex
 from orchestrator.store.sqlite import BatchPart, Store
+
+log = structlog.get_logger(__name__)
 
 
 def _split(results: Path, members: list[tuple[Slice, Path]], workdir: Path) -> None:
@@ -102,9 +106,36 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
             summaries.append({"file": item.name, "input_id": item.id, "part": entry.part.part,
                               "part_ids": entry.part.id_count, "pending": True})
             continue
+        if await _changed_after_claim(store, layout, item):
+            continue  # rejected: intake moves the whole file to outbox/rejected/
         summaries.append(await _deliver_input(store, layout, batch, entry, len(every_part)))
         await store.mark_delivered(item.id, batch.id)
     return summaries
+
+
+async def _changed_after_claim(store: Store, layout: Layout, item: InputFile) -> bool:
+    """A producer kept writing into the claimed file after it was validated: these results
+    cover only part of it. Never deliver them; reject the input (the whole file goes to
+    outbox/rejected/ with the reason, to be requeued)."""
+    spooled = layout.spool / item.spool_name
+    change = await anyio.to_thread.run_sync(
+        changed_since, spooled, item.size_bytes, item.mtime_ns, item.ctime_ns)
+    if change is None:
+        return False
+    message = (f"{item.name} changed after it was claimed ({change}); its results were not "
+               "delivered. Write it as NAME.part and rename it when complete, then requeue it")
+    await store.move_input(
+        item.id, [InputState.BATCHED], InputState.REJECTED, event="input.rejected",
+        detail={"reason": "changed_after_claim"},
+        error_json={"file": item.name, "job_type": str(item.job_type), "input_id": item.id,
+                    "claimed_at": iso(item.claimed_at), "stage": "delivery",
+                    "reason": "changed_after_claim", "message": message,
+                    "bytes_validated": item.size_bytes},
+    )
+    log.error("input.changed_after_claim", file=item.name, input_id=item.id,
+              job_type=str(item.job_type), reason="changed_after_claim", change=change,
+              bytes_validated=item.size_bytes, action="rejected; results not delivered")
+    return True
 
 
 async def _deliver_input(

@@ -189,6 +189,8 @@ class Service:
             store, layout, invalid_lines=config.inbox.invalid_lines,
             duplicate_content=config.inbox.duplicate_content,
             link_max_age_s=config.inbox.link_max_age_s, on_queued=queued,
+            max_input_bytes=config.inbox.max_input_bytes,
+            min_free_bytes=config.inbox.min_free_bytes, settle_s=config.inbox.min_age_s,
         )
         await intake.recover()
         async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:

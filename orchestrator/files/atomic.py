@@ -31,6 +31,50 @@ log = structlog.get_logger(__name__)
 TEMP_PREFIX = ".tmp-"
 NAME_MAX_BYTES = 255  # NAME_MAX on Linux filesystems
 COPY_BUFFER = 1024 * 1024
+# What a copy we make of someone's file may keep of its mode: read/write for its owner (us),
+# read for the group. Never setuid, setgid or sticky (a root-made copy would be setuid root).
+COPY_MODE_MASK = 0o640
+
+
+def copy_mode(mode: int) -> int:
+    """The permission bits for our copy of a file that had `mode`: 0600 or 0640."""
+    return (stat.S_IMODE(mode) & COPY_MODE_MASK) | stat.S_IRUSR | stat.S_IWUSR
+
+
+# Free space a copy must leave behind: the state database and the logs share the disk.
+DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+class NoRoom(OSError):
+    """A copy was not started: it would leave less than the required free space (ENOSPC)."""
+
+    def __init__(self, folder: Path, needed: int, free: int, min_free: int) -> None:
+        super().__init__(
+            errno.ENOSPC,
+            f"not enough free space in {folder.name}/ for {needed} bytes: {free} free, "
+            f"{min_free} must stay free",
+        )
+        self.needed = needed
+        self.free = free
+        self.min_free = min_free
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still use on `folder`'s filesystem."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def ensure_room(folder: Path, needed: int, min_free: int = DEFAULT_MIN_FREE_BYTES) -> None:
+    """Raise NoRoom unless `needed` bytes fit in `folder` with `min_free` bytes to spare.
+
+    Checked before every copy of someone's file: a copy that cannot fit would fill the disk
+    (the database then fails with SQLITE_FULL), be undone, and be tried again and again.
+    """
+    free = free_bytes(folder)
+    if needed + min_free > free:
+        raise NoRoom(folder, needed, free, min_free)
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename/create/unlink inside `path` durable."""
