@@ -1,7 +1,9 @@
 """What the runner is doing right now, for the status line, /healthz, /metrics and the watchdog.
 
-Each lane has a heartbeat that advances every loop iteration and with every chunk a transfer
-moves, so a lane busy with a long upload still counts as alive while a stuck one does not.
+Each lane has a heartbeat that advances every loop iteration, with every chunk a transfer
+moves and with every block of file work in a worker thread (`pulse`), so a lane busy with a
+long upload or with splitting a huge result file still counts as alive while a stuck one
+does not.
 The batch in hand, its stage timing and the transfer progress live here too, which keeps the
 runner's own code about jobs rather than about observing them.
 """
@@ -41,6 +43,10 @@ class Lane:
     transfer: Transfer | None = None
 
 
+def _no_pulse() -> None:
+    return None
+
+
 class Activity:
     def __init__(
         self,
@@ -65,6 +71,19 @@ class Activity:
 
     def beat(self, lane: int) -> None:
         self.lanes[lane].beat = self.monotonic()
+
+    def pulse(self, lane: int | None) -> Callable[[], None]:
+        """A `progress()` callback for file work done in a worker thread for `lane`: each
+        call beats the lane's heart. Safe from any thread: it only stores one float."""
+        if lane is None:
+            return _no_pulse
+        slot = self.lanes[lane]
+        monotonic = self.monotonic
+
+        def beat() -> None:
+            slot.beat = monotonic()
+
+        return beat
 
     @property
     def heartbeat(self) -> float:

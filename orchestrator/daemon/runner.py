@@ -396,7 +396,7 @@ class Runner:
         )
         try:
             results = await anyio.to_thread.run_sync(
-                normalise_results, files.raw, files.results
+                normalise_results, files.raw, files.results, self.activity.pulse(_LANE.get())
             )
         except IntegrityError:
             files.raw.unlink(missing_ok=True)
@@ -421,7 +421,9 @@ class Runner:
         return machine.Downloaded(results.affected)
 
     async def _deliver(self, batch: Batch) -> machine.Observation:
-        summaries = await deliver_batch(self.store, self.layout, batch)
+        summaries = await deliver_batch(
+            self.store, self.layout, batch, progress=self.activity.pulse(_LANE.get())
+        )
         for summary in summaries:
             if summary.pop("pending", False):
                 log.info("input.part_done", **summary)
