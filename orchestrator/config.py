@@ -182,6 +182,9 @@ class HealthConfig:
         default=9464,
         metadata=_rule(lambda v: 0 <= v <= 65535, "an integer from 0 (any free port) to 65535"),
     )
+    # /healthz answers 503 once X has been unreachable, or the outbox or spool unwritable,
+    # for this long (a blip of a few failed requests is not worth waking anyone).
+    unhealthy_after_s: float = field(default=300.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import structlog
 
 from orchestrator.clock import Clock
 from orchestrator.core.model import Batch, BatchState
+from orchestrator.daemon.incidents import Incidents
 from orchestrator.daemon.metrics import Deadline, Metrics
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,7 @@ class Activity:
         self.on_change = on_change
         start = clock.monotonic()
         self.lanes = [Lane(beat=start) for _ in range(lanes)]
+        self.incidents = Incidents(clock.monotonic)  # failure runs: /healthz, *.recovered
         self._stages: dict[int, tuple[BatchState, float, bool]] = {}  # id -> state, since, seen
         self._deadline_warned: set[tuple[int, str | None]] = set()  # (batch id, x_job_id)
 
@@ -126,6 +128,7 @@ class Activity:
             if seen_entry:
                 self.metrics.stage_finished(str(state), now - since)
         if batch.state.is_final:
+            self.incidents.forget_batch(batch.id)
             self._stages.pop(batch.id, None)
             self._deadline_warned = {k for k in self._deadline_warned if k[0] != batch.id}
         else:

@@ -30,7 +30,7 @@ from orchestrator.core.model import JobType
 from orchestrator.core.retry import RetryPolicy
 from orchestrator.credentials import load_bearer_token, warn_if_token_file_readable
 from orchestrator.daemon import systemd
-from orchestrator.daemon.health import HealthServer, Verdict, judge
+from orchestrator.daemon.health import Condition, HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import RunnerSettings, lanes_for
 from orchestrator.daemon.lock import StateLock
@@ -140,11 +140,20 @@ class Service:
     def verdict(self) -> Verdict:
         """What /healthz answers."""
         runner = self.runner
+        conditions = []
+        if runner is not None:
+            incidents = runner.activity.incidents
+            conditions = [
+                Condition(name, incidents.age_s(i), i.failures, i.last_error, i.last_error_msg)
+                for name, i in incidents.conditions().items()
+            ]
         return judge(
             phase=self.phase if runner is not None else "starting",
             heartbeat_age_s=runner.activity.heartbeat_age_s() if runner is not None else 0.0,
             stale_after_s=self.stale_after_s,
             paused=runner is not None and runner.auth_paused,
+            conditions=conditions,
+            unhealthy_after_s=self.config.health.unhealthy_after_s,
         )
 
     def _poke(self) -> None:
