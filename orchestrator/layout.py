@@ -6,6 +6,7 @@ a batch's work files (`BatchFiles`), so the writer, the reader and the spool swe
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +131,15 @@ class Layout:
     def ensure(self) -> list[tuple[Path, OSError]]:
         """Create the folders. The spool is the daemon's own: failing there is fatal. An
         outbox folder that cannot be made is returned instead: the daemon starts anyway and
-        keeps results in the spool until the outbox is fixed."""
-        self.spool.mkdir(parents=True, exist_ok=True)
+        keeps results in the spool until the outbox is fixed.
+
+        The state directory, the spool and backups are private (0700) whatever the umask:
+        state.db holds signed URLs and the spool holds producers' ID files."""
+        for private in (self.state_dir, self.spool, self.backups):
+            private.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = private.stat()
+            if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+                private.chmod(0o700)  # made looser by an older version or by hand
         problems = []
         for folder in (self.rejected, *(self.outbox_for(t) for t in JobType)):
             try:

@@ -24,6 +24,7 @@ from orchestrator import __version__
 from orchestrator.clock import iso
 from orchestrator.core.model import Batch, InputFile, InputState
 from orchestrator.files.atomic import (
+    Progress,
     atomic_output,
     atomic_write_file,
     atomic_write_json,
@@ -38,17 +39,24 @@ from orchestrator.store.sqlite import BatchPart, Store
 log = structlog.get_logger(__name__)
 
 
-def _split(results: Path, members: list[tuple[Slice, Path]], workdir: Path) -> None:
+def _no_progress() -> None:
+    return None
+
+
+def _split(
+    results: Path, members: list[tuple[Slice, Path]], workdir: Path, progress: Progress
+) -> None:
     with ResultIndex(workdir / f"{results.name}.split.db") as index:
-        split_results(results, members, index)
+        split_results(results, members, index, progress)
 
 
-def _concatenate(sources: list[Path], dest: Path) -> None:
+def _concatenate(sources: list[Path], dest: Path, progress: Progress) -> None:
     with atomic_output(dest) as out:
         for source in sources:
             with open(source, "rb") as stream:
                 while block := stream.read(1 << 20):
                     out.write(block)
+                    progress()
 
 
 def _known_report(layout: Layout, batch: Batch) -> tuple[ResultCounts, str] | None:
@@ -75,8 +83,13 @@ class _Ready:
     results: Path
 
 
-async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict[str, Any]]:
-    """Place every part's results; write the outbox for inputs whose last part this is."""
+async def deliver_batch(
+    store: Store, layout: Layout, batch: Batch, *, progress: Progress = _no_progress
+) -> list[dict[str, Any]]:
+    """Place every part's results; write the outbox for inputs whose last part this is.
+
+    `progress()` is called from worker threads while they split, copy, count and hash (the
+    lane's heartbeat: minutes of work for a 100M-ID batch must not look like a hang)."""
     every_part = await store.batch_parts(batch.id)
     # Inputs already delivered before a crash are never written again (a consumer may have
     # taken their files away since).
@@ -93,7 +106,7 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
              layout.input_files(p.input.spool_name).part_results(p.part))
             for p in parts
         ]
-        await anyio.to_thread.run_sync(_split, results, members, layout.spool)
+        await anyio.to_thread.run_sync(_split, results, members, layout.spool, progress)
         ready = [_Ready(p, dest) for p, (_, dest) in zip(parts, members, strict=True)]
     summaries = []
     for entry in ready:
@@ -108,7 +121,9 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
             continue
         if await _changed_after_claim(store, layout, item):
             continue  # rejected: intake moves the whole file to outbox/rejected/
-        summaries.append(await _deliver_input(store, layout, batch, entry, len(every_part)))
+        summaries.append(
+            await _deliver_input(store, layout, batch, entry, len(every_part), progress)
+        )
         await store.mark_delivered(item.id, batch.id)
     return summaries
 
@@ -139,7 +154,8 @@ async def _changed_after_claim(store: Store, layout: Layout, item: InputFile) ->
 
 
 async def _deliver_input(
-    store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int
+    store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int,
+    progress: Progress,
 ) -> dict[str, Any]:
     item = entry.part.input
     manifest_path = layout.manifest_path(item.job_type, item.out_stem)
@@ -162,12 +178,12 @@ async def _deliver_input(
             functools.partial(atomic_write_file, target, sources[0], allow_link=True)
         )
     else:
-        await anyio.to_thread.run_sync(_concatenate, sources, target)
+        await anyio.to_thread.run_sync(_concatenate, sources, target, progress)
     if known is not None:  # computed while the download was normalised: same bytes
         counts, output_sha256 = known
     else:
-        counts = await anyio.to_thread.run_sync(count_results, target)
-        output_sha256 = await anyio.to_thread.run_sync(file_sha256, target)
+        counts = await anyio.to_thread.run_sync(count_results, target, progress)
+        output_sha256 = await anyio.to_thread.run_sync(file_sha256, target, progress)
     jobs = [dict(row) for row in await store.remote_jobs_of_input(item.id)]
     now = store.clock.now()
     claimed = item.claimed_at

@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
@@ -75,6 +75,11 @@ def ensure_room(folder: Path, needed: int, min_free: int = DEFAULT_MIN_FREE_BYTE
     if needed + min_free > free:
         raise NoRoom(folder, needed, free, min_free)
 
+
+# Work in a thread calls a `progress()` callback (no arguments) every so often, so that the
+# lane it runs for keeps its heartbeat (and the systemd watchdog) fresh: hashing or splitting
+# a 100M-ID batch takes minutes. The callback must be cheap and thread-safe.
+Progress = Callable[[], None]
 
 def fsync_dir(path: Path) -> None:
     """Make a rename/create/unlink inside `path` durable."""
@@ -150,12 +155,14 @@ class _Mismatch(Exception):
     """The bytes copied are not the ones expected (raised inside atomic_output to discard)."""
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, streamed."""
+def file_sha256(path: Path, progress: Progress | None = None) -> str:
+    """sha256 of a file, streamed; `progress()` after every block."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while block := stream.read(COPY_BUFFER):
             digest.update(block)
+            if progress is not None:
+                progress()
     return digest.hexdigest()
 
 
