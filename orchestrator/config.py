@@ -52,12 +52,29 @@ def _http_url(value: str) -> bool:
 
 
 def _loopback(value: str) -> bool:
-    if value == "localhost":
+    if value.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(value).is_loopback
     except ValueError:
         return False
+
+
+def is_secure_url(value: str) -> bool:
+    """https, or plain http to this machine only (127.0.0.0/8, ::1, localhost: a test server
+    or a local emulator). Anything else would send the bearer token or a signed URL in clear."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme.lower() == "https":
+        return bool(host)
+    return parts.scheme.lower() == "http" and host is not None and _loopback(host)
+
+
+def _api_url(value: str) -> bool:
+    return _http_url(value) and is_secure_url(value)
 
 
 _POSITIVE = _rule(lambda v: v > 0, "a number greater than 0")
@@ -69,7 +86,11 @@ _AT_LEAST_ONE = _rule(lambda v: v >= 1, "an integer >= 1")
 class ApiConfig:
     base_url: str = field(
         default="https://api.x.com",
-        metadata=_rule(_http_url, "an http(s) URL with a host and no user info, query or #"),
+        metadata=_rule(
+            _api_url,
+            "an http(s) URL with a host and no user info, query or #; https unless the host "
+            "is 127.0.0.1, ::1 or localhost (over http the bearer token travels in clear)",
+        ),
     )
     connect_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
     # Per socket read. There is deliberately no total timeout: it would kill large transfers.
@@ -82,6 +103,9 @@ class PathsConfig:
     inbox: Path = Path("/srv/compliance/inbox")
     outbox: Path = Path("/srv/compliance/outbox")
     state_dir: Path = Path("/var/lib/compliance-orchestrator")
+    # Claimed inputs and work files. Put it on the inbox's filesystem (beside the inbox, not
+    # in it) so that a claim is a rename, not a copy. Unset: <state_dir>/spool.
+    spool_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +116,11 @@ class InboxConfig:
     invalid_lines: Literal["reject", "drop"] = "reject"
     duplicate_content: Literal["process", "link"] = "process"
     link_max_age_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
+    # A bigger file is rejected (`too_large`) without being copied anywhere.
+    max_input_bytes: int = field(default=4 << 30, metadata=_AT_LEAST_ONE)
+    # Free space every copy (a claim across filesystems, a rejection) must leave behind.
+    min_free_bytes: int = field(default=64 << 20, metadata=_rule(lambda v: v >= 0,
+                                                                  "an integer >= 0"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +190,9 @@ class HealthConfig:
         default=9464,
         metadata=_rule(lambda v: 0 <= v <= 65535, "an integer from 0 (any free port) to 65535"),
     )
+    # /healthz answers 503 once X has been unreachable, or the outbox or spool unwritable,
+    # for this long (a blip of a few failed requests is not worth waking anyone).
+    unhealthy_after_s: float = field(default=300.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,10 +341,16 @@ def _check_relations(config: Config, path: Path) -> None:
             f"{path}: paths.inbox ({inbox}) and paths.outbox ({outbox}) must be separate "
             "folders, neither inside the other"
         )
+    spool = config.paths.spool_dir
     for key, folder in (("paths.inbox", inbox), ("paths.outbox", outbox)):
         if _inside(state, folder):
             raise ConfigError(
                 f"{path}: paths.state_dir ({state}) must not be inside {key} ({folder})"
+            )
+        if spool is not None and (_inside(spool, folder) or _inside(folder, spool)):
+            raise ConfigError(
+                f"{path}: paths.spool_dir ({spool}) must not be inside {key} ({folder}), "
+                "nor contain it; put it beside it, on the same filesystem"
             )
 
 

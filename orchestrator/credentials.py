@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import structlog
 
 from orchestrator.errors import ConfigError
 
@@ -23,6 +26,7 @@ WHERE_THE_TOKEN_GOES = (
     f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} (systemd LoadCredential=), "
     f"a file named by api.bearer_token_file, or the environment variable {TOKEN_ENV}"
 )
+log = structlog.get_logger(__name__)
 
 
 
@@ -40,21 +44,28 @@ def _token_from_file(file: Path, source: str) -> str:
         raise ConfigError(f"{source} is not UTF-8 text; wrong file?") from None
 
 
-def _locate_token(config: Config, environ: Mapping[str, str]) -> tuple[str | None, str]:
-    """(raw token or None if no source exists, description of the source)."""
+def _token_file(config: Config, environ: Mapping[str, str]) -> tuple[Path, str] | None:
+    """The file the token comes from, with its description (None: environment or nowhere)."""
     cred_dir = environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
         file = Path(cred_dir) / CREDENTIAL_NAME
         if file.exists():
-            source = f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} ({file})"
-            return _token_from_file(file, source), source
+            return file, f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} ({file})"
     if config.api.bearer_token_file is not None:
         file = config.api.bearer_token_file
         source = f"api.bearer_token_file ({file})"
         if not file.exists():
             # Configured explicitly: silently falling back to another source would surprise.
             raise ConfigError(f"{source} does not exist")
-        return _token_from_file(file, source), source
+        return file, source
+    return None
+
+
+def _locate_token(config: Config, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """(raw token or None if no source exists, description of the source)."""
+    found = _token_file(config, environ)
+    if found is not None:
+        return _token_from_file(*found), found[1]
     if TOKEN_ENV in environ:
         return environ[TOKEN_ENV], f"environment variable {TOKEN_ENV}"
     return None, ""
@@ -86,3 +97,23 @@ def load_bearer_token(config: Config, environ: Mapping[str, str] = os.environ) -
 def bearer_token_source(config: Config, environ: Mapping[str, str] = os.environ) -> str:
     """Where the token comes from (for check-config and startup logs); validates it too."""
     return _find_token(config, environ)[1]
+
+
+def warn_if_token_file_readable(config: Config, environ: Mapping[str, str] = os.environ) -> bool:
+    """Log one warning (naming the file and its mode, never its content) when the token file
+    can be read by its group or by everyone; True when warned. Call once logging is set up."""
+    try:
+        found = _token_file(config, environ)
+        if found is None:
+            return False
+        mode = found[0].stat().st_mode
+    except (ConfigError, OSError):
+        return False  # loading the token reports these
+    if not mode & 0o044:
+        return False
+    log.warning(
+        "credentials.token_file_readable", file=str(found[0]), mode=f"{stat.S_IMODE(mode):04o}",
+        readable_by="everyone" if mode & 0o004 else "its group",
+        fix=f"chmod 600 {found[0]}",
+    )
+    return True

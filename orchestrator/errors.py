@@ -104,3 +104,6 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1  # a runtime failure
     USAGE = 2  # bad arguments or an unusable configuration
+    # The state database is damaged: a restart cannot fix it (RestartPreventExitStatus=), an
+    # operator restores a backup (deploy/INSTALL.md).
+    STATE_CORRUPT = 3

@@ -6,6 +6,7 @@ a batch's work files (`BatchFiles`), so the writer, the reader and the spool swe
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,15 +81,18 @@ class Layout:
     inbox: Path
     outbox: Path
     state_dir: Path
+    spool_dir: Path | None = None  # None: <state_dir>/spool
 
     @classmethod
     def from_config(cls, config: Config) -> Layout:
-        return cls(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
+        paths = config.paths
+        return cls(paths.inbox, paths.outbox, paths.state_dir, paths.spool_dir)
 
     @property
     def spool(self) -> Path:
-        """Claimed inputs and work files, owned by the daemon until delivered."""
-        return self.state_dir / "spool"
+        """Claimed inputs and work files, owned by the daemon until delivered (`paths.spool_dir`;
+        on the inbox's filesystem a claim is a rename, elsewhere a copy)."""
+        return self.spool_dir if self.spool_dir is not None else self.state_dir / "spool"
 
     @property
     def db_path(self) -> Path:
@@ -127,8 +131,15 @@ class Layout:
     def ensure(self) -> list[tuple[Path, OSError]]:
         """Create the folders. The spool is the daemon's own: failing there is fatal. An
         outbox folder that cannot be made is returned instead: the daemon starts anyway and
-        keeps results in the spool until the outbox is fixed."""
-        self.spool.mkdir(parents=True, exist_ok=True)
+        keeps results in the spool until the outbox is fixed.
+
+        The state directory, the spool and backups are private (0700) whatever the umask:
+        state.db holds signed URLs and the spool holds producers' ID files."""
+        for private in (self.state_dir, self.spool, self.backups):
+            private.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = private.stat()
+            if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+                private.chmod(0o700)  # made looser by an older version or by hand
         problems = []
         for folder in (self.rejected, *(self.outbox_for(t) for t in JobType)):
             try:

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -283,6 +283,18 @@ def reset_logging() -> None:
     _state.threshold = logging.INFO
     _state.secrets = ()
     _state.journald = False
+
+
+MAX_NAMED_FILES = 20  # file names / input ids per log line; `inputs` gives the full count
+
+
+def file_fields(
+    names: Sequence[str], input_ids: Sequence[int], cap: int = MAX_NAMED_FILES
+) -> dict[str, Any]:
+    """`files`, `input_ids` (at most `cap` of each) and `inputs` (how many there are), so a
+    file's story can be followed through every line of its batch."""
+    return {"files": list(names[:cap]), "input_ids": list(input_ids[:cap]),
+            "inputs": max(len(names), len(input_ids))}
 
 
 class WarnOnce:

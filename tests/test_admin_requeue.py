@@ -189,3 +189,88 @@ def test_across_filesystems_the_copy_appears_whole_and_keeps_its_times(
     assert dest.stat().st_mtime == 1_700_000_000 and dest.stat().st_mode & 0o777 == 0o640
     assert listing(layout.inbox / "tweets") == ["far.txt"]  # the .requeue-* copy is gone
     assert listing(rejected_dir) == []
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (not even the CLI's error handling)."""
+
+
+def _crash_before_unlinking(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """kill -9 right after the file was placed in the inbox: removing it from `folder`
+    (outbox/rejected/) never happens."""
+    real_unlink = Path.unlink
+
+    def crash(self: Path, missing_ok: bool = False) -> None:
+        if self.parent == folder and not self.name.endswith(".error.json"):
+            raise Killed
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", crash)
+
+
+@pytest.mark.parametrize("claimed_meanwhile", [False, True])
+def test_a_requeue_killed_between_link_and_unlink_is_finished_not_copied_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    claimed_meanwhile: bool,
+) -> None:
+    config = offline_config(tmp_path)
+    layout = layout_of(tmp_path)
+    reject(tmp_path, "twice.txt", b"7\n8\n", job_type="tweets")
+    with monkeypatch.context() as patch:
+        _crash_before_unlinking(patch, layout.rejected)
+        with pytest.raises(Killed):
+            run_cli(capsys, "requeue", "twice.txt", "--config", config)
+    assert listing(layout.inbox / "tweets") == ["twice.txt"]  # placed ...
+    assert "twice.txt" in listing(layout.rejected)  # ... and still here: one inode, 2 names
+    if claimed_meanwhile:  # the daemon renamed it into the spool before the rerun
+        (layout.inbox / "tweets" / "twice.txt").rename(layout.spool / "0123.tweets")
+    run = run_cli(capsys, "requeue", "twice.txt", "--config", config)
+    assert run.code == 0, run.err
+    expected = [] if claimed_meanwhile else ["twice.txt"]
+    assert listing(layout.inbox / "tweets") == expected  # no `twice (2).txt`
+    assert listing(layout.rejected) == []
+
+
+def test_a_requeue_across_filesystems_killed_before_the_unlink_is_finished_once(
+    tmp_path: Path, other_filesystem: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = offline_config(tmp_path)
+    text = config.read_text().replace('outbox = "outbox"', f'outbox = "{other_filesystem}"')
+    config.write_text(text)
+    layout = layout_of(tmp_path)
+    rejected_dir = other_filesystem / "rejected"
+    src = tmp_path / "claimed"
+    src.write_bytes(b"42\n" * 100)
+    reject_file(src, rejected_dir, "far.txt", {"job_type": "tweets", "reason": "gave_up"})
+    with monkeypatch.context() as patch:
+        _crash_before_unlinking(patch, rejected_dir)
+        with pytest.raises(Killed):
+            run_cli(capsys, "requeue", "far.txt", "--config", config)
+    inbox = layout.inbox / "tweets"
+    assert "far.txt" in listing(inbox) and "far.txt" in listing(rejected_dir)
+    run = run_cli(capsys, "requeue", "far.txt", "--config", config)
+    assert run.code == 0, run.err
+    assert [n for n in listing(inbox) if not n.startswith(".requeue-")] == ["far.txt"]
+    assert listing(rejected_dir) == []
+
+
+def test_a_different_file_of_the_same_size_is_no_reason_to_skip_a_requeue(
+    tmp_path: Path, other_filesystem: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    text = config.read_text().replace('outbox = "outbox"', f'outbox = "{other_filesystem}"')
+    config.write_text(text)
+    layout = layout_of(tmp_path)
+    src = tmp_path / "claimed"
+    src.write_bytes(b"1\n")
+    os.utime(src, (1_700_000_000, 1_700_000_000))
+    reject_file(src, other_filesystem / "rejected", "x.txt", {"job_type": "tweets"})
+    other = layout.inbox / "tweets" / "x.txt"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"2\n")
+    os.utime(other, (1_700_000_000, 1_700_000_000))
+    run = run_cli(capsys, "requeue", "x.txt", "--config", config)
+    assert run.code == 0, run.err
+    assert listing(layout.inbox / "tweets") == ["x (2).txt", "x.txt"]
+    assert (layout.inbox / "tweets" / "x (2).txt").read_bytes() == b"1\n"

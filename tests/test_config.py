@@ -222,6 +222,15 @@ def test_bad_values_name_key_value_and_what_is_allowed(
             '[paths]\noutbox = "/srv/out"\nstate_dir = "/srv/out"\n',
             ["paths.state_dir", "inside paths.outbox"],
         ),
+        (  # the inbox scan would report the spool's files as stray entries
+            '[paths]\ninbox = "/srv/in"\nspool_dir = "/srv/in/spool"\n',
+            ["paths.spool_dir", "inside paths.inbox", "beside it"],
+        ),
+        (
+            '[paths]\ninbox = "/in"\noutbox = "/srv/out"\nspool_dir = "/srv"\n',
+            ["paths.spool_dir", "paths.outbox", "nor contain it"],
+        ),
+        ("[inbox]\nmax_input_bytes = 0\n", ["inbox.max_input_bytes = 0", "an integer >= 1"]),
     ],
 )
 def test_inconsistent_settings_are_rejected(

@@ -482,3 +482,22 @@ def test_stop_grace_fits_inside_the_units_stop_timeout() -> None:
     assert timeout.endswith("s")
     grace = load_config(DEPLOY / "config.toml").service.stop_grace_s
     assert grace + 10 <= float(timeout[:-1])
+
+
+def test_the_shipped_spool_sits_beside_the_inbox_so_claims_are_renames() -> None:
+    """Under the shipped unit the state directory (/var/lib) is another mount than the inbox:
+    a spool there makes every claim a copy (disk-full loops, blind to late writes)."""
+    unit = unit_settings(UNIT.read_text())
+    config = load_config(CONFIG)
+    spool = config.paths.spool_dir
+    assert spool is not None, "deploy/config.toml must set paths.spool_dir"
+    assert not spool.is_relative_to(config.paths.state_dir)
+    assert not spool.is_relative_to(config.paths.inbox)
+    assert not spool.is_relative_to(config.paths.outbox)
+    rw_paths = [Path(p.lstrip("-+")) for v in values(unit, "Service", "ReadWritePaths")
+                for p in v.split()]
+    # One entry holding inbox and spool: no mount point between them, rename(2) works.
+    assert [p for p in rw_paths
+            if spool.is_relative_to(p) and config.paths.inbox.is_relative_to(p)], rw_paths
+    mode, user, group = tmpfiles_entries()[str(spool)]
+    assert mode == 0o700 and (user, group) == (SERVICE_USER, SERVICE_USER)

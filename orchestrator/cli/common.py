@@ -50,7 +50,7 @@ Outcome = tuple[dict[str, Any], str]  # (JSON result, human text)
 def layout_from_args(args: argparse.Namespace) -> Layout:
     """The folders named by `--config`; ConfigError (exit 2) if the file is unusable."""
     config = load_config(args.config)
-    return Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
+    return Layout.from_config(config)
 
 
 def config_hint(args: argparse.Namespace) -> str:

@@ -22,6 +22,7 @@ from orchestrator.cli.common import (
 from orchestrator.cli.status import daemon_pid
 from orchestrator.clock import SystemClock
 from orchestrator.core.model import BatchState, JobType
+from orchestrator.files.inbox import printable
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
 from orchestrator.store import reports
@@ -133,7 +134,7 @@ def _cells(job: dict[str, Any]) -> list[str]:
         str(job["batch_id"]), job["job_type"], outcome, short_time(job["started_at"]),
         duration_text(job["duration_s"]), str(job["inputs"]), str(job["ids"]),
         "-" if job["affected"] is None else str(job["affected"]), str(job["attempts"]),
-        remote, ", ".join(job["files"]) or "-",
+        remote, printable(", ".join(job["files"])) or "-",
     ]
 
 
@@ -161,7 +162,7 @@ def render(report: dict[str, Any]) -> str:
         if note and job["next_attempt_at"]:  # backing off; a plain poll interval is no news
             note += f"; next try not before {short_time(job['next_attempt_at'])}"
         if note:
-            lines.append(f"{'':>{widths[0]}}  -> {note}")
+            lines.append(f"{'':>{widths[0]}}  -> {printable(note)}")
     shown, total = len(report["jobs"]), report.get("total", len(report["jobs"]))
     if total > shown:
         lines.append(f"({shown} of {total} shown; use --limit for more)")

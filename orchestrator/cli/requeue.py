@@ -5,8 +5,10 @@ partially written or over another file: on one filesystem it is hard-linked unde
 free name (a link never replaces an existing name) and then unlinked from `rejected/`; across
 filesystems it is first copied to a `.requeue-*` dotfile in the type folder (the inbox
 ignores dotfiles), fsynced, and linked into place the same way. Only then is its
-`<file>.error.json` removed. A crash in between leaves at worst a second copy of the file
-(never none); a stale `.requeue-*` copy is swept by the next requeue.
+`<file>.error.json` removed. A crash in between leaves the file in both places (never in
+none); the next `requeue` of it sees that (same inode, or a copy with the same size, mtime
+and bytes in the inbox or the spool) and only finishes the removal. A stale `.requeue-*`
+copy is swept by the next requeue.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import filecmp
 import os
 import secrets
 import shutil
@@ -36,8 +39,8 @@ from orchestrator.cli.common import (
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.errors import ExitCode
-from orchestrator.files.atomic import COPY_BUFFER, candidate_names, fsync_dir
-from orchestrator.files.inbox import is_ignored_name
+from orchestrator.files.atomic import COPY_BUFFER, candidate_names, copy_mode, fsync_dir
+from orchestrator.files.inbox import is_ignored_name, printable
 from orchestrator.files.rejected import ERROR_SUFFIX, read_record
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
@@ -122,8 +125,9 @@ def _copy_beside(src: Path, st: os.stat_result, folder: Path) -> Path:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, COPY_BUFFER)
             out.flush()
-            # Keep the producer's mode and timestamps on the "untouched" input.
-            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+            # Keep the producer's timestamps, not its mode: root makes this copy, and a
+            # setuid/setgid bit on it would hand root's rights to whoever owns the file.
+            os.fchmod(out.fileno(), copy_mode(st.st_mode))
             os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
             os.fsync(out.fileno())
     except BaseException:
@@ -141,6 +145,40 @@ def _sweep_stale_temps(folder: Path, clock: Clock) -> None:
                 with contextlib.suppress(OSError):
                     if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_TEMP_S:
                         Path(entry.path).unlink()
+
+
+def _already_requeued(src: Path, st: os.stat_result, folders: list[Path]) -> Path | None:
+    """Where an interrupted requeue already put `src`: a second name of the same inode (a
+    hard link, one filesystem), or across filesystems a copy with the same size, mtime (the
+    copy keeps it) and content, in the inbox folder or already claimed into the spool."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                other = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(other.st_mode):
+                continue
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                return Path(entry.path) if st.st_nlink > 1 else None
+            if (other.st_dev != st.st_dev and other.st_size == st.st_size
+                    and other.st_mtime_ns == st.st_mtime_ns
+                    and _same_bytes(src, Path(entry.path))):
+                return Path(entry.path)
+    return None
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def move_into(
@@ -194,7 +232,15 @@ def requeue_file(
         wanted = name
     if is_ignored_name(wanted):
         raise AdminError(f"{name}: the inbox ignores names like this; rename it first")
-    dest = move_into(src, st, layout.inbox_for(job_type), wanted, clock=clock)
+    folder = layout.inbox_for(job_type)
+    dest = _already_requeued(src, st, [folder, layout.spool])
+    if dest is not None:
+        # An earlier requeue died between placing the file and removing it from rejected/:
+        # finish that one instead of making another copy.
+        src.unlink()
+        fsync_dir(src.parent)
+    else:
+        dest = move_into(src, st, folder, wanted, clock=clock)
     with contextlib.suppress(FileNotFoundError):
         record_path.unlink()
         fsync_dir(record_path.parent)
@@ -224,13 +270,15 @@ def _requeue(args: argparse.Namespace) -> Outcome:
             warnings.append(f"not noted in the event log: {type(error).__name__}: {error}")
     pid, when = daemon_note(layout)
     result = {**item.public(), "daemon_pid": pid, "warnings": warnings}
-    lines = [f"requeued {item.name} -> {item.dest} ({item.job_type}); {when}"]
+    lines = [f"requeued {printable(item.name)} -> {printable(item.dest)} ({item.job_type});"
+             f" {when}"]
     reason = result["previous_error"].get("message") or result["previous_error"].get("reason")
     if reason:
-        lines.append(f"  it had been rejected: {reason}")
+        lines.append(f"  it had been rejected: {printable(reason)}")
     recorded = (item.record or {}).get("job_type")
     if recorded and recorded != str(item.job_type):
-        lines.append(f"  note: its record said {recorded}; --type {item.job_type} was used")
+        lines.append(f"  note: its record said {printable(recorded)}; --type {item.job_type}"
+                     " was used")
     lines.extend(f"  warning: {w}" for w in warnings)
     lines.append(f"  follow it with: compliance-orchestrator status {config_hint(args)}")
     return result, "\n".join(lines)

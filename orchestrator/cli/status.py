@@ -19,6 +19,7 @@ from typing import Any
 from orchestrator.clock import SystemClock
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
+from orchestrator.files.inbox import printable
 from orchestrator.layout import Layout
 from orchestrator.store import reports
 from orchestrator.store.reports import open_readonly
@@ -96,7 +97,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append("  none")
     for job in report["current"]:
         lines.append(
-            f"  batch {job['id']} {job['job_type']} [{job['files']}] {job['id_count']} IDs:"
+            f"  batch {job['id']} {job['job_type']} [{printable(job['files'])}]"
+            f" {job['id_count']} IDs:"
             f" {job['state']}, attempt {job['attempt']}, remote {job['x_job_id'] or '-'}"
             f" ({job['x_status'] or '-'}), polls {job['poll_count']}"
         )
@@ -107,18 +109,18 @@ def render(report: dict[str, Any]) -> str:
         if job["next_attempt_at"]:
             lines.append(f"    next step not before {job['next_attempt_at']}")
         if job["last_error"]:
-            lines.append(f"    last error: {job['last_error']}")
+            lines.append(f"    last error: {printable(job['last_error'])}")
     lines.append("recent outcomes:")
     if not report["recent"]:
         lines.append("  none")
     for item in report["recent"]:
         detail = (
-            f"-> {item['out_stem']}.jsonl"
+            f"-> {printable(item['out_stem'])}.jsonl"
             if item["outcome"] == "delivered"
-            else f"({item['reason']})"
+            else f"({printable(item['reason'])})"
         )
         lines.append(
-            f"  {item['finished_at']}  {item['job_type']:6} {item['file']}:"
+            f"  {item['finished_at']}  {item['job_type']:6} {printable(item['file'])}:"
             f" {item['outcome']} {detail}"
         )
     if report["failures"]:
@@ -138,7 +140,7 @@ def status_command(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"compliance-orchestrator: {error}", file=sys.stderr)
         return 2
-    layout = Layout(config.paths.inbox, config.paths.outbox, config.paths.state_dir)
+    layout = Layout.from_config(config)
     try:
         report = collect(layout, SystemClock().now())
     except sqlite3.Error as error:

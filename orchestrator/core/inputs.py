@@ -66,13 +66,14 @@ def batch_finished(
     failed / cancelled: every input goes to outbox/rejected (a cancel is the operator's
     `cancel`, whose inputs are never silently requeued; `requeue` brings them back).
     done: delivered when all its IDs are covered by done batches, else queued for the next
-    part. Inputs already delivered (one by one during delivery) stay as they are.
+    part. Inputs already delivered (one by one during delivery) or rejected during delivery
+    (changed after their claim) stay as they are.
     """
     if not to_state.is_final:
         raise ValueError(f"batch state {to_state} is not final")
     moves: list[InputMove] = []
     for item in inputs:
-        if item.state is I.DELIVERED:
+        if item.state.is_final:
             continue
         detail: dict[str, Any] = {"batch_id": batch_id}
         if to_state is BatchState.DONE:

@@ -164,6 +164,10 @@ class InputFile:
     id_count: int | None = None
     bad_line_count: int = 0
     body_sha256: str | None = None  # of the normalised upload body (duplicate detection)
+    # The inbox name as raw bytes, and the file's mtime/ctime when claimed (None: older rows).
+    name_bytes: bytes | None = None
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
     report: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     claimed_at: datetime | None = None

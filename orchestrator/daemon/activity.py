@@ -1,7 +1,9 @@
 """What the runner is doing right now, for the status line, /healthz, /metrics and the watchdog.
 
-Each lane has a heartbeat that advances every loop iteration and with every chunk a transfer
-moves, so a lane busy with a long upload still counts as alive while a stuck one does not.
+Each lane has a heartbeat that advances every loop iteration, with every chunk a transfer
+moves and with every block of file work in a worker thread (`pulse`), so a lane busy with a
+long upload or with splitting a huge result file still counts as alive while a stuck one
+does not.
 The batch in hand, its stage timing and the transfer progress live here too, which keeps the
 runner's own code about jobs rather than about observing them.
 """
@@ -16,6 +18,7 @@ import structlog
 
 from orchestrator.clock import Clock
 from orchestrator.core.model import Batch, BatchState
+from orchestrator.daemon.incidents import Incidents
 from orchestrator.daemon.metrics import Deadline, Metrics
 
 log = structlog.get_logger(__name__)
@@ -41,6 +44,10 @@ class Lane:
     transfer: Transfer | None = None
 
 
+def _no_pulse() -> None:
+    return None
+
+
 class Activity:
     def __init__(
         self,
@@ -58,6 +65,7 @@ class Activity:
         self.on_change = on_change
         start = clock.monotonic()
         self.lanes = [Lane(beat=start) for _ in range(lanes)]
+        self.incidents = Incidents(clock.monotonic)  # failure runs: /healthz, *.recovered
         self._stages: dict[int, tuple[BatchState, float, bool]] = {}  # id -> state, since, seen
         self._deadline_warned: set[tuple[int, str | None]] = set()  # (batch id, x_job_id)
 
@@ -65,6 +73,19 @@ class Activity:
 
     def beat(self, lane: int) -> None:
         self.lanes[lane].beat = self.monotonic()
+
+    def pulse(self, lane: int | None) -> Callable[[], None]:
+        """A `progress()` callback for file work done in a worker thread for `lane`: each
+        call beats the lane's heart. Safe from any thread: it only stores one float."""
+        if lane is None:
+            return _no_pulse
+        slot = self.lanes[lane]
+        monotonic = self.monotonic
+
+        def beat() -> None:
+            slot.beat = monotonic()
+
+        return beat
 
     @property
     def heartbeat(self) -> float:
@@ -107,6 +128,7 @@ class Activity:
             if seen_entry:
                 self.metrics.stage_finished(str(state), now - since)
         if batch.state.is_final:
+            self.incidents.forget_batch(batch.id)
             self._stages.pop(batch.id, None)
             self._deadline_warned = {k for k in self._deadline_warned if k[0] != batch.id}
         else:

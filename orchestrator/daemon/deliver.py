@@ -18,33 +18,45 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from orchestrator import __version__
 from orchestrator.clock import iso
-from orchestrator.core.model import Batch, InputState
+from orchestrator.core.model import Batch, InputFile, InputState
 from orchestrator.files.atomic import (
+    Progress,
     atomic_output,
     atomic_write_file,
     atomic_write_json,
     file_sha256,
 )
 from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
+from orchestrator.files.inbox import changed_since
 from orchestrator.layout import Layout
 from orchestrator.store.scratch import ResultIndex
 from orchestrator.store.sqlite import BatchPart, Store
 
+log = structlog.get_logger(__name__)
 
-def _split(results: Path, members: list[tuple[Slice, Path]], workdir: Path) -> None:
+
+def _no_progress() -> None:
+    return None
+
+
+def _split(
+    results: Path, members: list[tuple[Slice, Path]], workdir: Path, progress: Progress
+) -> None:
     with ResultIndex(workdir / f"{results.name}.split.db") as index:
-        split_results(results, members, index)
+        split_results(results, members, index, progress)
 
 
-def _concatenate(sources: list[Path], dest: Path) -> None:
+def _concatenate(sources: list[Path], dest: Path, progress: Progress) -> None:
     with atomic_output(dest) as out:
         for source in sources:
             with open(source, "rb") as stream:
                 while block := stream.read(1 << 20):
                     out.write(block)
+                    progress()
 
 
 def _known_report(layout: Layout, batch: Batch) -> tuple[ResultCounts, str] | None:
@@ -71,8 +83,13 @@ class _Ready:
     results: Path
 
 
-async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict[str, Any]]:
-    """Place every part's results; write the outbox for inputs whose last part this is."""
+async def deliver_batch(
+    store: Store, layout: Layout, batch: Batch, *, progress: Progress = _no_progress
+) -> list[dict[str, Any]]:
+    """Place every part's results; write the outbox for inputs whose last part this is.
+
+    `progress()` is called from worker threads while they split, copy, count and hash (the
+    lane's heartbeat: minutes of work for a 100M-ID batch must not look like a hang)."""
     every_part = await store.batch_parts(batch.id)
     # Inputs already delivered before a crash are never written again (a consumer may have
     # taken their files away since).
@@ -89,7 +106,7 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
              layout.input_files(p.input.spool_name).part_results(p.part))
             for p in parts
         ]
-        await anyio.to_thread.run_sync(_split, results, members, layout.spool)
+        await anyio.to_thread.run_sync(_split, results, members, layout.spool, progress)
         ready = [_Ready(p, dest) for p, (_, dest) in zip(parts, members, strict=True)]
     summaries = []
     for entry in ready:
@@ -102,13 +119,43 @@ async def deliver_batch(store: Store, layout: Layout, batch: Batch) -> list[dict
             summaries.append({"file": item.name, "input_id": item.id, "part": entry.part.part,
                               "part_ids": entry.part.id_count, "pending": True})
             continue
-        summaries.append(await _deliver_input(store, layout, batch, entry, len(every_part)))
+        if await _changed_after_claim(store, layout, item):
+            continue  # rejected: intake moves the whole file to outbox/rejected/
+        summaries.append(
+            await _deliver_input(store, layout, batch, entry, len(every_part), progress)
+        )
         await store.mark_delivered(item.id, batch.id)
     return summaries
 
 
+async def _changed_after_claim(store: Store, layout: Layout, item: InputFile) -> bool:
+    """A producer kept writing into the claimed file after it was validated: these results
+    cover only part of it. Never deliver them; reject the input (the whole file goes to
+    outbox/rejected/ with the reason, to be requeued)."""
+    spooled = layout.spool / item.spool_name
+    change = await anyio.to_thread.run_sync(
+        changed_since, spooled, item.size_bytes, item.mtime_ns, item.ctime_ns)
+    if change is None:
+        return False
+    message = (f"{item.name} changed after it was claimed ({change}); its results were not "
+               "delivered. Write it as NAME.part and rename it when complete, then requeue it")
+    await store.move_input(
+        item.id, [InputState.BATCHED], InputState.REJECTED, event="input.rejected",
+        detail={"reason": "changed_after_claim"},
+        error_json={"file": item.name, "job_type": str(item.job_type), "input_id": item.id,
+                    "claimed_at": iso(item.claimed_at), "stage": "delivery",
+                    "reason": "changed_after_claim", "message": message,
+                    "bytes_validated": item.size_bytes},
+    )
+    log.error("input.changed_after_claim", file=item.name, input_id=item.id,
+              job_type=str(item.job_type), reason="changed_after_claim", change=change,
+              bytes_validated=item.size_bytes, action="rejected; results not delivered")
+    return True
+
+
 async def _deliver_input(
-    store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int
+    store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int,
+    progress: Progress,
 ) -> dict[str, Any]:
     item = entry.part.input
     manifest_path = layout.manifest_path(item.job_type, item.out_stem)
@@ -131,12 +178,12 @@ async def _deliver_input(
             functools.partial(atomic_write_file, target, sources[0], allow_link=True)
         )
     else:
-        await anyio.to_thread.run_sync(_concatenate, sources, target)
+        await anyio.to_thread.run_sync(_concatenate, sources, target, progress)
     if known is not None:  # computed while the download was normalised: same bytes
         counts, output_sha256 = known
     else:
-        counts = await anyio.to_thread.run_sync(count_results, target)
-        output_sha256 = await anyio.to_thread.run_sync(file_sha256, target)
+        counts = await anyio.to_thread.run_sync(count_results, target, progress)
+        output_sha256 = await anyio.to_thread.run_sync(file_sha256, target, progress)
     jobs = [dict(row) for row in await store.remote_jobs_of_input(item.id)]
     now = store.clock.now()
     claimed = item.claimed_at

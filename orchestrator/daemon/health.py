@@ -7,7 +7,7 @@ also shows here as a timeout. No access log: a scraper every 15 s would drown th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +27,37 @@ class Verdict:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """An ongoing run of failures (daemon.incidents): what, for how long, the last cause."""
+
+    name: str  # "x_unreachable" | "outbox_unwritable" | "spool_unwritable"
+    age_s: float
+    failures: int
+    last_error: str
+    last_error_msg: str
+
+
+_SAYS = {
+    "x_unreachable": "the X API (or its storage) has been unreachable",
+    "outbox_unwritable": "the outbox has been unwritable",
+    "spool_unwritable": "the spool (state directory) has been unwritable",
+}
+
+
 def judge(
-    *, phase: str, heartbeat_age_s: float, stale_after_s: float, paused: bool
+    *, phase: str, heartbeat_age_s: float, stale_after_s: float, paused: bool,
+    conditions: Sequence[Condition] = (), unhealthy_after_s: float = 300.0,
 ) -> Verdict:
-    """Healthy while running with a fresh heartbeat and usable credentials."""
-    detail = {"phase": phase, "heartbeat_age_s": round(heartbeat_age_s, 1)}
+    """Healthy while running with a fresh heartbeat and usable credentials, and while no
+    outage (X unreachable, outbox or spool unwritable) has lasted over unhealthy_after_s."""
+    detail: dict[str, Any] = {"phase": phase, "heartbeat_age_s": round(heartbeat_age_s, 1)}
+    if conditions:
+        detail["conditions"] = {
+            c.name: {"for_s": round(c.age_s, 1), "failures": c.failures,
+                     "last_error": c.last_error, "last_error_msg": c.last_error_msg}
+            for c in conditions
+        }
     if phase != "running":
         return Verdict(False, phase, detail)  # "starting" | "stopping"
     if heartbeat_age_s > stale_after_s:
@@ -41,6 +67,14 @@ def judge(
         )
     if paused:
         return Verdict(False, "paused: the X API refused the credentials", detail)
+    lasting = [c for c in conditions if c.age_s > unhealthy_after_s]
+    if lasting:
+        worst = max(lasting, key=lambda c: c.age_s)
+        return Verdict(
+            False, f"{_SAYS.get(worst.name, worst.name)} for {worst.age_s:.0f} s "
+            f"(limit {unhealthy_after_s:.0f} s, {worst.failures} failures; last: "
+            f"{worst.last_error}: {worst.last_error_msg})", detail,
+        )
     return Verdict(True, "ok", detail)
 
 

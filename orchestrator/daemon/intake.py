@@ -18,7 +18,6 @@ import contextlib
 import errno
 import functools
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,27 @@ import anyio
 import structlog
 
 from orchestrator.core.model import InputFile, InputState, JobType
+from orchestrator.daemon.claimwait import ClaimBackoff, check_room, too_large_reason
 from orchestrator.daemon.dedupe import Deduper, DuplicatePolicy, stored_fields
 from orchestrator.daemon.rejections import Rejections
 from orchestrator.errors import InputRejected
 from orchestrator.files.atomic import (
+    DEFAULT_MIN_FREE_BYTES,
     NAME_MAX_BYTES,
-    atomic_output,
-    fsync_dir,
+    NoRoom,
     truncate_name,
 )
+from orchestrator.files.claim import (
+    Replaced,
+    StillWritten,
+    Unclaimable,
+    is_the_copied_file,
+    move_into_spool,
+    read_and_normalise,
+    still_changing,
+)
 from orchestrator.files.idfile import IdFileReport, Policy, normalise_id_file
-from orchestrator.files.inbox import Candidate, InvalidEntry, display_name
+from orchestrator.files.inbox import Candidate, InvalidEntry, changed_since, display_name
 from orchestrator.layout import InputFiles, Layout
 from orchestrator.logs import WarnOnce
 from orchestrator.redact import redact_text
@@ -59,22 +68,19 @@ def _stem(name: str) -> str:
     return truncate_name(stem, _STEM_MAX_BYTES)
 
 
-class _Replaced(Exception):
-    """The inbox name now holds another file than the one found stable."""
-
-
-class _Unclaimable(Exception):
-    """Copied across filesystems, but the original cannot be removed from the inbox (the
-    daemon may not write that folder): claiming it would process it again on every scan."""
-
-
 class Intake:
     def __init__(
         self, store: Store, layout: Layout, *, invalid_lines: Policy = "reject",
         duplicate_content: DuplicatePolicy = "process", link_max_age_s: float = 86400.0,
-        on_queued: Callable[[], None] = lambda: None,
+        on_queued: Callable[[], None] = lambda: None, max_input_bytes: int = 4 << 30,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, settle_s: float = 0.0,
+        backoff: ClaimBackoff | None = None,
     ) -> None:
         self.store = store
+        self.max_input_bytes = max_input_bytes
+        self.min_free_bytes = min_free_bytes
+        self.settle_s = settle_s  # a changed claimed file must be quiet this long (min_age_s)
+        self.backoff = backoff or ClaimBackoff(store.clock)
         self.layout = layout
         self.invalid_lines = invalid_lines
         self.duplicate_content = duplicate_content
@@ -82,7 +88,7 @@ class Intake:
         self.warnings = WarnOnce()
         self.deduper = Deduper(store, layout, link_max_age_s=link_max_age_s,
                                warnings=self.warnings)
-        self.rejections = Rejections(store, layout, self.warnings)
+        self.rejections = Rejections(store, layout, self.warnings, min_free=min_free_bytes)
         self._busy: set[int] = set()  # inputs a task is working on right now
         self._unclaimable: set[tuple[str, int, int]] = set()  # (path, inode, size)
 
@@ -101,42 +107,77 @@ class Intake:
 
     async def claim(self, candidate: Candidate) -> InputFile | None:
         name = display_name(candidate.path.name)
+        if candidate.size > self.max_input_bytes:
+            if not self.rejections.is_pending(candidate.path):
+                await self.rejections.reject_entry(InvalidEntry(
+                    candidate.path, candidate.job_type,
+                    too_large_reason(candidate.size, self.max_input_bytes),
+                    candidate.size, candidate.mtime_ns, candidate.inode))
+            return None
         unclaimable = (str(candidate.path), candidate.inode, candidate.size)
-        if unclaimable in self._unclaimable:
+        if unclaimable in self._unclaimable or not self.backoff.ready(candidate):
             return None  # reported once already; a changed file gets another try
+        room_key = ("room", str(candidate.path))
+        try:
+            await anyio.to_thread.run_sync(
+                check_room, candidate, self.layout.spool, self.min_free_bytes)
+        except NoRoom as no_room:  # nothing was copied: statvfs again on the next rescan
+            self.warnings.warn(log, room_key, "inbox.claim_waiting_for_space", no_room,
+                               file=name, job_type=str(candidate.job_type),
+                               bytes=candidate.size, free_bytes=no_room.free,
+                               min_free_bytes=no_room.min_free, retry="every rescan")
+            return None
+        self.warnings.resolved(log, room_key, "inbox.claim_space_available", file=name)
         out_stem = await self._choose_out_stem(candidate.job_type, name)
         spool_name = InputFiles.new_name(candidate.job_type)
         row = await self.store.insert_claiming(
             job_type=candidate.job_type, name=name, out_stem=out_stem, spool_name=spool_name,
             inode=candidate.inode, size_bytes=candidate.size,
+            name_bytes=os.fsencode(candidate.path.name), mtime_ns=candidate.mtime_ns,
+            ctime_ns=candidate.ctime_ns or None,
         )
         self._busy.add(row.id)
         try:
             target = self.layout.spool / spool_name
             try:
                 await anyio.to_thread.run_sync(
-                    self._move_into_spool, candidate.path, target, candidate.inode
+                    move_into_spool, candidate.path, target, candidate.inode
                 )
-            except _Unclaimable as stuck:
+            except Unclaimable as stuck:
                 self._unclaimable.add(unclaimable)
                 await self.store.delete_claiming(row.id, "cannot remove it from the inbox")
                 log.error("inbox.unclaimable", file=name, job_type=str(candidate.job_type),
                           error_msg=redact_text(str(stuck.args[0])),
                           hint="the daemon must be able to delete files in the inbox folder")
                 return None
-            except (FileNotFoundError, _Replaced) as gone:
-                replaced = isinstance(gone, _Replaced)
+            except (FileNotFoundError, Replaced) as gone:
+                replaced = isinstance(gone, Replaced)
                 reason = ("replaced since it was found; checked again once stable" if replaced
                           else "file vanished before it was claimed")
                 await self.store.delete_claiming(row.id, reason)
                 log.info("inbox.claim_skipped", file=name, job_type=str(candidate.job_type),
                          reason=reason)
                 return None
+            except OSError as error:
+                with anyio.CancelScope(shield=True):
+                    await self._recover_claiming(row)
+                if error.errno not in _LOCAL_ERRNOS:
+                    raise
+                # The spool's disk, not the file: wait (longer each time) instead of copying
+                # the same file again on every rescan.
+                delay = self.backoff.failed(candidate)
+                self.warnings.warn(log, ("claim", str(candidate.path)), "inbox.claim_deferred",
+                                   error, file=name, job_type=str(candidate.job_type),
+                                   bytes=candidate.size, retry_in_s=delay)
+                return None
             except BaseException:
                 # Still in the inbox (rename failed) or in the spool: recover() decides which.
                 with anyio.CancelScope(shield=True):
                     await self._recover_claiming(row)
                 raise
+            self.backoff.succeeded(candidate)
+            self.warnings.resolved(log, ("claim", str(candidate.path)), "inbox.claim_resumed",
+                                   file=name)
             claimed = await self.store.move_input(
                 row.id, [InputState.CLAIMING], InputState.CLAIMED, event="inbox.claimed",
                 detail={"file": name, "bytes": candidate.size},
@@ -147,42 +188,6 @@ class Intake:
             return claimed
         finally:
             self._busy.discard(row.id)
-
-    @staticmethod
-    def _move_into_spool(source: Path, target: Path, inode: int) -> None:
-        # A producer may have renamed another file over the name since the scan: claim only
-        # the file that was seen stable (the new one gets its own quiet period).
-        if os.lstat(source).st_ino != inode:
-            raise _Replaced
-        try:
-            source.rename(target)
-        except OSError as error:
-            if error.errno != errno.EXDEV:
-                raise
-            Intake._copy_into_spool(source, target, inode)
-        fsync_dir(target.parent)
-
-    @staticmethod
-    def _copy_into_spool(source: Path, target: Path, inode: int) -> None:
-        """Inbox and state dir on different filesystems: copy durably, then remove the
-        original, but only if the name still holds the file we copied."""
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as inp:
-            st = os.fstat(inp.fileno())
-            if st.st_ino != inode or not stat.S_ISREG(st.st_mode):
-                raise _Replaced
-            with atomic_output(target) as out:
-                while block := inp.read(1 << 20):
-                    out.write(block)
-        try:
-            if os.lstat(source).st_ino == inode:
-                source.unlink()
-                fsync_dir(source.parent)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            target.unlink(missing_ok=True)
-            raise _Unclaimable(error) from None
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -196,15 +201,10 @@ class Intake:
     async def _validate(self, item: InputFile) -> None:
         src = self.layout.spool / item.spool_name
         dest = self.layout.spool / item.ids_name
-        work = functools.partial(normalise_id_file, src, dest, policy=self.invalid_lines,
-                                 display_name=item.name)
+        work = functools.partial(read_and_normalise, src, dest, normalise=normalise_id_file,
+                                 policy=self.invalid_lines, display_name=item.name)
         try:
-            report = await anyio.to_thread.run_sync(work)
-        except InputRejected as rejected:
-            dest.unlink(missing_ok=True)
-            await self.reject(item, {"stage": "validation", **rejected.details,
-                                     "message": rejected.message})
-            return
+            before, outcome, after = await anyio.to_thread.run_sync(work)
         except OSError as error:
             dest.unlink(missing_ok=True)
             if error.errno in _LOCAL_ERRNOS:
@@ -217,17 +217,54 @@ class Intake:
                                      "message": f"{item.name}: {type(error).__name__}: "
                                                 f"{error.strerror or error}"})
             return
-        except UnicodeError as error:
+        bytes_read = outcome.input_bytes if isinstance(outcome, IdFileReport) else None
+        change = still_changing(item, before, after, bytes_read, self.settle_s,
+                                 self.store.clock.now().timestamp())
+        if change is not None:
+            # A producer still writing (no `.part` rename): its data lands in our copy. Never
+            # queue what was read so far; wait until the file is quiet and read it again.
+            dest.unlink(missing_ok=True)
+            await self._wait_for_writer(item, after, change)
+            return
+        if isinstance(outcome, InputRejected):
+            dest.unlink(missing_ok=True)
+            await self.reject(item, {"stage": "validation", **outcome.details,
+                                     "message": outcome.message})
+            return
+        if isinstance(outcome, UnicodeError):
             dest.unlink(missing_ok=True)
             await self.reject(item, {"stage": "validation", "reason": "unreadable",
-                                     "message": f"{item.name}: {type(error).__name__}: {error}"})
+                                     "message": f"{item.name}: {type(outcome).__name__}: "
+                                                f"{outcome}"})
             return
         self.warnings.resolved(log, ("validate", str(item.id)), "input.validation_resumed",
                                file=item.name)
-        fields = self._validated_fields(report)
+        self.warnings.resolved(log, ("changing", str(item.id)), "input.stopped_changing",
+                               file=item.name, input_id=item.id, bytes=after.st_size)
+        # What was validated, to compare with before delivery (deliver.py).
+        fields = {**self._validated_fields(outcome), "size_bytes": after.st_size,
+                  "mtime_ns": after.st_mtime_ns, "ctime_ns": after.st_ctime_ns}
         if self.duplicate_content == "link" and await self.deduper.dedupe(item, fields):
             return
         await self._queue(item, fields)
+
+    async def _wait_for_writer(self, item: InputFile, now: os.stat_result, change: str) -> None:
+        if (item.size_bytes, item.mtime_ns, item.ctime_ns) != (
+                now.st_size, now.st_mtime_ns, now.st_ctime_ns):
+            await self.store.move_input(
+                item.id, [InputState.CLAIMED], InputState.CLAIMED,
+                event="input.changed_after_claim",
+                detail={"file": item.name, "bytes_at_claim": item.size_bytes,
+                        "bytes_now": now.st_size},
+                size_bytes=now.st_size, mtime_ns=now.st_mtime_ns, ctime_ns=now.st_ctime_ns,
+            )
+        self.warnings.warn(
+            log, ("changing", str(item.id)), "input.changed_after_claim",
+            StillWritten(change), file=item.name, input_id=item.id,
+            bytes_at_claim=item.size_bytes, bytes_now=now.st_size,
+            action="not queued; validated again once it has stopped changing",
+            hint="write as NAME.part and rename it when complete",
+        )
 
     @staticmethod
     def _validated_fields(report: IdFileReport) -> dict[str, Any]:
@@ -270,7 +307,9 @@ class Intake:
                 await self._queue(refreshed, stored_fields(refreshed))
                 return
             item, report = refreshed, {}
-        if "body_sha256" in report and (self.layout.spool / item.ids_name).exists():
+        spooled = self.layout.spool / item.spool_name
+        if ("body_sha256" in report and (self.layout.spool / item.ids_name).exists()
+                and not changed_since(spooled, item.size_bytes, item.mtime_ns, item.ctime_ns)):
             fields = stored_fields(item)
             if self.duplicate_content == "link" and await self.deduper.dedupe(item, fields):
                 return
@@ -335,7 +374,9 @@ class Intake:
 
     async def _recover_claiming(self, item: InputFile) -> None:
         spooled = self.layout.spool / item.spool_name
-        original = self.layout.inbox_for(item.job_type) / item.name
+        # By its raw bytes: the display name of a non-UTF-8 name (`\\xff`) is another file.
+        raw = item.name_bytes if item.name_bytes is not None else os.fsencode(item.name)
+        original = self.layout.inbox_for(item.job_type) / os.fsdecode(raw)
         original_stat = None
         with contextlib.suppress(OSError):
             original_stat = original.lstat()
@@ -345,9 +386,9 @@ class Intake:
         if spooled_stat is not None:
             # The rename, or the atomic cross-filesystem copy, completed: the spooled file is
             # whole. Never delete it; drop the inbox original only if it is the copied file.
-            if (original_stat is not None and original_stat.st_ino == item.inode
-                    and spooled_stat.st_ino != item.inode
-                    and original_stat.st_size == spooled_stat.st_size):
+            copied = original_stat is not None and await anyio.to_thread.run_sync(
+                is_the_copied_file, item, original, original_stat, spooled, spooled_stat)
+            if copied:
                 try:
                     original.unlink()
                 except OSError as error:  # cannot remove it: undo the claim, say so once
@@ -355,8 +396,13 @@ class Intake:
                     await self.store.delete_claiming(item.id, "cannot remove it from the inbox")
                     log.error("inbox.unclaimable", file=item.name, error_msg=str(error))
                     return
+            # What the rename took may be a replacement of the file scanned: validation
+            # compares with what is in the spool now (and waits while it still changes).
             await self.store.move_input(item.id, [InputState.CLAIMING], InputState.CLAIMED,
-                                        event="inbox.claimed", detail={"recovered": True})
+                                        event="inbox.claimed", detail={"recovered": True},
+                                        size_bytes=spooled_stat.st_size,
+                                        mtime_ns=spooled_stat.st_mtime_ns,
+                                        ctime_ns=spooled_stat.st_ctime_ns)
             log.info("inbox.claim_recovered", file=item.name, input_id=item.id)
             return
         same_original = original_stat is not None and original_stat.st_ino == item.inode

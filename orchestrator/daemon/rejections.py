@@ -17,6 +17,7 @@ import structlog
 
 from orchestrator.clock import iso
 from orchestrator.core.model import InputFile, InputState
+from orchestrator.files.atomic import DEFAULT_MIN_FREE_BYTES
 from orchestrator.files.inbox import NOT_IN_TYPE_FOLDER, InvalidEntry, display_name
 from orchestrator.files.rejected import reject_file
 from orchestrator.layout import Layout
@@ -31,14 +32,18 @@ def _entry_reason(entry: InvalidEntry) -> str:
         return "not_in_type_folder"
     if entry.reason == "no read permission":
         return "unreadable"
+    if entry.reason.startswith("too large"):
+        return "too_large"
     return "not_a_regular_file"
 
 
 class Rejections:
     """Moves rejected inputs and unusable inbox entries to outbox/rejected/ (one at a time)."""
 
-    def __init__(self, store: Store, layout: Layout, warnings: WarnOnce) -> None:
+    def __init__(self, store: Store, layout: Layout, warnings: WarnOnce, *,
+                 min_free: int = DEFAULT_MIN_FREE_BYTES) -> None:
         self.store = store
+        self.min_free = min_free  # a copy across filesystems must leave this much free
         self.layout = layout
         self.warnings = warnings
         self._deferred_rejections: set[int] = set()  # rejected inputs still in the spool
@@ -79,7 +84,7 @@ class Rejections:
             document = item.error or {}
             try:
                 placed = await anyio.to_thread.run_sync(
-                    functools.partial(reject_file, clock=self.store.clock),
+                    functools.partial(reject_file, clock=self.store.clock, min_free=self.min_free),
                     src, self.layout.rejected, item.name, document,
                 )
             except OSError as error:
@@ -96,6 +101,10 @@ class Rejections:
                       stage=document.get("stage"), error_msg=document.get("message"),
                       rejected_as=placed.name)
             return True
+
+    def is_pending(self, path: Path) -> bool:
+        """An inbox entry whose move failed for local reasons; `retry_pending` retries it."""
+        return path in self._pending_entries
 
     async def reject_entry(self, entry: InvalidEntry) -> None:
         """Something in the inbox that cannot be an input (symlink, fifo, folder, stray file,
@@ -119,7 +128,7 @@ class Rejections:
         key = ("entry", str(entry.path))
         try:
             placed = await anyio.to_thread.run_sync(
-                functools.partial(reject_file, clock=self.store.clock),
+                functools.partial(reject_file, clock=self.store.clock, min_free=self.min_free),
                 entry.path, self.layout.rejected, name, error,
             )
         except FileNotFoundError:

@@ -8,6 +8,7 @@ before the POST) and results right after, so a restart resumes from the database
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import random
@@ -35,6 +36,8 @@ from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnde
 from orchestrator.files.atomic import atomic_write_file
 from orchestrator.files.results import normalise_results
 from orchestrator.layout import Layout
+from orchestrator.logs import file_fields
+from orchestrator.redact import redact_text
 from orchestrator.remote.download import download
 from orchestrator.remote.upload import start_resumable, upload_resumable, upload_simple
 from orchestrator.remote.xapi import XApi
@@ -93,6 +96,7 @@ class Runner:
         self._fresh_intents: set[tuple[int, int]] = set()  # (batch id, attempt) POST not yet sent
         self._verified_uploads: set[tuple[int, int]] = set()
         self._auth_reported = False
+        self._files: dict[int, dict[str, object]] = {}  # batch id -> its files, for log lines
 
     def now(self) -> datetime:
         return self.store.clock.now()
@@ -149,9 +153,13 @@ class Runner:
             except (OSError, sqlite3.Error) as error:
                 # Disk full while building a pack body, the database busy past its timeout:
                 # wait and look again rather than take the whole daemon down.
+                wait_s = min(30.0, self.policy.retry.backoff_max_s)
+                if isinstance(error, OSError):
+                    self.activity.incidents.local_failed(error)
                 log.warning("runner.schedule_failed", error=type(error).__name__,
-                            error_msg=str(error), retry_in_s=self.policy.retry.backoff_max_s)
-                await self._pause(min(30.0, self.policy.retry.backoff_max_s))
+                            error_msg=redact_text(str(error)),
+                            path=getattr(error, "filename", None), retry_in_s=wait_s)
+                await self._pause(wait_s)
                 continue
             if batch is None:
                 self.activity.hold(index, None)
@@ -163,7 +171,7 @@ class Runner:
                 break  # formed but not started: the next start picks it up
             self.activity.hold(index, batch)
             with structlog.contextvars.bound_contextvars(
-                batch_id=batch.id, job_type=str(batch.job_type)
+                batch_id=batch.id, job_type=str(batch.job_type), **await self._files_of(batch)
             ):
                 self.activity.warn_if_results_expire_soon(batch)
                 try:
@@ -199,8 +207,20 @@ class Runner:
         try:
             observation = await self._act(batch, step)
         except (OrchestratorError, OSError) as error:
+            self.activity.incidents.step_failed(batch, step, error)
             observation = machine.StepFailed(error)
+        else:
+            self.activity.incidents.step_succeeded(batch, step)
         return await self._observe(batch, observation)
+
+    async def _files_of(self, batch: Batch) -> dict[str, object]:
+        """The batch's input files and ids (fixed once formed), bound to every line it logs."""
+        known = self._files.get(batch.id)
+        if known is None:
+            parts = await self.store.batch_parts(batch.id)
+            known = file_fields([p.input.name for p in parts], [p.input.id for p in parts])
+            self._files[batch.id] = known
+        return known
 
     async def _act(self, batch: Batch, step: machine.Step) -> machine.Observation:
         match step:
@@ -247,7 +267,7 @@ class Runner:
             for path in self.layout.batch_files(batch.id).all:
                 path.unlink(missing_ok=True)
         self.activity.update(updated)
-        self._log_decision(batch, decision)
+        self._log_decision(batch, decision, observation)
         if decision.pause and not self._auth_reported:
             self._auth_reported = True
         elif not decision.pause and decision.to_state is not BatchState.QUEUED:
@@ -256,18 +276,42 @@ class Runner:
             await self._finish(updated, decision)
         return updated
 
-    def _log_decision(self, batch: Batch, decision: Decision) -> None:
+    def _log_decision(
+        self, batch: Batch, decision: Decision, observation: machine.Observation | None = None
+    ) -> None:
         if decision.pause and self._auth_reported and batch.stage_waits > 0:
             level = "debug"  # said once already; the queue is kept until the token works
         else:
             level = decision.level
-        fields = {
+        fields: dict[str, object] = {
             "from_state": str(batch.state),
             "to_state": str(decision.to_state),
             "x_job_id": decision.changes.get("x_job_id") or batch.x_job_id,
             **decision.detail,
         }
+        if isinstance(observation, machine.StepFailed):
+            fields.update(self._cause(observation.error, decision))
         getattr(log, level)(decision.event, **fields)
+
+    def _cause(self, error: BaseException, decision: Decision) -> dict[str, object]:
+        """Why a step failed, from the exception itself (the decision knows only its class)."""
+        cause: dict[str, object] = {
+            "stage": decision.detail.get("stage"),
+            "error": type(error).__name__,
+            "error_msg": redact_text(str(error))[:500],
+        }
+        for name in ("http_status", "endpoint"):
+            value = getattr(error, name, None)
+            if value is not None:
+                cause[name] = value
+        if isinstance(error, OSError):
+            cause["path"] = error.filename
+            cause["errno"] = errno.errorcode.get(error.errno or 0)
+        at = decision.changes.get("next_attempt_at")
+        if isinstance(at, datetime):
+            # The same instant `status` shows as the next attempt.
+            cause["retry_in_s"] = round(max(0.0, (at - self.now()).total_seconds()), 1)
+        return {k: v for k, v in cause.items() if v is not None}
 
     async def _rejection_document(
         self, batch: Batch, decision: Decision, observation: machine.Observation | None
@@ -288,6 +332,7 @@ class Runner:
         }
 
     async def _finish(self, batch: Batch, decision: Decision) -> None:
+        self._files.pop(batch.id, None)
         parts = await self.store.batch_parts(batch.id)
         if batch.state is BatchState.FAILED:
             for part in parts:
@@ -397,7 +442,7 @@ class Runner:
         )
         try:
             results = await anyio.to_thread.run_sync(
-                normalise_results, files.raw, files.results
+                normalise_results, files.raw, files.results, self.activity.pulse(_LANE.get())
             )
         except IntegrityError:
             files.raw.unlink(missing_ok=True)
@@ -422,7 +467,9 @@ class Runner:
         return machine.Downloaded(results.affected)
 
     async def _deliver(self, batch: Batch) -> machine.Observation:
-        summaries = await deliver_batch(self.store, self.layout, batch)
+        summaries = await deliver_batch(
+            self.store, self.layout, batch, progress=self.activity.pulse(_LANE.get())
+        )
         for summary in summaries:
             if summary.pop("pending", False):
                 log.info("input.part_done", **summary)

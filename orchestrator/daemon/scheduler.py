@@ -20,6 +20,7 @@ import structlog
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
 from orchestrator.files.batchfiles import MAX_LINE_BYTES, Slice, build_body
 from orchestrator.layout import InputFiles, Layout
+from orchestrator.logs import file_fields
 from orchestrator.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
@@ -128,8 +129,8 @@ class Scheduler:
         name = self.layout.input_files(members[0].spool_name).pack_ids.name
         pieces = [Slice(self.layout.spool / m.ids_name) for m in members]
         batch = await self._form_with_body(job_type, parts, name, pieces)
-        log.info("batch.packed", batch_id=batch.id, job_type=str(job_type),
-                 inputs=len(members), ids=ids)
+        log.info("batch.packed", batch_id=batch.id, job_type=str(job_type), ids=ids,
+                 **file_fields([m.name for m in members], [m.id for m in members]))
         return batch
 
     # ---- splitting ----------------------------------------------------------------------

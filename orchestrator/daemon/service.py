@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import structlog
@@ -27,9 +28,9 @@ from orchestrator.core.limits import poll_spacing_s
 from orchestrator.core.machine import Policy
 from orchestrator.core.model import JobType
 from orchestrator.core.retry import RetryPolicy
-from orchestrator.credentials import load_bearer_token
+from orchestrator.credentials import load_bearer_token, warn_if_token_file_readable
 from orchestrator.daemon import systemd
-from orchestrator.daemon.health import HealthServer, Verdict, judge
+from orchestrator.daemon.health import Condition, HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import RunnerSettings, lanes_for
 from orchestrator.daemon.lock import StateLock
@@ -44,6 +45,7 @@ from orchestrator.files.inbox import InboxScanner, watch_inbox
 from orchestrator.layout import Layout
 from orchestrator.logs import LEVELS, configure_logging, set_level
 from orchestrator.remote.xapi import XApi, make_session
+from orchestrator.store.migrate import CorruptDatabase
 from orchestrator.store.sqlite import Store
 from orchestrator.wakeup import Wakeup
 
@@ -138,11 +140,20 @@ class Service:
     def verdict(self) -> Verdict:
         """What /healthz answers."""
         runner = self.runner
+        conditions = []
+        if runner is not None:
+            incidents = runner.activity.incidents
+            conditions = [
+                Condition(name, incidents.age_s(i), i.failures, i.last_error, i.last_error_msg)
+                for name, i in incidents.conditions().items()
+            ]
         return judge(
             phase=self.phase if runner is not None else "starting",
             heartbeat_age_s=runner.activity.heartbeat_age_s() if runner is not None else 0.0,
             stale_after_s=self.stale_after_s,
             paused=runner is not None and runner.auth_paused,
+            conditions=conditions,
+            unhealthy_after_s=self.config.health.unhealthy_after_s,
         )
 
     def _poke(self) -> None:
@@ -189,6 +200,8 @@ class Service:
             store, layout, invalid_lines=config.inbox.invalid_lines,
             duplicate_content=config.inbox.duplicate_content,
             link_max_age_s=config.inbox.link_max_age_s, on_queued=queued,
+            max_input_bytes=config.inbox.max_input_bytes,
+            min_free_bytes=config.inbox.min_free_bytes, settle_s=config.inbox.min_age_s,
         )
         await intake.recover()
         async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:
@@ -364,10 +377,20 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"compliance-orchestrator: {error}", file=sys.stderr)
         return ExitCode.USAGE
     configure_logging(config.log.level, config.log.format, secrets=(token,))
+    warn_if_token_file_readable(config)
     try:
         anyio.run(_run_until_signal, Service(config, token))
     except Exception as error:
-        config_error = _config_error_in(error)
+        corrupt = _error_in(error, CorruptDatabase)
+        if corrupt is not None:
+            # One line with what to do, no traceback: the file is damaged, not the code.
+            log.error("service.state_corrupt", file=str(corrupt.db_path),
+                      backup=str(corrupt.backup) if corrupt.backup else None,
+                      error=type(corrupt).__name__, error_msg=corrupt.cause,
+                      exit_status=int(ExitCode.STATE_CORRUPT), detail=str(corrupt))
+            print(f"compliance-orchestrator: {corrupt}", file=sys.stderr)
+            return ExitCode.STATE_CORRUPT
+        config_error = _error_in(error, ConfigError)
         if config_error is not None:  # e.g. the state directory is locked, schema too new
             log.error("service.config_error", error=type(config_error).__name__,
                       error_msg=str(config_error))
@@ -378,13 +401,16 @@ def run_command(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _config_error_in(error: BaseException) -> ConfigError | None:
-    """Task groups wrap errors in exception groups; find a ConfigError inside."""
-    if isinstance(error, ConfigError):
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _error_in(error: BaseException, kind: type[_E]) -> _E | None:
+    """Task groups wrap errors in exception groups; find one of `kind` inside."""
+    if isinstance(error, kind):
         return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            found = _config_error_in(inner)
+            found = _error_in(inner, kind)
             if found is not None:
                 return found
     return None

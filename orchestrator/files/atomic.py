@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
@@ -31,6 +31,55 @@ log = structlog.get_logger(__name__)
 TEMP_PREFIX = ".tmp-"
 NAME_MAX_BYTES = 255  # NAME_MAX on Linux filesystems
 COPY_BUFFER = 1024 * 1024
+# What a copy we make of someone's file may keep of its mode: read/write for its owner (us),
+# read for the group. Never setuid, setgid or sticky (a root-made copy would be setuid root).
+COPY_MODE_MASK = 0o640
+
+
+def copy_mode(mode: int) -> int:
+    """The permission bits for our copy of a file that had `mode`: 0600 or 0640."""
+    return (stat.S_IMODE(mode) & COPY_MODE_MASK) | stat.S_IRUSR | stat.S_IWUSR
+
+
+# Free space a copy must leave behind: the state database and the logs share the disk.
+DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+class NoRoom(OSError):
+    """A copy was not started: it would leave less than the required free space (ENOSPC)."""
+
+    def __init__(self, folder: Path, needed: int, free: int, min_free: int) -> None:
+        super().__init__(
+            errno.ENOSPC,
+            f"not enough free space in {folder.name}/ for {needed} bytes: {free} free, "
+            f"{min_free} must stay free",
+        )
+        self.needed = needed
+        self.free = free
+        self.min_free = min_free
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still use on `folder`'s filesystem."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def ensure_room(folder: Path, needed: int, min_free: int = DEFAULT_MIN_FREE_BYTES) -> None:
+    """Raise NoRoom unless `needed` bytes fit in `folder` with `min_free` bytes to spare.
+
+    Checked before every copy of someone's file: a copy that cannot fit would fill the disk
+    (the database then fails with SQLITE_FULL), be undone, and be tried again and again.
+    """
+    free = free_bytes(folder)
+    if needed + min_free > free:
+        raise NoRoom(folder, needed, free, min_free)
+
+
+# Work in a thread calls a `progress()` callback (no arguments) every so often, so that the
+# lane it runs for keeps its heartbeat (and the systemd watchdog) fresh: hashing or splitting
+# a 100M-ID batch takes minutes. The callback must be cheap and thread-safe.
+Progress = Callable[[], None]
 
 def fsync_dir(path: Path) -> None:
     """Make a rename/create/unlink inside `path` durable."""
@@ -106,12 +155,14 @@ class _Mismatch(Exception):
     """The bytes copied are not the ones expected (raised inside atomic_output to discard)."""
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, streamed."""
+def file_sha256(path: Path, progress: Progress | None = None) -> str:
+    """sha256 of a file, streamed; `progress()` after every block."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while block := stream.read(COPY_BUFFER):
             digest.update(block)
+            if progress is not None:
+                progress()
     return digest.hexdigest()
 
 

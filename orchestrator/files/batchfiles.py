@@ -11,14 +11,27 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
-from orchestrator.files.atomic import atomic_output
-from orchestrator.files.results import line_reason
+from orchestrator.files.atomic import Progress, atomic_output
+from orchestrator.files.results import PROGRESS_LINES, line_reason
 
 BLOCK = 4 << 20
 # A normalised line is at most 19 digits + "\n": the bytes limit turns into an ID count.
 MAX_LINE_BYTES = 20
+
+_T = TypeVar("_T")
+
+
+def _reporting(items: Iterable[_T], progress: Progress | None) -> Iterator[_T]:
+    """`items`, calling progress() every PROGRESS_LINES of them."""
+    if progress is None:
+        yield from items
+        return
+    for count, item in enumerate(items, start=1):
+        if count % PROGRESS_LINES == 0:
+            progress()
+        yield item
 
 
 
@@ -114,11 +127,11 @@ class ResultCounts:
     by_reason: dict[str, int]
 
 
-def count_results(path: Path) -> ResultCounts:
+def count_results(path: Path, progress: Progress | None = None) -> ResultCounts:
     by_reason: dict[str, int] = {}
     affected = 0
     with open(path, "rb") as stream:
-        for line in stream:
+        for line in _reporting(stream, progress):
             body = line.strip()
             if body:
                 affected += 1
@@ -133,20 +146,25 @@ def _id_key(value: str) -> str:
 
 
 def split_results(
-    results: Path, members: Sequence[tuple[Slice, Path]], index: ResultIndex
+    results: Path,
+    members: Sequence[tuple[Slice, Path]],
+    index: ResultIndex,
+    progress: Progress | None = None,
 ) -> list[ResultCounts]:
     """Write, for each (IDs slice, destination), the result rows whose id is in that slice.
 
     An ID present in two inputs appears in both outputs: exactly what one job per input
     would have produced. `index` (empty, on disk) keeps memory flat however many IDs.
+    `progress()` is called every PROGRESS_LINES lines read or written.
     """
     with open(results, "rb") as stream:
         index.add((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
-                  for line in stream if line.strip())
+                  for line in _reporting(stream, progress) if line.strip())
     counts = []
     for piece, dest in members:
         with atomic_output(dest) as out:
-            for line in index.lines_for(_id_key(value) for value in iter_slice_ids(piece)):
+            wanted = (_id_key(value) for value in _reporting(iter_slice_ids(piece), progress))
+            for line in index.lines_for(wanted):
                 out.write(line + b"\n")
-        counts.append(count_results(dest))
+        counts.append(count_results(dest, progress))
     return counts

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from orchestrator.errors import InputRejected
-from orchestrator.files.atomic import atomic_output
+from orchestrator.files.atomic import Progress, atomic_output
 
 BLOCK_SIZE = 4 * 1024 * 1024
 MAX_ID_DIGITS = 19  # IDs are 64-bit snowflakes: at most 19 decimal digits
@@ -287,12 +287,14 @@ def normalise_id_file(
     max_reported: int = 10,
     display_name: str | None = None,
     block_size: int = BLOCK_SIZE,
+    progress: Progress | None = None,
 ) -> IdFileReport:
     """Validate `src` and write `dest` (one ID per line, `\\n`), atomically and fsynced.
 
     Raises InputRejected (details["reason"]: invalid_lines | empty | binary | not_utf8 |
     line_too_long); with policy="drop" bad lines are left out and reported instead, unless no
     valid ID remains. `display_name` (default: src's basename) is what messages call the file.
+    `progress()` is called after every block (a 2 GB input is minutes of work).
     """
     if policy not in ("reject", "drop"):
         raise ValueError(f"unknown policy {policy!r}")
@@ -307,6 +309,8 @@ def normalise_id_file(
         while chunk := inp.read(max(block_size, len(codecs.BOM_UTF8)) if first else block_size):
             in_hash.update(chunk)
             in_bytes += len(chunk)
+            if progress is not None:
+                progress()
             state.check_binary(chunk, first=first)
             if first:
                 first = False

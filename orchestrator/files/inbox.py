@@ -57,6 +57,7 @@ class Candidate:
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,54 @@ def _entry_problem(st: os.stat_result, path: Path) -> str | None:
 
 
 def display_name(name: str) -> str:
-    """A file name as text SQLite, JSON and logs accept: undecodable bytes become `\\xNN`."""
+    """A file name as text SQLite, JSON and logs accept: undecodable bytes become `\\xNN`.
+
+    Only for showing: two names can share a display form, so a file is found again by its
+    raw bytes (`os.fsencode(name)`, kept as `inputs.name_bytes`), never by this.
+    """
     return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
+# Bidirectional overrides, embeddings, isolates and marks: they reorder what a terminal shows
+# ("evil\u202etxt.exe"), so a name could pose as another.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on an operator's terminal: C0 and C1 controls, DEL and bidi
+    controls become `\\xNN` / `\\uNNNN`, so a producer's file name cannot send escape
+    sequences (clear the screen, retitle the window, fake a line). For human output only:
+    JSON output is escaped by json.dumps and stays exact."""
+    out = []
+    for char in str(text):
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif char in _BIDI:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def changed_since(path: Path, size: int, mtime_ns: int | None, ctime_ns: int | None) -> str | None:
+    """How the claimed file at `path` differs from what was validated, or None if it does
+    not (or is gone: then there is nothing left to compare).
+
+    A producer that skips the `.part` rename may still be writing through its open file
+    after the claim moved the file into the spool: its data lands in our copy.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if st.st_size != size:
+        return f"{st.st_size} bytes now, {size} bytes when it was validated"
+    if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
+        return f"modified again after it was validated ({size} bytes)"
+    if ctime_ns is not None and st.st_ctime_ns != ctime_ns:
+        return f"rewritten or touched after it was validated ({size} bytes)"
+    return None
 
 
 class InboxScanner:
@@ -186,6 +233,7 @@ class InboxScanner:
                                 sub_st.st_size,
                                 sub_st.st_mtime_ns,
                                 sub_st.st_ino,
+                                sub_st.st_ctime_ns,
                             )
                         )
                     else:

@@ -25,10 +25,13 @@ from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import format_timestamp
 from orchestrator.files.atomic import (
     COPY_BUFFER,
+    DEFAULT_MIN_FREE_BYTES,
     TEMP_PREFIX,
     atomic_output,
     atomic_write_json,
     candidate_names,
+    copy_mode,
+    ensure_room,
     fsync_dir,
     temp_path_for,
 )
@@ -82,16 +85,49 @@ def safe_basename(name: str) -> str:
     return cleaned
 
 
+def read_small_regular(path: Path, limit: int = _MAX_ERROR_JSON_BYTES) -> bytes | None:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes, else None.
+
+    Never follows a symlink and never blocks: a producer may have dropped a FIFO, a device
+    or a link to /dev/zero under a name we read (`a.error.json`), and open()+read() on that
+    would hang a worker thread (under the reject lock, before READY=1) or read forever.
+    """
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # Swapped for something else between the lstat and the open: still not ours.
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while len(data) <= limit and (block := os.read(fd, limit + 1 - len(data))):
+            data += block
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The `<file>.error.json` beside a rejected file, if it is a (small, regular) JSON object."""
+    data = read_small_regular(path)
+    if data is None:
+        return None
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _our_error_json(path: Path, candidate: str) -> bool:
     """True if `path` is an error record we wrote for `candidate` (not a user's file)."""
-    try:
-        if os.lstat(path).st_size > _MAX_ERROR_JSON_BYTES:
-            return False
-        with open(path, "rb") as f:
-            record = json.loads(f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("file") == candidate
+    record = read_record(path)
+    return record is not None and record.get("file") == candidate
 
 
 def _literal(text: str) -> Callable[[re.Match[str]], str]:
@@ -137,7 +173,7 @@ def _rejections(rejected_dir: Path, name: str) -> Iterator[Path]:
             yield path
 
 
-def _copy_across(src: Path, st: os.stat_result, dest: Path) -> None:
+def _copy_across(src: Path, st: os.stat_result, dest: Path, min_free: int) -> None:
     """Copy a regular file or a symlink to another filesystem, atomically at `dest`."""
     if stat.S_ISLNK(st.st_mode):
         tmp = temp_path_for(dest)
@@ -149,19 +185,21 @@ def _copy_across(src: Path, st: os.stat_result, dest: Path) -> None:
                 tmp.unlink()
             raise
         return
+    ensure_room(dest.parent, st.st_size, min_free)  # NoRoom: nothing written, retried later
     with atomic_output(dest) as out:
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as inp:
             shutil.copyfileobj(inp, out, COPY_BUFFER)
         out.flush()
-        # Keep the producer's mode and timestamps on the "untouched" input.
-        os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+        # Keep the producer's timestamps on the "untouched" input, but not its mode: a copy
+        # is a new file of ours (written as root by `cancel`), never setuid/setgid/sticky.
+        os.fchmod(out.fileno(), copy_mode(st.st_mode))
         os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def reject_file(
     src: Path, rejected_dir: Path, name: str, error: dict[str, Any], *,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock = SYSTEM_CLOCK, min_free: int = DEFAULT_MIN_FREE_BYTES,
 ) -> Path:
     """Move `src` untouched to `rejected_dir/<name>` beside `<name>.error.json`; return its path.
 
@@ -169,7 +207,8 @@ def reject_file(
     leaves at worst an orphan record that the retry reuses, never a lost input. A retry after
     the move finished (`src` gone) returns the existing rejection. Taken names get ` (2)`...
     Symlinks are moved as links, directories/fifos with rename; those cannot cross filesystems
-    (OSError EXDEV: leave the entry and tell the operator).
+    (OSError EXDEV: leave the entry and tell the operator). A copy that would leave less
+    than `min_free` bytes free is not started (NoRoom, an OSError ENOSPC).
     """
     name = safe_basename(name)
     rejected_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +265,7 @@ def reject_file(
         src.rename(dest)  # never follows a symlink; moves dirs and fifos as they are
         fsync_dir(rejected_dir)
     else:
-        _copy_across(src, st, dest)
+        _copy_across(src, st, dest, min_free)
         fsync_dir(rejected_dir)
         src.unlink()
     fsync_dir(src.parent)
@@ -240,12 +279,3 @@ def _same_content(a: Path, b: Path) -> bool:
     except OSError:
         return False
 
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The `<file>.error.json` beside a rejected file, if it is one of ours."""
-    try:
-        with open(path, "rb") as f:
-            record = json.loads(f.read(_MAX_ERROR_JSON_BYTES))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None

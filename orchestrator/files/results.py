@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import IntegrityError
-from orchestrator.files.atomic import atomic_output
+from orchestrator.files.atomic import Progress, atomic_output
 
 MAX_RESULT_LINE_BYTES = 1024 * 1024  # a result object is ~150 bytes
 READ_BUFFER = 1024 * 1024
 NO_REASON = "(none)"  # by_reason key for objects without a string "reason"
+PROGRESS_LINES = 16384  # line loops call progress() once per this many lines
 
 # The exact compact shape X writes, with plain ASCII string values (no escapes). A line that
 # matches is already what json.dumps would produce, so it is copied without a parse.
@@ -93,10 +94,11 @@ def _compact(obj: dict[str, Any]) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def normalise_results(raw: Path, dest: Path) -> ResultReport:
+def normalise_results(raw: Path, dest: Path, progress: Progress | None = None) -> ResultReport:
     """Check `raw` and write `dest` (compact JSON Lines, blank lines dropped), atomically.
 
     Raises IntegrityError on the first line that is not a result object (nothing is written).
+    `progress()` is called every PROGRESS_LINES lines.
     """
     by_reason: Counter[str] = Counter()
     affected = blank = out_bytes = line_no = 0
@@ -104,6 +106,8 @@ def normalise_results(raw: Path, dest: Path) -> ResultReport:
     with open(raw, "rb", buffering=READ_BUFFER) as inp, atomic_output(dest) as out:
         while line := inp.readline(MAX_RESULT_LINE_BYTES + 1):
             line_no += 1
+            if progress is not None and line_no % PROGRESS_LINES == 0:
+                progress()
             if len(line) > MAX_RESULT_LINE_BYTES:
                 raise IntegrityError(
                     f"result line {line_no} is longer than {MAX_RESULT_LINE_BYTES} bytes"

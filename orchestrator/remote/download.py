@@ -31,6 +31,7 @@ from orchestrator.remote.storage import (
     remove,
     signed,
 )
+from orchestrator.remote.upload import refuse_insecure
 
 
 class _Checksum(Protocol):
@@ -118,6 +119,7 @@ async def download(
     Truncated transfer: the partial file stays and RetryableError is raised (the next call
     resumes). Length or crc32c mismatch: `dest` is deleted and IntegrityError is raised.
     """
+    refuse_insecure("download", download_url)
     for _ in range(2):
         try:
             return await _download_once(session, download_url, dest, progress, clock)

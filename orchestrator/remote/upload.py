@@ -15,6 +15,7 @@ import aiohttp
 import yarl
 
 from orchestrator.clock import SYSTEM_CLOCK, Clock
+from orchestrator.config import is_secure_url
 from orchestrator.errors import PermanentError, RemoteError, RetryableError
 from orchestrator.redact import redact_url
 from orchestrator.remote.storage import (
@@ -72,6 +73,17 @@ class _FileSlice:
         self._handle.close()
 
 
+def refuse_insecure(endpoint: str, url: str) -> None:
+    """A signed URL over plain http to another machine would hand its signature (and the
+    data) to anyone on the path: a PermanentError for this job, and no request is made."""
+    if not is_secure_url(url):
+        raise PermanentError(
+            f"storage {endpoint}: refusing a non-https URL {redact_url(url)} (plain http is "
+            "allowed only to 127.0.0.1, ::1 or localhost)",
+            endpoint=endpoint,
+        )
+
+
 def _progress_counter(progress: Progress | None, done: int, total: int) -> Callable[[int], None]:
     state = {"done": done}
 
@@ -92,6 +104,7 @@ async def upload_simple(
     clock: Clock = SYSTEM_CLOCK,
 ) -> None:
     """PUT the whole file to a signed upload URL (non-resumable job)."""
+    refuse_insecure("upload", upload_url)
     size = file_size(body)
     headers = {"Content-Type": "text/plain", "Content-Length": str(size)}
     data = _FileSlice(body, 0, size, _progress_counter(progress, 0, size))
@@ -118,6 +131,7 @@ async def start_resumable(
     session: aiohttp.ClientSession, upload_url: str, *, clock: Clock = SYSTEM_CLOCK
 ) -> str:
     """Open a resumable upload session; returns its URL (a secret: store it, never log it)."""
+    refuse_insecure("upload", upload_url)
     headers = {"Content-Type": "text/plain", "Content-Length": "0", "x-goog-resumable": "start"}
     started = clock.monotonic()
     status: int | None = None
@@ -144,7 +158,9 @@ async def start_resumable(
             endpoint="upload",
         )
     # A relative Location is resolved against the signed URL without re-encoding either.
-    return str(signed(upload_url).join(yarl.URL(location, encoded=True)))
+    session_url = str(signed(upload_url).join(yarl.URL(location, encoded=True)))
+    refuse_insecure("upload", session_url)
+    return session_url
 
 
 def _persisted_offset(resp: aiohttp.ClientResponse) -> int:
@@ -212,6 +228,7 @@ async def upload_resumable(
     """
     if chunk_bytes <= 0 or chunk_bytes % RESUMABLE_QUANTUM:
         raise ValueError(f"chunk_bytes must be a positive multiple of {RESUMABLE_QUANTUM}")
+    refuse_insecure("upload", session_url)
     total = file_size(body)
     status_query = {"Content-Length": "0", "Content-Range": f"bytes */{total}"}
     offset = await _session_put(session, session_url, status_query, None, 0, clock)

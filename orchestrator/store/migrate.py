@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosqlite
@@ -27,6 +28,11 @@ _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 _LEADING_COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _TRANSACTION_WORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK"})
 BUSY_TIMEOUT_MS = 5000
+# state.db holds the jobs' signed upload/download URLs (valid for days): owner only, whatever
+# the umask. SQLite gives the -wal and -shm files the mode of the database file.
+DB_FILE_MODE = 0o600
+BACKUP_DIR_NAME = "backups"  # <state_dir>/backups, next to state.db
+RESTORE_DOC = "deploy/INSTALL.md, section 'Restoring the state database'"
 
 
 class MigrationError(OrchestratorError):
@@ -35,6 +41,80 @@ class MigrationError(OrchestratorError):
 
 class SchemaTooNew(ConfigError):
     """The database was written by a newer version of this program."""
+
+
+class CorruptDatabase(OrchestratorError):
+    """The state database is damaged or not an SQLite database at all.
+
+    Restarting cannot fix it, so the daemon exits with ExitCode.STATE_CORRUPT, which the unit
+    lists in RestartPreventExitStatus=. The message says which backup to restore and how.
+    """
+
+    def __init__(self, db_path: Path, cause: str) -> None:
+        self.db_path = db_path
+        self.backup = newest_backup(db_path)
+        self.cause = cause
+        super().__init__(_corrupt_message(db_path, cause, self.backup))
+
+
+def _is_corruption(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    text = str(error)
+    return "file is not a database" in text or "malformed" in text
+
+
+def newest_backup(db_path: Path) -> Path | None:
+    """The most recent `<state_dir>/backups/*.db` (by modification time), if any."""
+    folder = db_path.parent / BACKUP_DIR_NAME
+    try:
+        found = [(p.stat().st_mtime, p) for p in folder.glob("*.db") if p.is_file()]
+    except OSError:
+        return None
+    return max(found)[1] if found else None
+
+
+def _corrupt_message(db_path: Path, cause: str, backup: Path | None) -> str:
+    side = ", ".join(f"{db_path.name}{suffix}" for suffix in ("", "-wal", "-shm"))
+    head = (
+        f"the state database {db_path} is corrupt ({cause}); the daemon does not start on it "
+        "(restarting will not help)."
+    )
+    if backup is None:
+        return (
+            f"{head} There is no backup in {db_path.parent / BACKUP_DIR_NAME}. To start afresh, "
+            f"stop the service and move {side} out of {db_path.parent}; inputs already claimed "
+            f"stay in the spool for an operator. See {RESTORE_DOC}."
+        )
+    taken = datetime.fromtimestamp(backup.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{head} Newest backup: {backup} (written {taken}). To restore: stop the service, move "
+        f"{side} out of {db_path.parent}, copy the backup to {db_path}, start the service. "
+        f"See {RESTORE_DOC}."
+    )
+
+
+async def _main_file(conn: aiosqlite.Connection) -> Path | None:
+    async with conn.execute("PRAGMA database_list") as cursor:
+        files = [row[2] for row in await cursor.fetchall() if row[1] == "main" and row[2]]
+    return Path(files[0]) if files else None
+
+
+async def check_integrity(conn: aiosqlite.Connection) -> None:
+    """Raise CorruptDatabase unless `PRAGMA quick_check` passes (a truncated or overwritten
+    file often opens fine and fails only when a damaged page is read, mid-run)."""
+    try:
+        async with conn.execute("PRAGMA quick_check(5)") as cursor:
+            problems = [str(row[0]) for row in await cursor.fetchall()]
+    except sqlite3.DatabaseError as error:
+        if not _is_corruption(error):
+            raise
+        problems = [str(error)]
+    if problems == ["ok"]:
+        return
+    where = await _main_file(conn)
+    raise CorruptDatabase(where or Path(":memory:"), "; ".join(problems)[:300])
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +228,7 @@ async def _backup(conn: aiosqlite.Connection, backup_path: Path) -> None:
     tmp = backup_path.with_name(backup_path.name + ".tmp")
     tmp.unlink(missing_ok=True)  # VACUUM INTO refuses to overwrite
     await conn.execute("VACUUM INTO ?", (str(tmp),))
+    tmp.chmod(DB_FILE_MODE)  # a copy of the signed URLs: as private as state.db
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -217,6 +298,7 @@ async def apply_migrations(
     """
     migrations = list_migrations(directory)
     head = migrations[-1].version if migrations else 0
+    await check_integrity(conn)
     current = await user_version(conn)
     await _check_not_too_new(conn, current, head)
     pending = [m for m in migrations if m.version > current]
@@ -245,7 +327,11 @@ async def apply_migrations(
 async def connect(db_path: Path) -> aiosqlite.Connection:
     """Open the state database with the pragmas every connection needs: autocommit (writers
     use explicit BEGIN IMMEDIATE), WAL, synchronous=FULL, foreign keys, a busy timeout and
-    rows addressable by column name."""
+    rows addressable by column name.
+
+    A new database file is created 0600 (SQLite would follow the umask); one that is not an
+    SQLite database raises CorruptDatabase."""
+    _private_db_file(db_path)
     conn = await aiosqlite.connect(db_path, isolation_level=None)
     try:
         conn.row_factory = aiosqlite.Row
@@ -257,7 +343,32 @@ async def connect(db_path: Path) -> aiosqlite.Connection:
             log.warning("store.wal_unavailable", journal_mode=mode, file=str(db_path))
         await conn.execute("PRAGMA synchronous = FULL")
         await conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as error:
+        await conn.close()
+        if _is_corruption(error):
+            raise CorruptDatabase(Path(db_path), str(error)) from None
+        raise
     except BaseException:
         await conn.close()
         raise
     return conn
+
+
+def _private_db_file(db_path: Path) -> None:
+    """Create the database file 0600, or take group/other access away from one made by an
+    older version under a loose umask (with its -wal and -shm)."""
+    if str(db_path) == ":memory:":
+        return
+    try:
+        fd = os.open(db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DB_FILE_MODE)
+    except FileExistsError:
+        for path in (Path(db_path), *(Path(f"{db_path}{s}") for s in ("-wal", "-shm"))):
+            try:
+                if path.stat().st_mode & 0o077:
+                    path.chmod(DB_FILE_MODE)
+            except OSError:
+                continue  # missing, or not ours (a reader's `status`): leave it alone
+        return
+    except OSError:
+        return  # no such folder, read-only: SQLite's own error says it
+    os.close(fd)

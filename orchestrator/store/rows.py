@@ -29,6 +29,8 @@ INPUT_COLUMNS: Final = frozenset(
     {
         "state", "input_sha256", "id_count", "bad_line_count", "report_json", "error_json",
         "body_sha256", "queued_at", "finished_at",
+        # A claimed file still being written is re-validated: its size and times then change.
+        "size_bytes", "mtime_ns", "ctime_ns",
     }
 )
 # Columns the row mappers deliberately do not read, and why.
@@ -104,6 +106,7 @@ def input_from_row(row: Row) -> InputFile:
         inode=row["inode"], size_bytes=row["size_bytes"], input_sha256=row["input_sha256"],
         id_count=row["id_count"], bad_line_count=row["bad_line_count"],
         body_sha256=row["body_sha256"],
+        name_bytes=row["name_bytes"], mtime_ns=row["mtime_ns"], ctime_ns=row["ctime_ns"],
         report=_json_or_none(row["report_json"]), error=_json_or_none(row["error_json"]),
         claimed_at=from_iso(row["claimed_at"]), queued_at=from_iso(row["queued_at"]),
         finished_at=from_iso(row["finished_at"]),

@@ -123,15 +123,17 @@ class Store(Queries):
 
     async def insert_claiming(
         self, *, job_type: JobType, name: str, out_stem: str, spool_name: str, inode: int,
-        size_bytes: int,
+        size_bytes: int, name_bytes: bytes | None = None, mtime_ns: int | None = None,
+        ctime_ns: int | None = None,
     ) -> InputFile:
         """Persist the intent to claim, before the rename into the spool."""
         async with self.transaction() as conn:
             cursor = await conn.execute(
                 "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
-                " size_bytes, claimed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
-                 size_bytes, iso(self.clock.now())),
+                 size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
             )
             input_id = cursor.lastrowid
             assert input_id is not None
