@@ -26,7 +26,7 @@ from daemon_helpers import (
 from orchestrator.cli.main import main
 from orchestrator.sandbox import Sandbox, SandboxConfig
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60

@@ -19,7 +19,7 @@ from orchestrator.config import (
 )
 from orchestrator.credentials import load_bearer_token
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 EXAMPLE = REPO / "config.example.toml"
 TOKEN = "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2"
 
