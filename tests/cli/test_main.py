@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -24,7 +25,7 @@ from daemon_helpers import (
 )
 
 from orchestrator.cli.main import main
-from orchestrator.sandbox import Sandbox, SandboxConfig
+from orchestrator.sandbox import Sandbox
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
@@ -110,10 +111,9 @@ def test_run_without_a_token_exits_2_and_says_where_to_put_it(tmp_path: Path) ->
 
 
 async def test_per_type_concurrency_runs_a_tweets_and_a_users_job_side_by_side(
-    tmp_path: Path,
+    tmp_path: Path, make_sandbox: Callable[..., Sandbox]
 ) -> None:
-    config = SandboxConfig(token=TOKEN, concurrency="per-type", processing_time_s=1.5)
-    async with Sandbox(config) as sandbox:
+    async with make_sandbox(concurrency="per-type", processing_time_s=1.5, seed=0) as sandbox:
         cfg = load(write_config(tmp_path, sandbox.base_url, concurrency="per-type"))
         async with running_service(cfg):
             drop(tmp_path, "tweets", "t.txt", make_ids(1, 20))
