@@ -15,6 +15,7 @@ import pytest
 from daemon_helpers import (
     TOKEN,
     db_rows,
+    drained,
     drop,
     load,
     make_ids,
@@ -46,6 +47,7 @@ async def test_status_shows_queue_outcomes_and_never_a_signed_url(
     async with running_service(load(config_path)):
         drop(tmp_path, "tweets", "done.txt", ["not-an-id"])
         drop(tmp_path, "users", "slow.txt", make_ids(1, 10))
+        # Not drained on purpose: the users job stays in flight while `status` looks.
         await wait_for(lambda: outcome(tmp_path, "tweets", "done.txt") == "rejected")
         await wait_for(lambda: db_rows(tmp_path, "SELECT state FROM batches")
                        == [{"state": "waiting"}], what="the users job waiting remotely")
@@ -115,11 +117,14 @@ async def test_per_type_concurrency_runs_a_tweets_and_a_users_job_side_by_side(
 ) -> None:
     async with make_sandbox(concurrency="per-type", processing_time_s=1.5, seed=0) as sandbox:
         cfg = load(write_config(tmp_path, sandbox.base_url, concurrency="per-type"))
-        async with running_service(cfg):
+        async with running_service(cfg) as service:
             drop(tmp_path, "tweets", "t.txt", make_ids(1, 20))
             drop(tmp_path, "users", "u.txt", make_ids(2, 20))
-            await wait_for(lambda: outcome(tmp_path, "tweets", "t.txt") == "delivered"
-                           and outcome(tmp_path, "users", "u.txt") == "delivered")
+            await drained(service)
+            assert (
+                outcome(tmp_path, "tweets", "t.txt") == "delivered"
+                and outcome(tmp_path, "users", "u.txt") == "delivered"
+            )
         jobs = sandbox.jobs()
     assert len(jobs) == 2
     statuses = [status for _m, _p, status in sandbox.request_log]

@@ -15,6 +15,7 @@ import pytest
 from daemon_helpers import (
     TOKEN,
     db_rows,
+    drained,
     drop,
     load,
     make_ids,
@@ -73,10 +74,11 @@ async def test_many_small_files_share_few_jobs_and_split_back_exactly(
 
 async def test_packing_disabled_runs_one_job_per_file(tmp_path: Path, sandbox: Sandbox) -> None:
     config = load(write_config(tmp_path, sandbox.base_url, pack_files="false", pack_wait_s=1.0))
-    async with running_service(config):
+    async with running_service(config) as service:
         for n in range(5):
             drop(tmp_path, "tweets", f"f{n}.txt", make_ids(n, 10))
-        await wait_for(lambda: all(outcome(tmp_path, "tweets", f"f{n}.txt") for n in range(5)))
+        await drained(service)
+        assert all(outcome(tmp_path, "tweets", f"f{n}.txt") for n in range(5))
     assert len(sandbox.jobs()) == 5
 
 
@@ -224,17 +226,21 @@ async def test_startup_sweeps_spool_files_nobody_refers_to(
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url))
     ids = make_ids(21, 30)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "first.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "first.txt") == "delivered"
-                       and not list((tmp_path / "state" / "spool").iterdir()))
+        await drained(service)
+        assert (
+            outcome(tmp_path, "tweets", "first.txt") == "delivered"
+            and not list((tmp_path / "state" / "spool").iterdir())
+        )
     spool = tmp_path / "state" / "spool"
     # What a crash between "batch done" and its cleanup leaves behind:
     for leftover in ("batch-1.results.jsonl", "0123456789abcdef.tweets.part-0.results.jsonl",
                      "0123456789abcdef.tweets.pack.ids"):
         (spool / leftover).write_text("{}\n")
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "users", "second.txt", make_ids(22, 10))
-        await wait_for(lambda: outcome(tmp_path, "users", "second.txt") == "delivered"
-                       and not list(spool.iterdir()), what="a clean spool")
+        await drained(service)
+        assert outcome(tmp_path, "users", "second.txt") == "delivered"
+        assert not list(spool.iterdir()), "a clean spool"
     assert read_results(tmp_path, "tweets", "first") == sandbox.expected_results("tweets", ids)
