@@ -36,13 +36,13 @@ from daemon_helpers import (
     wait_for,
     write_config,
 )
+from inbox_helpers import read_permission_as_unprivileged
 
 from orchestrator.clock import SystemClock, from_iso
 from orchestrator.config import Config
 from orchestrator.core.model import InputState, JobType
 from orchestrator.daemon import intake as intake_module
 from orchestrator.daemon.intake import Intake
-from orchestrator.files import inbox as inbox_module
 from orchestrator.files.inbox import Candidate
 from orchestrator.layout import Layout
 from orchestrator.sandbox import Sandbox
@@ -473,10 +473,8 @@ async def test_a_fifo_is_never_opened_and_is_moved_to_rejected(
 async def test_a_file_without_read_permission_is_rejected_with_that_reason(
     tmp_path: Path, sandbox: Sandbox, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The tests run as root, which reads anything: chmod 000 alone proves nothing. The
-    # permission check of the daemon's (unprivileged) user is simulated in-process instead.
-    if os.geteuid() == 0:
-        monkeypatch.setattr(inbox_module, "_is_readable", lambda p: p.name != "locked.txt")
+    # The tests may run as root, which reads anything: chmod 000 alone proves nothing there.
+    read_permission_as_unprivileged(monkeypatch)
     async with running_service(config) as service:
         path = drop(tmp_path, "tweets", "locked.txt", make_ids(69, 5))
         path.chmod(0)

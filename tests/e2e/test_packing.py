@@ -26,7 +26,6 @@ from daemon_helpers import (
     write_config,
 )
 
-from orchestrator.daemon.deliver import deliver_batch
 from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox
 from orchestrator.store.sqlite import Store
@@ -149,21 +148,20 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
     files = {f"p{n}.txt": make_ids(300 + n, 30) for n in range(6)}
     service = Service(config, TOKEN, stop_grace_s=0)
     tripped = anyio.Event()
-    import orchestrator.daemon.deliver as deliver_module
-
-    real = deliver_module._deliver_input
+    real = Store.mark_delivered
     calls = 0
 
-    async def dying(*args: Any, **kwargs: Any) -> Any:
+    async def dying(self: Store, *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
+        await real(self, *args, **kwargs)
         calls += 1
-        if calls == 3:  # two inputs written to the outbox, then the lights go out
+        if calls == 2:  # two inputs written to the outbox and recorded, then the lights go out
             tripped.set()
             service.stop()
             await anyio.sleep_forever()
-        return await real(*args, **kwargs)
 
-    monkeypatch.setattr(deliver_module, "_deliver_input", dying)
+    # The store is the seam: every delivered input is recorded there right after its files.
+    monkeypatch.setattr(Store, "mark_delivered", dying)
     async with anyio.create_task_group() as group:
         group.start_soon(service.run)
         for name, ids in files.items():
@@ -171,7 +169,6 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
         with anyio.fail_after(30):
             await tripped.wait()
     monkeypatch.undo()
-    assert deliver_batch is deliver_module.deliver_batch
     users_out = tmp_path / "outbox" / "users"
     before = {p.name: p.stat().st_ino for p in users_out.iterdir()}
     assert len(before) == 4  # two inputs were delivered before the crash
@@ -194,7 +191,6 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
     assert len(after) == 2 * len(files) - 2
     assert len(sandbox.jobs()) == len({r["x_job_id"] for r in db_rows(
         tmp_path, "SELECT x_job_id FROM remote_jobs")})
-    assert Store  # the store module stays importable for the restart
 
 
 async def test_membership_split_keeps_memory_off_the_python_heap(tmp_path: Path) -> None:

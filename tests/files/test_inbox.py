@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 from clocks import FakeClock
-from inbox_helpers import running_watch
+from inbox_helpers import read_permission_as_unprivileged, running_watch
 from structlog.testing import capture_logs
 
 from orchestrator.core.model import JobType
@@ -191,8 +191,7 @@ def test_unreadable_file_is_reported(
 ) -> None:
     path = put(scanner, clock, "users/locked.txt")
     path.chmod(0)
-    if os.geteuid() == 0:  # root reads anything: simulate the daemon's unprivileged user
-        monkeypatch.setattr(inbox_module, "_is_readable", lambda p: p != path)
+    read_permission_as_unprivileged(monkeypatch)
     found = invalid_after_quiet_period(scanner, clock)
     assert found["locked.txt"].reason == "no read permission"
 

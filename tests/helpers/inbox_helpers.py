@@ -1,13 +1,18 @@
-"""`running_watch`: the inbox watch loop in a task for the length of an `async with` block."""
+"""Inbox test helpers: `running_watch` (the watch loop for the length of an `async with`
+block) and an unprivileged read-permission check for tests that run as root."""
 
 from __future__ import annotations
 
 import functools
+import os
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
+import pytest
 
 from orchestrator.files.inbox import Candidate, InboxScanner, InvalidEntry, watch_inbox
 
@@ -34,3 +39,19 @@ async def running_watch(
         yield stop
         if not stop.is_set():
             group.cancel_scope.cancel()
+
+
+def read_permission_as_unprivileged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root reads anything, so a chmod 000 file proves nothing when the tests run as root:
+    at the OS seam (`os.access`), answer R_OK as a non-root owner would (its read bit)."""
+    if os.geteuid() != 0:
+        return
+    real_access = os.access
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        readable_bit = real_access(path, os.F_OK) and Path(path).stat().st_mode & stat.S_IRUSR
+        if mode & os.R_OK and not readable_bit:
+            return False
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
