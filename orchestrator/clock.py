@@ -1,7 +1,7 @@
 """Time, injected: the pure core takes `now` as an argument; adapters ask a Clock.
 
 This is the one module that reads the system's clocks; everything else is handed a Clock
-(tests hand in a manual one, see tests/clocks.py).
+(tests hand in a manual one, see tests/helpers/clocks.py).
 """
 
 from __future__ import annotations

@@ -135,6 +135,15 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 30.0,
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+async def drained(service: Service, timeout: float = 30.0) -> None:
+    """Burst mode: until the queue is drained (`Service.until_idle`: inbox claimed, every input
+    and batch final, spool empty); fail after `timeout` seconds."""
+    with anyio.move_on_after(timeout):
+        await service.until_idle()
+        return
+    raise AssertionError(f"the queue was not drained after {timeout} s")
+
+
 @asynccontextmanager
 async def running_service(
     config: Config, token: str = TOKEN, *, crash: bool = False, rng: random.Random | None = None

@@ -1,4 +1,4 @@
-"""Helpers shared by the sandbox tests (a unique module name: tests/ has no packages)."""
+"""Helpers shared by the sandbox tests (tests/sandbox/); importable as `sandbox_helpers`."""
 
 from __future__ import annotations
 

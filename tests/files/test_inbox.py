@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 from clocks import FakeClock
+from inbox_helpers import read_permission_as_unprivileged, running_watch
 from structlog.testing import capture_logs
 
 from orchestrator.core.model import JobType
@@ -19,7 +20,6 @@ from orchestrator.files.inbox import (
     Candidate,
     InboxScanner,
     InvalidEntry,
-    watch_inbox,
 )
 
 MIN_AGE = 5.0
@@ -191,8 +191,7 @@ def test_unreadable_file_is_reported(
 ) -> None:
     path = put(scanner, clock, "users/locked.txt")
     path.chmod(0)
-    if os.geteuid() == 0:  # root reads anything: simulate the daemon's unprivileged user
-        monkeypatch.setattr(inbox_module, "_is_readable", lambda p: p != path)
+    read_permission_as_unprivileged(monkeypatch)
     found = invalid_after_quiet_period(scanner, clock)
     assert found["locked.txt"].reason == "no read permission"
 
@@ -263,21 +262,11 @@ async def test_watch_claims_dropped_files_soon_after_they_settle(
     inbox = tmp_path / "inbox"  # missing at start: created
     scanner = InboxScanner(inbox, min_age_s=0.05)
     rec = Recorder(tmp_path / "claimed")
-    stop = anyio.Event()
     with capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            # A long rescan interval: only events and the "due" wake-up can claim in time.
-            await tg.start(
-                lambda task_status: watch_inbox(
-                    scanner,
-                    rec.on_candidate,
-                    rec.on_invalid,
-                    rescan_interval_s=3600 if use_watcher else 0.2,
-                    use_watcher=use_watcher,
-                    stop_event=stop,
-                    task_status=task_status,
-                )
-            )
+        # A long rescan interval: only events and the "due" wake-up can claim in time.
+        async with running_watch(
+            scanner, rec, rescan_interval_s=3600 if use_watcher else 0.2, use_watcher=use_watcher
+        ) as stop:
             assert (inbox / "tweets").is_dir() and (inbox / "users").is_dir()
             drop(inbox / "tweets", "a b.txt")
             drop(inbox / "users", "-ü.txt")
@@ -299,17 +288,7 @@ async def test_watch_retries_failed_callbacks_and_reports_invalid_once(tmp_path:
     rec = Recorder(tmp_path / "claimed")
     rec.fail_next = 2
     with capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            await tg.start(
-                lambda task_status: watch_inbox(
-                    scanner,
-                    rec.on_candidate,
-                    rec.on_invalid,
-                    rescan_interval_s=0.05,
-                    use_watcher=False,
-                    task_status=task_status,
-                )
-            )
+        async with running_watch(scanner, rec, rescan_interval_s=0.05, use_watcher=False):
             drop(inbox / "users", "ids.txt")
             await rec.wait_for(lambda: len(rec.candidates) == 1)
             # Several more scans pass; the unchanged fifo is not reported again.
@@ -325,7 +304,6 @@ async def test_watch_retries_failed_callbacks_and_reports_invalid_once(tmp_path:
             with anyio.fail_after(DEADLINE_S):
                 while count < 5:
                     await anyio.sleep(0.01)
-            tg.cancel_scope.cancel()
     assert [e.reason for e in rec.invalid] == ["fifo"]
     failures = [e for e in logs if e["event"] == "inbox.callback_failed"]
     assert len(failures) == 2
@@ -338,24 +316,13 @@ async def test_watch_recreates_folders_deleted_at_run_time(tmp_path: Path) -> No
     scanner = InboxScanner(inbox, min_age_s=0.05)
     rec = Recorder(tmp_path / "claimed")
     with capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            await tg.start(
-                lambda task_status: watch_inbox(
-                    scanner,
-                    rec.on_candidate,
-                    rec.on_invalid,
-                    rescan_interval_s=0.05,
-                    use_watcher=True,
-                    task_status=task_status,
-                )
-            )
+        async with running_watch(scanner, rec, rescan_interval_s=0.05, use_watcher=True):
             (inbox / "users").rmdir()
             with anyio.fail_after(DEADLINE_S):
                 while not (inbox / "users").is_dir():
                     await anyio.sleep(0.01)
             drop(inbox / "users", "after.txt")
             await rec.wait_for(lambda: len(rec.candidates) == 1)
-            tg.cancel_scope.cancel()
     recreated = [e for e in logs if e["event"] == "inbox.folder_created" and not e["at_start"]]
     assert [e["folder"] for e in recreated] == [str(inbox / "users")]
 
@@ -371,42 +338,19 @@ async def test_watch_falls_back_to_rescans_when_inotify_is_unavailable(
     scanner = InboxScanner(inbox, min_age_s=0.05)
     rec = Recorder(tmp_path / "claimed")
     with capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            await tg.start(
-                lambda task_status: watch_inbox(
-                    scanner,
-                    rec.on_candidate,
-                    rec.on_invalid,
-                    rescan_interval_s=0.1,
-                    use_watcher=True,
-                    task_status=task_status,
-                )
-            )
+        async with running_watch(scanner, rec, rescan_interval_s=0.1, use_watcher=True):
             drop(inbox / "tweets", "t.txt")
             await rec.wait_for(lambda: len(rec.candidates) == 1)
-            tg.cancel_scope.cancel()
     warnings = [e for e in logs if e["event"] == "inbox.watcher_unavailable"]
     assert len(warnings) == 1 and warnings[0]["error"] == "OSError"
 
 
 async def test_stop_event_ends_the_watch(tmp_path: Path) -> None:
     scanner = InboxScanner(tmp_path / "inbox", min_age_s=0.05)
-    stop = anyio.Event()
     rec = Recorder(tmp_path / "claimed")
     with anyio.fail_after(DEADLINE_S):
-        async with anyio.create_task_group() as tg:
-            await tg.start(
-                lambda task_status: watch_inbox(
-                    scanner,
-                    rec.on_candidate,
-                    rec.on_invalid,
-                    rescan_interval_s=3600,
-                    use_watcher=True,
-                    stop_event=stop,
-                    task_status=task_status,
-                )
-            )
-            stop.set()  # the task group then exits on its own
+        async with running_watch(scanner, rec, rescan_interval_s=3600, use_watcher=True) as stop:
+            stop.set()  # the watch then returns on its own (within the deadline)
 
 
 async def test_watch_recreates_a_deleted_inbox_root_and_watches_it_again(
@@ -424,24 +368,13 @@ async def test_watch_recreates_a_deleted_inbox_root_and_watches_it_again(
     scanner = InboxScanner(inbox, min_age_s=0.05)
     rec = Recorder(tmp_path / "claimed")
     with capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            await tg.start(
-                lambda task_status: watch_inbox(
-                    scanner,
-                    rec.on_candidate,
-                    rec.on_invalid,
-                    rescan_interval_s=0.1,
-                    use_watcher=True,
-                    task_status=task_status,
-                )
-            )
+        async with running_watch(scanner, rec, rescan_interval_s=0.1, use_watcher=True):
             inbox.rename(tmp_path / "old-inbox")  # the whole root disappears at once
             with anyio.fail_after(DEADLINE_S):
                 while not (inbox / "tweets").is_dir():
                     await anyio.sleep(0.01)
             drop(inbox / "tweets", "t.txt")
             await rec.wait_for(lambda: len(rec.candidates) == 1)
-            tg.cancel_scope.cancel()
     assert watched == [inbox, inbox]
     recreated = {e["folder"] for e in logs if e["event"] == "inbox.folder_created"}
     assert str(inbox) in recreated

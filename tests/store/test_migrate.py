@@ -20,7 +20,7 @@ from orchestrator.store.migrate import (
     pending_migrations,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
 MIGRATIONS = {
     "0001_initial.sql": """
@@ -278,7 +278,7 @@ def test_migrations_dir_finds_the_shipped_schema() -> None:
     folder = migrations_dir()
     assert folder.is_dir()
     # In a source checkout / editable install it is the repository's top-level folder.
-    if not (Path(__file__).resolve().parents[1] / "orchestrator" / "migrations").is_dir():
+    if not (REPO / "orchestrator" / "migrations").is_dir():
         assert folder == REPO / "migrations"
 
 

@@ -18,6 +18,7 @@ import structlog
 from daemon_helpers import (
     TOKEN,
     db_rows,
+    drained,
     drop,
     load,
     make_ids,
@@ -70,11 +71,14 @@ async def test_process_mode_runs_the_same_content_again(tmp_path: Path, sandbox:
     config = load(write_config(tmp_path, sandbox.base_url))
     assert config.inbox.duplicate_content == "process"
     ids = make_ids(80, 40)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "monday.txt", ids)
         drop(tmp_path, "tweets", "tuesday.txt", crlf(ids))
-        await wait_for(lambda: outcome(tmp_path, "tweets", "monday.txt") == "delivered"
-                       and outcome(tmp_path, "tweets", "tuesday.txt") == "delivered")
+        await drained(service)
+        assert (
+            outcome(tmp_path, "tweets", "monday.txt") == "delivered"
+            and outcome(tmp_path, "tweets", "tuesday.txt") == "delivered"
+        )
     expected = sandbox.expected_results("tweets", ids)
     assert read_results(tmp_path, "tweets", "monday") == expected
     assert read_results(tmp_path, "tweets", "tuesday") == expected
@@ -86,14 +90,17 @@ async def test_link_mode_copies_the_earlier_result_for_a_crlf_copy(
     tmp_path: Path, sandbox: Sandbox, link_config: Config
 ) -> None:
     ids = make_ids(81, 60)
-    async with running_service(link_config):
+    async with running_service(link_config) as service:
         drop(tmp_path, "users", "monday.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "users", "monday.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "users", "monday.txt") == "delivered"
         drop(tmp_path, "users", "tuesday.txt", crlf(ids))
-        await wait_for(lambda: outcome(tmp_path, "users", "tuesday.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "users", "tuesday.txt") == "delivered"
         other = make_ids(82, 10)
         drop(tmp_path, "users", "different.txt", other)  # not a duplicate: a job of its own
-        await wait_for(lambda: outcome(tmp_path, "users", "different.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "users", "different.txt") == "delivered"
 
     assert results_bytes(tmp_path, "users", "tuesday") == results_bytes(tmp_path, "users", "monday")
     assert read_results(tmp_path, "users", "tuesday") == sandbox.expected_results("users", ids)
@@ -118,14 +125,15 @@ async def test_link_mode_waits_for_a_twin_in_flight_instead_of_a_second_job(
     tmp_path: Path, sandbox: Sandbox, link_config: Config
 ) -> None:
     ids = make_ids(83, 30)
-    async with running_service(link_config):
+    async with running_service(link_config) as service:
         drop(tmp_path, "tweets", "a.txt", ids)
         drop(tmp_path, "tweets", "b.txt", ids)
         drop(tmp_path, "tweets", "c.txt", crlf(ids))
         drop(tmp_path, "users", "as-users.txt", ids)  # same bytes, other type: not a twin
-        await wait_for(lambda: all(outcome(tmp_path, t, n) == "delivered" for t, n in (
+        await drained(service)
+        assert all(outcome(tmp_path, t, n) == "delivered" for t, n in (
             ("tweets", "a.txt"), ("tweets", "b.txt"), ("tweets", "c.txt"),
-            ("users", "as-users.txt"))))
+            ("users", "as-users.txt")))
     expected = sandbox.expected_results("tweets", ids)
     for stem in ("a", "b", "c"):
         assert read_results(tmp_path, "tweets", stem) == expected
@@ -140,12 +148,14 @@ async def test_link_mode_processes_again_when_the_earlier_result_was_removed(
 ) -> None:
     ids = make_ids(84, 25)
     with structlog.testing.capture_logs() as logs:
-        async with running_service(link_config):
+        async with running_service(link_config) as service:
             drop(tmp_path, "tweets", "first.txt", ids)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "first.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "first.txt") == "delivered"
             (tmp_path / "outbox" / "tweets" / "first.jsonl").unlink()  # a consumer took it
             drop(tmp_path, "tweets", "again.txt", ids)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "again.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "again.txt") == "delivered"
     assert read_results(tmp_path, "tweets", "again") == sandbox.expected_results("tweets", ids)
     assert "linked_to" not in manifest(tmp_path, "tweets", "again")
     assert len(sandbox.jobs()) == 2
@@ -159,15 +169,17 @@ async def test_link_mode_processes_again_when_the_earlier_result_was_changed(
 ) -> None:
     ids = make_ids(85, 25)
     with structlog.testing.capture_logs() as logs:
-        async with running_service(link_config):
+        async with running_service(link_config) as service:
             drop(tmp_path, "tweets", "first.txt", ids)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "first.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "first.txt") == "delivered"
             path = tmp_path / "outbox" / "tweets" / "first.jsonl"
             data = bytearray(path.read_bytes())
             data[-2:-1] = b"X"  # same size, other bytes: only the sha256 can tell
             path.write_bytes(bytes(data))
             drop(tmp_path, "tweets", "again.txt", ids)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "again.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "again.txt") == "delivered"
     why = [e for e in logs if e["event"] == "input.link_unavailable"]
     assert [e["reasons"] for e in why] == [
         ["first.txt: first.jsonl was changed or removed from the outbox"]]
@@ -188,9 +200,10 @@ async def test_a_stop_mid_link_ends_with_exactly_one_result(
     point: str, consumer_took_earlier: bool,
 ) -> None:
     ids = make_ids(86, 40)
-    async with running_service(link_config):
+    async with running_service(link_config) as service:
         drop(tmp_path, "tweets", "first.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "first.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "first.txt") == "delivered"
 
     service = Service(link_config, TOKEN)
     tripped = anyio.Event()
@@ -227,9 +240,9 @@ async def test_a_stop_mid_link_ends_with_exactly_one_result(
         for name in ("first.jsonl", "first.manifest.json"):
             (tmp_path / "outbox" / "tweets" / name).unlink()
 
-    async with running_service(link_config):
-        await wait_for(lambda: outcome(tmp_path, "tweets", "second.txt") == "delivered"
-                       and spool(tmp_path) == [])
+    async with running_service(link_config) as service:
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "second.txt") == "delivered" and spool(tmp_path) == []
 
     assert read_results(tmp_path, "tweets", "second") == sandbox.expected_results("tweets", ids)
     names = outbox_names(tmp_path, "tweets")
@@ -255,9 +268,10 @@ async def test_link_waits_while_the_outbox_is_not_writable_then_links(
     out = tmp_path / "outbox" / "tweets"
     ids = make_ids(87, 20)
     with structlog.testing.capture_logs() as logs:
-        async with running_service(link_config):
+        async with running_service(link_config) as service:
             drop(tmp_path, "tweets", "first.txt", ids)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "first.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "first.txt") == "delivered"
             try:
                 subprocess.run(["chattr", "+i", str(out)], check=True, capture_output=True)
             except (OSError, subprocess.CalledProcessError) as exc:
@@ -269,7 +283,8 @@ async def test_link_waits_while_the_outbox_is_not_writable_then_links(
                 assert outcome(tmp_path, "tweets", "second.txt") is None
             finally:
                 subprocess.run(["chattr", "-i", str(out)], check=True, capture_output=True)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "second.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "second.txt") == "delivered"
     assert manifest(tmp_path, "tweets", "second")["linked_to"]["file"] == "first.txt"
     assert len(sandbox.jobs()) == 1
     deferred = [e for e in logs if e["event"] == "outbox.link_deferred"]
@@ -285,11 +300,13 @@ async def test_link_mode_does_not_reuse_a_result_older_than_link_max_age(
         'invalid_lines = "reject"\nduplicate_content = "link"\nlink_max_age_s = 0.0'))
     config = load(path)
     ids = make_ids(83, 30)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "old.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "old.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "old.txt") == "delivered"
         drop(tmp_path, "tweets", "again.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "again.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "again.txt") == "delivered"
     assert "linked_to" not in manifest(tmp_path, "tweets", "again")
     assert len(sandbox.jobs()) == 2  # the stale result was not reused: a fresh job ran
     assert read_results(tmp_path, "tweets", "again") == sandbox.expected_results("tweets", ids)

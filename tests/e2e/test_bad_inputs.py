@@ -26,6 +26,7 @@ import pytest
 import structlog
 from daemon_helpers import (
     db_rows,
+    drained,
     drop,
     load,
     make_ids,
@@ -35,13 +36,13 @@ from daemon_helpers import (
     wait_for,
     write_config,
 )
+from inbox_helpers import read_permission_as_unprivileged
 
 from orchestrator.clock import SystemClock, from_iso
 from orchestrator.config import Config
 from orchestrator.core.model import InputState, JobType
 from orchestrator.daemon import intake as intake_module
 from orchestrator.daemon.intake import Intake
-from orchestrator.files import inbox as inbox_module
 from orchestrator.files.inbox import Candidate
 from orchestrator.layout import Layout
 from orchestrator.sandbox import Sandbox
@@ -129,10 +130,10 @@ async def test_bad_content_is_rejected_whole_with_file_and_line(
 ) -> None:
     content, reason, line, words = REJECTED_CONTENT[case]
     name = f"{case}.txt"
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", name, content)
-        await wait_for(lambda: outcome(tmp_path, "tweets", name) == "rejected",
-                       what=f"{name} rejected")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", name) == "rejected", f"{name} rejected"
         await still_works(tmp_path, sandbox)
 
     moved, error = rejected(tmp_path, name)
@@ -155,10 +156,11 @@ async def test_a_ten_mb_line_under_the_drop_policy_is_dropped_and_the_rest_submi
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url, invalid_lines="drop"))
     ids = make_ids(61, 20)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "users", "pasted.txt", lines(ids[:10]) + TEN_MB_LINE + b"\n"
              + lines(ids[10:]))
-        await wait_for(lambda: outcome(tmp_path, "users", "pasted.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "users", "pasted.txt") == "delivered"
     found = manifest(tmp_path, "users", "pasted")
     assert found["counts"]["submitted"] == 20
     assert found["input"]["dropped_lines"] == 1
@@ -183,9 +185,10 @@ async def test_harmless_variations_are_accepted_and_results_are_exact(
     tmp_path: Path, sandbox: Sandbox, config: Config, case: str
 ) -> None:
     ids = make_ids(len(case), 60)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "users", f"{case}.txt", ACCEPTED_CONTENT[case](ids))
-        await wait_for(lambda: outcome(tmp_path, "users", f"{case}.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "users", f"{case}.txt") == "delivered"
     assert read_results(tmp_path, "users", case) == sandbox.expected_results("users", ids)
     found = manifest(tmp_path, "users", case)
     assert found["counts"]["submitted"] == len(ids)
@@ -232,11 +235,14 @@ async def test_a_name_that_is_not_utf8_is_claimed_under_a_readable_name(
 ) -> None:
     ids = make_ids(62, 10)
     raw = os.fsdecode(b"latin1-caf\xe9.txt")  # how a Latin-1 producer names "café"
-    async with running_service(config):
+    async with running_service(config) as service:
         (tmp_path / "inbox" / "tweets" / raw).write_bytes(lines(ids))
         (tmp_path / "inbox" / "users" / os.fsdecode(b"bad-\xff.txt")).write_bytes(b"x\n")
-        await wait_for(lambda: outcome(tmp_path, "tweets", "latin1-caf\\xe9.txt") is not None
-                       and outcome(tmp_path, "users", "bad-\\xff.txt") is not None)
+        await drained(service)
+        assert (
+            outcome(tmp_path, "tweets", "latin1-caf\\xe9.txt") is not None
+            and outcome(tmp_path, "users", "bad-\\xff.txt") is not None
+        )
         await still_works(tmp_path, sandbox)
     assert read_results(tmp_path, "tweets", "latin1-caf\\xe9") == sandbox.expected_results(
         "tweets", ids)
@@ -255,7 +261,7 @@ async def test_a_file_still_being_written_is_claimed_only_once_stable(
     config = load(write_config(tmp_path, sandbox.base_url, min_age_s=min_age))
     ids = make_ids(63, 70)
     path = tmp_path / "inbox" / "tweets" / "growing.txt"
-    async with running_service(config):
+    async with running_service(config) as service:
         # A careless producer writing straight into the inbox, in steps quicker than min_age.
         with open(path, "wb") as out:
             for step in range(7):
@@ -265,7 +271,8 @@ async def test_a_file_still_being_written_is_claimed_only_once_stable(
                 assert path.exists(), f"claimed while still growing (after step {step})"
                 assert db_rows(tmp_path, "SELECT 1 FROM inputs") == []
         last_change = path.stat().st_mtime_ns / 1e9
-        await wait_for(lambda: outcome(tmp_path, "tweets", "growing.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "growing.txt") == "delivered"
     assert read_results(tmp_path, "tweets", "growing") == sandbox.expected_results("tweets", ids)
     assert manifest(tmp_path, "tweets", "growing")["counts"]["submitted"] == 70
     claimed_at = from_iso(db_rows(tmp_path, "SELECT claimed_at FROM inputs")[0]["claimed_at"])
@@ -279,11 +286,12 @@ async def test_a_file_replaced_before_it_was_claimed_is_processed_once_as_the_ne
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url, min_age_s=0.6))
     first, second = make_ids(64, 30), make_ids(65, 40)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "daily.txt", first)
         drop(tmp_path, "tweets", "daily.txt", second)  # renamed over the first
         assert db_rows(tmp_path, "SELECT 1 FROM inputs") == [], "test precondition"
-        await wait_for(lambda: outcome(tmp_path, "tweets", "daily.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "daily.txt") == "delivered"
         await still_works(tmp_path, sandbox)
     assert read_results(tmp_path, "tweets", "daily") == sandbox.expected_results("tweets", second)
     assert manifest(tmp_path, "tweets", "daily")["counts"]["submitted"] == 40
@@ -296,12 +304,15 @@ async def test_a_file_replaced_after_the_first_was_claimed_gets_its_own_result(
 ) -> None:
     first, second = make_ids(66, 30), make_ids(67, 40)
     path = tmp_path / "inbox" / "users" / "daily.txt"
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "users", "daily.txt", first)
         await wait_for(lambda: not path.exists(), what="the first daily.txt claimed")
         drop(tmp_path, "users", "daily.txt", second)
-        await wait_for(lambda: (tmp_path / "outbox/users/daily-2.manifest.json").exists()
-                       and outcome(tmp_path, "users", "daily.txt") == "delivered")
+        await drained(service)
+        assert (
+            (tmp_path / "outbox/users/daily-2.manifest.json").exists()
+            and outcome(tmp_path, "users", "daily.txt") == "delivered"
+        )
     assert read_results(tmp_path, "users", "daily") == sandbox.expected_results("users", first)
     assert read_results(tmp_path, "users", "daily-2") == sandbox.expected_results("users", second)
     assert manifest(tmp_path, "users", "daily-2")["input"]["file"] == "daily.txt"
@@ -418,9 +429,10 @@ async def test_a_symlink_is_not_followed_and_moved_to_rejected_as_a_link(
     target = tmp_path / "elsewhere.txt"
     target.write_bytes(lines(make_ids(68, 5)))
     before = target.read_bytes(), target.stat().st_mtime_ns
-    async with running_service(config):
+    async with running_service(config) as service:
         (tmp_path / "inbox" / "tweets" / "link.txt").symlink_to(target)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "link.txt") == "rejected")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "link.txt") == "rejected"
         await still_works(tmp_path, sandbox)
     moved, error = rejected(tmp_path, "link.txt")
     assert moved.is_symlink() and moved.readlink() == target
@@ -433,11 +445,12 @@ async def test_a_symlink_is_not_followed_and_moved_to_rejected_as_a_link(
 async def test_a_directory_in_a_type_folder_is_moved_to_rejected_whole(
     tmp_path: Path, sandbox: Sandbox, config: Config
 ) -> None:
-    async with running_service(config):
+    async with running_service(config) as service:
         folder = tmp_path / "inbox" / "users" / "batch-folder"
         folder.mkdir()
         (folder / "ids.txt").write_bytes(b"123\n")
-        await wait_for(lambda: outcome(tmp_path, "users", "batch-folder") == "rejected")
+        await drained(service)
+        assert outcome(tmp_path, "users", "batch-folder") == "rejected"
         await still_works(tmp_path, sandbox, "users")
     moved, error = rejected(tmp_path, "batch-folder")
     assert (moved / "ids.txt").read_bytes() == b"123\n"  # nothing inside lost
@@ -447,9 +460,10 @@ async def test_a_directory_in_a_type_folder_is_moved_to_rejected_whole(
 async def test_a_fifo_is_never_opened_and_is_moved_to_rejected(
     tmp_path: Path, sandbox: Sandbox, config: Config
 ) -> None:
-    async with running_service(config):
+    async with running_service(config) as service:
         os.mkfifo(tmp_path / "inbox" / "tweets" / "pipe")
-        await wait_for(lambda: outcome(tmp_path, "tweets", "pipe") == "rejected")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "pipe") == "rejected"
         await still_works(tmp_path, sandbox)  # a blocking open() would have hung the daemon
     moved, error = rejected(tmp_path, "pipe")
     assert stat.S_ISFIFO(moved.lstat().st_mode)
@@ -459,14 +473,13 @@ async def test_a_fifo_is_never_opened_and_is_moved_to_rejected(
 async def test_a_file_without_read_permission_is_rejected_with_that_reason(
     tmp_path: Path, sandbox: Sandbox, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The tests run as root, which reads anything: chmod 000 alone proves nothing. The
-    # permission check of the daemon's (unprivileged) user is simulated in-process instead.
-    if os.geteuid() == 0:
-        monkeypatch.setattr(inbox_module, "_is_readable", lambda p: p.name != "locked.txt")
-    async with running_service(config):
+    # The tests may run as root, which reads anything: chmod 000 alone proves nothing there.
+    read_permission_as_unprivileged(monkeypatch)
+    async with running_service(config) as service:
         path = drop(tmp_path, "tweets", "locked.txt", make_ids(69, 5))
         path.chmod(0)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "locked.txt") == "rejected")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "locked.txt") == "rejected"
         await still_works(tmp_path, sandbox)
     moved, error = rejected(tmp_path, "locked.txt")
     assert stat.S_IMODE(moved.stat().st_mode) == 0  # moved as it was
@@ -489,9 +502,10 @@ async def test_a_full_spool_disk_defers_validation_instead_of_rejecting(
     monkeypatch.setattr(intake_module, "normalise_id_file", full_disk)
     ids = make_ids(70, 20)
     with structlog.testing.capture_logs() as logs:
-        async with running_service(config):
+        async with running_service(config) as service:
             drop(tmp_path, "tweets", "patient.txt", ids)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "patient.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "patient.txt") == "delivered"
     assert read_results(tmp_path, "tweets", "patient") == sandbox.expected_results("tweets", ids)
     assert len(events(logs, "input.validation_deferred", "warning")) == 1  # said once
     assert not (tmp_path / "outbox" / "rejected" / "patient.txt").exists()
@@ -520,20 +534,23 @@ async def test_type_folders_missing_at_start_or_deleted_while_running_are_recrea
     assert not inbox.exists()
     ids = make_ids(72, 10)
     with structlog.testing.capture_logs() as logs:
-        async with running_service(config):
+        async with running_service(config) as service:
             assert (inbox / "tweets").is_dir() and (inbox / "users").is_dir()
             put(inbox / "users", "one.txt", lines(ids))
-            await wait_for(lambda: outcome(tmp_path, "users", "one.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "users", "one.txt") == "delivered"
 
             shutil.rmtree(inbox / "users")
             await wait_for(lambda: (inbox / "users").is_dir(), what="users/ recreated")
             put(inbox / "users", "two.txt", lines(ids))
-            await wait_for(lambda: outcome(tmp_path, "users", "two.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "users", "two.txt") == "delivered"
 
             shutil.rmtree(inbox)  # the whole inbox, and its inotify watch with it
             await wait_for(lambda: (inbox / "tweets").is_dir(), what="inbox recreated")
             put(inbox / "tweets", "three.txt", lines(ids))
-            await wait_for(lambda: outcome(tmp_path, "tweets", "three.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "three.txt") == "delivered"
     created = {(Path(e["folder"]).name, e["at_start"])
                for e in events(logs, "inbox.folder_created")}
     assert {("inbox", True), ("tweets", True), ("users", True), ("users", False),
@@ -574,7 +591,7 @@ async def test_rejected_folder_not_writable_then_fixed_nothing_lost(
 ) -> None:
     rejected_dir = tmp_path / "outbox" / "rejected"
     with structlog.testing.capture_logs() as logs:
-        async with running_service(config):
+        async with running_service(config) as service:
             blocked_by_a_file(rejected_dir)
             drop(tmp_path, "tweets", "bad.txt", b"123\nabc\n")
             (tmp_path / "target.txt").write_bytes(b"1\n")
@@ -588,8 +605,11 @@ async def test_rejected_folder_not_writable_then_fixed_nothing_lost(
             assert (tmp_path / "inbox" / "tweets" / "link.txt").is_symlink()
             await still_works(tmp_path, sandbox)  # the rest of the daemon is not blocked
             unblock(rejected_dir)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "bad.txt") == "rejected"
-                           and outcome(tmp_path, "tweets", "link.txt") == "rejected")
+            await drained(service)
+            assert (
+                outcome(tmp_path, "tweets", "bad.txt") == "rejected"
+                and outcome(tmp_path, "tweets", "link.txt") == "rejected"
+            )
     assert (rejected_dir / "bad.txt").read_bytes() == b"123\nabc\n"
     assert rejected(tmp_path, "bad.txt")[1]["bad_lines"][0]["line"] == 2
     assert (rejected_dir / "link.txt").is_symlink()
@@ -605,7 +625,7 @@ async def test_results_folder_not_writable_then_fixed_delivers_without_a_new_job
     out = tmp_path / "outbox" / "tweets"
     ids = make_ids(73, 50)
     with structlog.testing.capture_logs() as logs, contextlib.ExitStack() as stack:
-        async with running_service(config):
+        async with running_service(config) as service:
             if how == "chattr-immutable":
                 stack.enter_context(immutable(out))
             else:
@@ -619,7 +639,8 @@ async def test_results_folder_not_writable_then_fixed_delivers_without_a_new_job
                 stack.close()
             else:
                 unblock(out)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "waits.txt") == "delivered")
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "waits.txt") == "delivered"
     assert read_results(tmp_path, "tweets", "waits") == sandbox.expected_results("tweets", ids)
     assert len(sandbox.jobs()) == 1, "waiting for the outbox must not cost a new remote job"
     assert events(logs, "outbox.write_failed")[0]["log_level"] == "warning"

@@ -9,7 +9,7 @@ against `Date`, so every wait is the server's wait, within a second.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,18 +21,19 @@ from resilience_helpers import LogTap, daemon, settled, tap_logs, write_config_e
 from orchestrator.core.model import JobType
 from orchestrator.errors import RateLimited
 from orchestrator.remote.xapi import XApi, make_session
-from orchestrator.sandbox import Sandbox, SandboxClock, SandboxConfig
+from orchestrator.sandbox import Sandbox, SandboxClock
 
 # Offset of the sandbox ("X") clock from real time; the local clock is the real one.
 SKEWS = {"local-15min-ahead": -900.0, "local-15min-behind": 900.0}
 
 
 @pytest.fixture(params=list(SKEWS.values()), ids=list(SKEWS))
-async def skewed(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
+async def skewed(
+    request: pytest.FixtureRequest, make_sandbox: Callable[..., Sandbox]
+) -> AsyncIterator[Sandbox]:
     clock = SandboxClock(datetime.now(UTC) + timedelta(seconds=request.param))
     # Long upload window: these tests are about 429 waits, not about upload deadlines.
-    config = SandboxConfig(token=TOKEN, processing_time_s=0.2, seed=11, upload_window_s=7200)
-    async with Sandbox(config, clock=clock) as sb:
+    async with make_sandbox(clock=clock, upload_window_s=7200) as sb:
         yield sb
 
 

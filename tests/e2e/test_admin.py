@@ -25,7 +25,16 @@ from admin_helpers import (
     db,
     slow_backoff_config,
 )
-from daemon_helpers import drop, load, make_ids, outcome, read_results, wait_for, write_config
+from daemon_helpers import (
+    drained,
+    drop,
+    load,
+    make_ids,
+    outcome,
+    read_results,
+    wait_for,
+    write_config,
+)
 
 from orchestrator.cli import common as admin_common
 from orchestrator.logs import configure_logging, reset_logging
@@ -140,10 +149,10 @@ async def test_retry_of_a_failed_batch_sends_its_inputs_round_again(
     config = load(write_config(tmp_path, sandbox.base_url, max_attempts=1))
     sandbox.faults.fail_next_jobs(1, error="Unable to process file")
     ids = make_ids(23, 30)
-    async with daemon(config):
+    async with daemon(config) as service:
         drop(tmp_path, "tweets", "doomed.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "doomed.txt") == "rejected",
-                       what="the batch giving up")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "doomed.txt") == "rejected", "the batch giving up"
         await wait_for(lambda: (tmp_path / "outbox/rejected/doomed.txt").exists())
 
         run = await arun_cli(capsys, "retry", "1", "--config", config.source, "--json")

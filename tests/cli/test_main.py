@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -14,6 +15,7 @@ import pytest
 from daemon_helpers import (
     TOKEN,
     db_rows,
+    drained,
     drop,
     load,
     make_ids,
@@ -24,9 +26,9 @@ from daemon_helpers import (
 )
 
 from orchestrator.cli.main import main
-from orchestrator.sandbox import Sandbox, SandboxConfig
+from orchestrator.sandbox import Sandbox
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60
@@ -45,6 +47,7 @@ async def test_status_shows_queue_outcomes_and_never_a_signed_url(
     async with running_service(load(config_path)):
         drop(tmp_path, "tweets", "done.txt", ["not-an-id"])
         drop(tmp_path, "users", "slow.txt", make_ids(1, 10))
+        # Not drained on purpose: the users job stays in flight while `status` looks.
         await wait_for(lambda: outcome(tmp_path, "tweets", "done.txt") == "rejected")
         await wait_for(lambda: db_rows(tmp_path, "SELECT state FROM batches")
                        == [{"state": "waiting"}], what="the users job waiting remotely")
@@ -110,16 +113,18 @@ def test_run_without_a_token_exits_2_and_says_where_to_put_it(tmp_path: Path) ->
 
 
 async def test_per_type_concurrency_runs_a_tweets_and_a_users_job_side_by_side(
-    tmp_path: Path,
+    tmp_path: Path, make_sandbox: Callable[..., Sandbox]
 ) -> None:
-    config = SandboxConfig(token=TOKEN, concurrency="per-type", processing_time_s=1.5)
-    async with Sandbox(config) as sandbox:
+    async with make_sandbox(concurrency="per-type", processing_time_s=1.5, seed=0) as sandbox:
         cfg = load(write_config(tmp_path, sandbox.base_url, concurrency="per-type"))
-        async with running_service(cfg):
+        async with running_service(cfg) as service:
             drop(tmp_path, "tweets", "t.txt", make_ids(1, 20))
             drop(tmp_path, "users", "u.txt", make_ids(2, 20))
-            await wait_for(lambda: outcome(tmp_path, "tweets", "t.txt") == "delivered"
-                           and outcome(tmp_path, "users", "u.txt") == "delivered")
+            await drained(service)
+            assert (
+                outcome(tmp_path, "tweets", "t.txt") == "delivered"
+                and outcome(tmp_path, "users", "u.txt") == "delivered"
+            )
         jobs = sandbox.jobs()
     assert len(jobs) == 2
     statuses = [status for _m, _p, status in sandbox.request_log]

@@ -4,6 +4,7 @@ the results-expiry warning."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from orchestrator.core.model import Batch, BatchState, JobType
 from orchestrator.daemon.activity import Activity
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.service import Service
-from orchestrator.sandbox import Sandbox, SandboxConfig
+from orchestrator.sandbox import Sandbox
 
 MIB = 1024 * 1024
 
@@ -129,8 +130,10 @@ async def test_healthz_is_503_with_a_reason_when_the_heartbeat_is_stale(
     assert '"status": "unhealthy"' in body and "heartbeat" in body
 
 
-async def test_healthz_is_503_while_the_api_refuses_the_token(tmp_path: Path) -> None:
-    async with Sandbox(SandboxConfig(token="another-token", processing_time_s=0.2)) as wrong:
+async def test_healthz_is_503_while_the_api_refuses_the_token(
+    tmp_path: Path, make_sandbox: Callable[..., Sandbox]
+) -> None:
+    async with make_sandbox(token="another-token", seed=0) as wrong:
         config = health_config(tmp_path, wrong.base_url)
         async with running_service(config) as service:
             drop(tmp_path, "tweets", "ids.txt", make_ids(5, 10))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import aiohttp
@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from clocks import SandboxTime
+from remote_helpers import TOKEN
 
 from orchestrator.core.model import JobType, RemoteStatus
 from orchestrator.errors import (
@@ -23,27 +24,9 @@ from orchestrator.errors import (
     RetryableError,
 )
 from orchestrator.remote.xapi import XApi, make_session
-from orchestrator.sandbox import Sandbox, SandboxConfig
+from orchestrator.sandbox import Sandbox
 
-TOKEN = "xapi-test-token-5f2c9a7e1d"
 WRONG_TOKEN = "wrong-token-b81f33c0aa"
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(SandboxConfig(token=TOKEN, processing_time_s=0)) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with make_session(connect_timeout_s=5, read_timeout_s=10) as client:
-        yield client
-
-
-@pytest.fixture
-def api(sb: Sandbox, session: aiohttp.ClientSession) -> XApi:
-    return XApi(session, sb.base_url, TOKEN, clock=SandboxTime(sb.clock))
 
 
 def assert_no_secret(text: str) -> None:
@@ -130,10 +113,9 @@ async def test_scripted_429_waits_until_the_reset_header(sb: Sandbox, api: XApi)
 
 
 async def test_exhausted_window_is_known_before_the_next_call(
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession, make_sandbox: Callable[..., Sandbox]
 ) -> None:
-    config = SandboxConfig(token=TOKEN, processing_time_s=0, rate_limit=3)
-    async with Sandbox(config) as sb:
+    async with make_sandbox(token=TOKEN, processing_time_s=0, seed=3, rate_limit=3) as sb:
         api = XApi(session, sb.base_url, TOKEN, clock=SandboxTime(sb.clock))
         for _ in range(3):
             await api.list_jobs(JobType.TWEETS)

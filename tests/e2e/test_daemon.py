@@ -9,13 +9,13 @@ from pathlib import Path
 from daemon_helpers import (
     TOKEN,
     db_rows,
+    drained,
     drop,
     load,
     make_ids,
     outcome,
     read_results,
     running_service,
-    wait_for,
     write_config,
 )
 
@@ -29,13 +29,15 @@ async def test_files_of_both_types_come_back_exactly_as_the_sandbox_says(
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url))
     tweets, users = make_ids(1, 400), make_ids(2, 250)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "batch one.txt", tweets)
         drop(tmp_path, "users", "users.csv", users)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "batch one.txt") is not None
-                       and outcome(tmp_path, "users", "users.csv") is not None
-                       and not list((tmp_path / "state" / "spool").iterdir()),
-                       what="both results in the outbox and a clean spool")
+        await drained(service)
+        assert (
+            outcome(tmp_path, "tweets", "batch one.txt") is not None
+            and outcome(tmp_path, "users", "users.csv") is not None
+            and not list((tmp_path / "state" / "spool").iterdir())
+        ), "both results in the outbox and a clean spool"
 
     for job_type, stem, ids in ((JobType.TWEETS, "batch one", tweets),
                                 (JobType.USERS, "users", users)):
@@ -64,11 +66,12 @@ async def test_jobs_run_one_at_a_time_and_never_hit_the_conflict_rule(
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url, pack_files="false"))
     names = [f"file-{n}.txt" for n in range(4)]
-    async with running_service(config):
+    async with running_service(config) as service:
         for n, name in enumerate(names):
             drop(tmp_path, "tweets" if n % 2 else "users", name, make_ids(10 + n, 50))
-        await wait_for(lambda: all(outcome(tmp_path, "tweets" if n % 2 else "users", name)
-                                   for n, name in enumerate(names)), what="four results")
+        await drained(service)
+        assert all(outcome(tmp_path, "tweets" if n % 2 else "users", name)
+                   for n, name in enumerate(names)), "four results"
     statuses = [status for _method, _path, status in sandbox.request_log]
     assert 409 not in statuses
     assert len(sandbox.jobs()) == 4
@@ -78,12 +81,14 @@ async def test_a_file_with_a_bad_line_is_rejected_with_the_line_number(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url))
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "typo.txt", ["123", "456", "12x4", "789"])
         drop(tmp_path, "tweets", "empty.txt", [])
-        await wait_for(lambda: outcome(tmp_path, "tweets", "typo.txt") == "rejected"
-                       and outcome(tmp_path, "tweets", "empty.txt") == "rejected",
-                       what="two rejections")
+        await drained(service)
+        assert (
+            outcome(tmp_path, "tweets", "typo.txt") == "rejected"
+            and outcome(tmp_path, "tweets", "empty.txt") == "rejected"
+        ), "two rejections"
     rejected = tmp_path / "outbox" / "rejected"
     assert (rejected / "typo.txt").read_text() == "123\n456\n12x4\n789\n"  # untouched
     error = json.loads((rejected / "typo.txt.error.json").read_text())
@@ -99,9 +104,10 @@ async def test_drop_policy_submits_the_good_lines_and_reports_the_bad(
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url, invalid_lines="drop"))
     ids = make_ids(5, 30)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "users", "mixed.txt", [*ids[:10], "-5", *ids[10:]])
-        await wait_for(lambda: outcome(tmp_path, "users", "mixed.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "users", "mixed.txt") == "delivered"
     manifest = json.loads((tmp_path / "outbox" / "users" / "mixed.manifest.json").read_text())
     assert manifest["counts"]["submitted"] == 30
     assert manifest["input"]["dropped_lines"] == 1
@@ -112,11 +118,13 @@ async def test_drop_policy_submits_the_good_lines_and_reports_the_bad(
 async def test_same_name_twice_gets_two_result_sets(tmp_path: Path, sandbox: Sandbox) -> None:
     config = load(write_config(tmp_path, sandbox.base_url))
     first, second = make_ids(7, 20), make_ids(8, 20)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "daily.txt", first)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "daily.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "daily.txt") == "delivered"
         drop(tmp_path, "tweets", "daily.txt", second)
-        await wait_for(lambda: (tmp_path / "outbox/tweets/daily-2.manifest.json").exists())
+        await drained(service)
+        assert (tmp_path / "outbox/tweets/daily-2.manifest.json").exists()
     assert read_results(tmp_path, "tweets", "daily") == sandbox.expected_results("tweets", first)
     assert read_results(tmp_path, "tweets", "daily-2") == sandbox.expected_results(
         "tweets", second)
@@ -128,9 +136,10 @@ async def test_failed_remote_job_is_retried_with_a_new_job(
     config = load(write_config(tmp_path, sandbox.base_url))
     sandbox.faults.fail_next_jobs(1, error="Internal processing error")
     ids = make_ids(3, 40)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "retry.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "retry.txt") == "delivered")
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "retry.txt") == "delivered"
     manifest = json.loads((tmp_path / "outbox/tweets/retry.manifest.json").read_text())
     assert [job["status"] for job in manifest["jobs"]] == ["failed", "complete"]
     assert read_results(tmp_path, "tweets", "retry") == sandbox.expected_results("tweets", ids)
@@ -141,9 +150,10 @@ async def test_failing_jobs_end_in_rejected_with_the_api_error(
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url, max_attempts=2))
     sandbox.faults.fail_next_jobs(2, error="Unable to process file")
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "users", "doomed.txt", make_ids(4, 10))
-        await wait_for(lambda: outcome(tmp_path, "users", "doomed.txt") == "rejected")
+        await drained(service)
+        assert outcome(tmp_path, "users", "doomed.txt") == "rejected"
     error = json.loads((tmp_path / "outbox/rejected/doomed.txt.error.json").read_text())
     assert error["job_error"] == "Unable to process file"
     assert error["attempts"] == 2 and len(error["x_job_ids"]) == 2
@@ -159,9 +169,10 @@ async def test_logs_of_a_whole_run_never_show_the_token_or_a_signature(
         config = load(write_config(tmp_path, sandbox.base_url))
         sandbox.faults.add("upload", "500", count=1)
         sandbox.faults.add("get", "503", count=1)
-        async with running_service(config):
+        async with running_service(config) as service:
             drop(tmp_path, "tweets", "secret-check.txt", make_ids(9, 30))
-            await wait_for(lambda: outcome(tmp_path, "tweets", "secret-check.txt") is not None)
+            await drained(service)
+            assert outcome(tmp_path, "tweets", "secret-check.txt") is not None
     finally:
         reset_logging()
     text = stream.getvalue()

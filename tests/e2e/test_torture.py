@@ -6,7 +6,7 @@ reasoned rejection; the spool must be empty; no remote job may be created twice 
 batch; the database must pass `PRAGMA integrity_check`; no secret may reach the log.
 
 Random choices come from one seed, printed at the start and named in every failure:
-    TORTURE_SEED=<seed> .venv/bin/pytest tests/test_torture.py
+    TORTURE_SEED=<seed> .venv/bin/pytest tests/e2e/test_torture.py
 replays the same files, faults and kill moments (the timing of a real process still varies).
 TORTURE_KILLS raises the number of kills (default 25).
 """
@@ -20,13 +20,14 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from daemon_helpers import TOKEN, db_rows, drop, make_ids, outcome, read_results
+from daemon_helpers import db_rows, drop, make_ids, outcome, read_results
 from resilience_helpers import (
     SECRET_MARKERS,
     LogTap,
@@ -36,7 +37,7 @@ from resilience_helpers import (
     write_config_ex,
 )
 
-from orchestrator.sandbox import Sandbox, SandboxConfig
+from orchestrator.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -165,9 +166,11 @@ class Daemon:
 
 
 @pytest.mark.timeout(420)
-async def test_kill_the_daemon_at_random_moments_and_lose_nothing(tmp_path: Path) -> None:
+async def test_kill_the_daemon_at_random_moments_and_lose_nothing(
+    tmp_path: Path, make_sandbox: Callable[..., Sandbox]
+) -> None:
     seed = int(os.environ.get("TORTURE_SEED") or random.SystemRandom().randrange(2**31))
-    replay = f"replay: TORTURE_SEED={seed} .venv/bin/pytest tests/test_torture.py"
+    replay = f"replay: TORTURE_SEED={seed} .venv/bin/pytest tests/e2e/test_torture.py"
     print(f"torture seed {seed} ({replay})")
     rng = random.Random(seed)
     stats = Stats(seed)
@@ -180,10 +183,8 @@ async def test_kill_the_daemon_at_random_moments_and_lose_nothing(tmp_path: Path
     # One lane for both types (X's documented rule), or one per type (what production did).
     concurrency = rng.choice(("global", "per-type"))
     stats.setup = {"concurrency": concurrency}
-    sandbox_config = SandboxConfig(token=TOKEN, processing_time_s=0.3, seed=seed % 1000,
-                                   concurrency=concurrency,
-                                   rate_limit=100_000)  # scripted 429s only
-    async with Sandbox(sandbox_config) as sb:
+    async with make_sandbox(processing_time_s=0.3, seed=seed % 1000, concurrency=concurrency,
+                            rate_limit=100_000) as sb:  # scripted 429s only
         config_path = write_config_ex(
             tmp_path, sb.base_url, invalid_lines="drop", max_attempts=10, max_stage_retries=30,
             max_ids_per_job=MAX_IDS_PER_JOB, resumable_threshold_bytes=100_000,

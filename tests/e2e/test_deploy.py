@@ -25,7 +25,8 @@ from orchestrator.config import load_config
 from orchestrator.core.model import JobType
 from orchestrator.credentials import CREDENTIAL_NAME
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "compliance-orchestrator.service"
 SYSUSERS = DEPLOY / "compliance-orchestrator.sysusers"
 TMPFILES = DEPLOY / "compliance-orchestrator.tmpfiles"

@@ -15,6 +15,7 @@ import pytest
 from daemon_helpers import (
     TOKEN,
     db_rows,
+    drained,
     drop,
     load,
     make_ids,
@@ -25,7 +26,6 @@ from daemon_helpers import (
     write_config,
 )
 
-from orchestrator.daemon.deliver import deliver_batch
 from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox
 from orchestrator.store.sqlite import Store
@@ -73,10 +73,11 @@ async def test_many_small_files_share_few_jobs_and_split_back_exactly(
 
 async def test_packing_disabled_runs_one_job_per_file(tmp_path: Path, sandbox: Sandbox) -> None:
     config = load(write_config(tmp_path, sandbox.base_url, pack_files="false", pack_wait_s=1.0))
-    async with running_service(config):
+    async with running_service(config) as service:
         for n in range(5):
             drop(tmp_path, "tweets", f"f{n}.txt", make_ids(n, 10))
-        await wait_for(lambda: all(outcome(tmp_path, "tweets", f"f{n}.txt") for n in range(5)))
+        await drained(service)
+        assert all(outcome(tmp_path, "tweets", f"f{n}.txt") for n in range(5))
     assert len(sandbox.jobs()) == 5
 
 
@@ -147,21 +148,20 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
     files = {f"p{n}.txt": make_ids(300 + n, 30) for n in range(6)}
     service = Service(config, TOKEN, stop_grace_s=0)
     tripped = anyio.Event()
-    import orchestrator.daemon.deliver as deliver_module
-
-    real = deliver_module._deliver_input
+    real = Store.mark_delivered
     calls = 0
 
-    async def dying(*args: Any, **kwargs: Any) -> Any:
+    async def dying(self: Store, *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
+        await real(self, *args, **kwargs)
         calls += 1
-        if calls == 3:  # two inputs written to the outbox, then the lights go out
+        if calls == 2:  # two inputs written to the outbox and recorded, then the lights go out
             tripped.set()
             service.stop()
             await anyio.sleep_forever()
-        return await real(*args, **kwargs)
 
-    monkeypatch.setattr(deliver_module, "_deliver_input", dying)
+    # The store is the seam: every delivered input is recorded there right after its files.
+    monkeypatch.setattr(Store, "mark_delivered", dying)
     async with anyio.create_task_group() as group:
         group.start_soon(service.run)
         for name, ids in files.items():
@@ -169,7 +169,6 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
         with anyio.fail_after(30):
             await tripped.wait()
     monkeypatch.undo()
-    assert deliver_batch is deliver_module.deliver_batch
     users_out = tmp_path / "outbox" / "users"
     before = {p.name: p.stat().st_ino for p in users_out.iterdir()}
     assert len(before) == 4  # two inputs were delivered before the crash
@@ -192,7 +191,6 @@ async def test_crash_in_the_middle_of_splitting_results_yields_one_result_each(
     assert len(after) == 2 * len(files) - 2
     assert len(sandbox.jobs()) == len({r["x_job_id"] for r in db_rows(
         tmp_path, "SELECT x_job_id FROM remote_jobs")})
-    assert Store  # the store module stays importable for the restart
 
 
 async def test_membership_split_keeps_memory_off_the_python_heap(tmp_path: Path) -> None:
@@ -224,17 +222,21 @@ async def test_startup_sweeps_spool_files_nobody_refers_to(
 ) -> None:
     config = load(write_config(tmp_path, sandbox.base_url))
     ids = make_ids(21, 30)
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "tweets", "first.txt", ids)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "first.txt") == "delivered"
-                       and not list((tmp_path / "state" / "spool").iterdir()))
+        await drained(service)
+        assert (
+            outcome(tmp_path, "tweets", "first.txt") == "delivered"
+            and not list((tmp_path / "state" / "spool").iterdir())
+        )
     spool = tmp_path / "state" / "spool"
     # What a crash between "batch done" and its cleanup leaves behind:
     for leftover in ("batch-1.results.jsonl", "0123456789abcdef.tweets.part-0.results.jsonl",
                      "0123456789abcdef.tweets.pack.ids"):
         (spool / leftover).write_text("{}\n")
-    async with running_service(config):
+    async with running_service(config) as service:
         drop(tmp_path, "users", "second.txt", make_ids(22, 10))
-        await wait_for(lambda: outcome(tmp_path, "users", "second.txt") == "delivered"
-                       and not list(spool.iterdir()), what="a clean spool")
+        await drained(service)
+        assert outcome(tmp_path, "users", "second.txt") == "delivered"
+        assert not list(spool.iterdir()), "a clean spool"
     assert read_results(tmp_path, "tweets", "first") == sandbox.expected_results("tweets", ids)

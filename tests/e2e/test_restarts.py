@@ -2,7 +2,8 @@
 
 Two ways to die: an in-process stop at a precise line (right after a state was persisted,
 or right after a remote side effect but before its result was persisted), and a real
-SIGKILL of a `run` subprocess while the database shows a given stage.
+SIGKILL of a `run` subprocess while the database shows a given stage. The in-process stop
+is injected at the store, the adapter every outcome passes through on its way to disk.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from daemon_helpers import TOKEN, db_rows, drop, load, make_ids, outcome, read_r
 from daemon_helpers import write_config as write_test_config
 
 from orchestrator.core.model import BatchState
-from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox
 from orchestrator.store.sqlite import Store
@@ -42,10 +41,6 @@ KILL_POINTS = [
     ("delivering", "acted"),
 ]
 
-ACTIONS = {"creating": "_create", "uploading": "_upload", "waiting": "_act",
-           "downloading": "_download", "delivering": "_deliver"}
-
-
 @pytest.mark.parametrize(("stage", "when"), KILL_POINTS, ids=[f"{s}-{w}" for s, w in KILL_POINTS])
 async def test_stop_at_every_stage_then_resume(
     tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, stage: str, when: str
@@ -59,39 +54,32 @@ async def test_stop_at_every_stage_then_resume(
         tripped.set()
         service.stop()
 
-    if when == "persisted":
-        real_apply = Store.apply
-        real_form = Store.form_batch
+    real_apply = Store.apply
+    real_form = Store.form_batch
 
-        async def apply(self: Store, batch: Any, decision: Any, **kw: Any) -> Any:
-            result = await real_apply(self, batch, decision, **kw)
-            entered = str(decision.to_state) == stage and str(batch.state) != stage
-            if entered and not tripped.is_set():
-                trip()
-                await anyio.sleep_forever()
-            return result
+    async def apply(self: Store, batch: Any, decision: Any, **kw: Any) -> Any:
+        leaving = str(batch.state) == stage and str(decision.to_state) != stage
+        if leaving and when == "acted" and not tripped.is_set():
+            # The stage's action (a POST, the upload, the poll that saw the job complete, the
+            # download, the outbox writes) is done; its outcome is about to be saved: die.
+            trip()
+            await anyio.sleep_forever()
+        result = await real_apply(self, batch, decision, **kw)
+        entered = str(decision.to_state) == stage and str(batch.state) != stage
+        if entered and when == "persisted" and not tripped.is_set():
+            trip()
+            await anyio.sleep_forever()
+        return result
 
-        async def form_batch(self: Store, *args: Any, **kw: Any) -> Any:
-            result = await real_form(self, *args, **kw)
-            if stage == "queued" and not tripped.is_set():
-                trip()
-                await anyio.sleep_forever()
-            return result
+    async def form_batch(self: Store, *args: Any, **kw: Any) -> Any:
+        result = await real_form(self, *args, **kw)
+        if stage == "queued" and not tripped.is_set():
+            trip()
+            await anyio.sleep_forever()
+        return result
 
-        monkeypatch.setattr(Store, "apply", apply)
-        monkeypatch.setattr(Store, "form_batch", form_batch)
-    else:
-        name = ACTIONS[stage]
-        real: Callable[..., Awaitable[Any]] = getattr(Runner, name)
-
-        async def acted(self: Runner, batch: Any, *args: Any) -> Any:
-            result = await real(self, batch, *args)
-            if str(batch.state) == stage and not tripped.is_set():
-                trip()
-                await anyio.sleep_forever()
-            return result
-
-        monkeypatch.setattr(Runner, name, acted)
+    monkeypatch.setattr(Store, "apply", apply)
+    monkeypatch.setattr(Store, "form_batch", form_batch)
 
     async with anyio.create_task_group() as group:
         group.start_soon(service.run)
@@ -101,13 +89,10 @@ async def test_stop_at_every_stage_then_resume(
     monkeypatch.undo()
     assert outcome(tmp_path, "tweets", "ids.txt") is None or stage == "delivering"
 
-    restarted = Service(config, TOKEN)
-    async with anyio.create_task_group() as group:
-        group.start_soon(restarted.run)
-        await wait_for(lambda: outcome(tmp_path, "tweets", "ids.txt") == "delivered"
-                       and not list((tmp_path / "state" / "spool").iterdir()),
-                       what="delivery after restart")
-        restarted.stop()
+    with anyio.fail_after(30):  # burst mode: the restarted daemon stops once all is done
+        await Service(config, TOKEN).run(until_idle=True)
+    assert outcome(tmp_path, "tweets", "ids.txt") == "delivered", "delivery after restart"
+    assert not list((tmp_path / "state" / "spool").iterdir())
 
     assert read_results(tmp_path, "tweets", "ids") == sandbox.expected_results("tweets", ids)
     assert len(sandbox.jobs()) == 1, "a restart must adopt, never duplicate, the remote job"
@@ -148,8 +133,13 @@ async def test_sigkill_at_a_stage_then_restart(
         await wait_for(
             lambda: any(r["state"] == stage for r in db_rows(
                 tmp_path, "SELECT state FROM batches")), timeout=30, what=f"stage {stage}")
-        if stage != "creating":
-            await anyio.sleep(0.3)  # let the request reach the server: mid-flight, not before
+        if fault_endpoint and stage != "creating":
+            # The slow fault is taken when the request arrives: from then on it is mid-flight.
+            await wait_for(lambda: not sandbox.faults.pending(), what=f"{fault_endpoint} sent")
+        elif stage == "waiting":
+            await wait_for(lambda: any(
+                method == "GET" and path.startswith("/2/compliance/jobs/")
+                for method, path, _status in sandbox.request_log), what="a poll answered")
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     finally:
