@@ -13,7 +13,7 @@ import aiohttp
 import anyio
 import structlog
 from clocks import FakeClock
-from daemon_helpers import TOKEN, drop, load, make_ids, outcome, running_service, wait_for
+from daemon_helpers import TOKEN, drained, drop, load, make_ids, outcome, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -63,14 +63,17 @@ async def test_healthz_and_metrics_after_a_job(tmp_path: Path, sandbox: Sandbox)
             status, _, body = await get(service, "healthz")
             assert status == 200 and '"status": "ok"' in body
             drop(tmp_path, "tweets", "ids.txt", ids)
-            await wait_for(lambda: outcome(tmp_path, "tweets", "ids.txt") == "delivered")
-            await wait_for(lambda: not service.runner or not service.runner.current,
-                           what="the lane to let go of the batch")
+            await drained(service)  # the batch is done, not only its outbox files written
+            assert outcome(tmp_path, "tweets", "ids.txt") == "delivered"
             # The queue gauge is refreshed after transitions, at most about once a second.
             with anyio.fail_after(10):
                 while True:
                     status, content_type, text = await get(service, "metrics")
-                    if value(samples(text), "orchestrator_queue_length", job_type="tweets") == 0:
+                    now_seen = samples(text)
+                    # The job counter follows the batch's cleanup, a moment after it is done.
+                    if value(now_seen, "orchestrator_queue_length", job_type="tweets") == 0 and (
+                        value(now_seen, "orchestrator_jobs_finished_total", job_type="tweets",
+                              outcome="done") == 1):
                         break
                     await anyio.sleep(0.1)
     assert status == 200 and content_type.startswith("text/plain")

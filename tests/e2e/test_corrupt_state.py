@@ -16,8 +16,9 @@ from daemon_helpers import TOKEN, write_config
 
 from orchestrator.errors import ExitCode
 
-UNIT = Path(__file__).resolve().parents[1] / "deploy" / "compliance-orchestrator.service"
-INSTALL = Path(__file__).resolve().parents[1] / "deploy" / "INSTALL.md"
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+UNIT = REPO / "deploy" / "compliance-orchestrator.service"
+INSTALL = REPO / "deploy" / "INSTALL.md"
 
 
 def _run(config: Path) -> subprocess.CompletedProcess[str]:

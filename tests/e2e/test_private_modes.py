@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import structlog
 from daemon_helpers import drop, load, make_ids, outcome, running_service, wait_for, write_config
-from test_migrate import MIGRATIONS, first, make_dir
+from migration_helpers import MIGRATIONS, first, make_dir
 
 from orchestrator.config import Config, load_config
 from orchestrator.credentials import warn_if_token_file_readable
