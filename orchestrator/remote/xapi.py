@@ -1,8 +1,10 @@
 """X API v2 batch compliance adapter: create / get / list jobs, HTTP failures -> domain errors.
 
-Every failure is classified here, once (see orchestrator.errors). Error messages and log lines
-are built only from redacted pieces: aiohttp's own exception text embeds full URLs, and the
-bearer token must never leave the Authorization header.
+Every failure is classified here, once (see orchestrator.errors): connection trouble, timeouts,
+408, 409, 429 and 5xx are transient (RetryableError), 401/403 AuthError, any other 4xx
+PermanentError. Error messages and log lines are built only from redacted pieces: aiohttp's
+own exception text embeds full URLs, and the bearer token must never leave the Authorization
+header.
 """
 
 from __future__ import annotations
@@ -215,7 +217,10 @@ class XApi:
                 self._raise_for(endpoint, status, resp.headers, body)
         except RemoteError:
             raise
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+        except (
+            aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError
+        ) as exc:
+            # Refused, reset, DNS, TLS, timeouts (an OSError aiohttp let through too).
             raise RetryableError(
                 f"X API {endpoint}: {self._describe(exc)}", http_status=status, endpoint=endpoint
             ) from None
@@ -297,7 +302,7 @@ class XApi:
             raise ConflictError(message, **common)
         if status in (401, 403):
             raise AuthError(message, **common)
-        if status >= 500:
+        if status >= 500 or status == 408:
             raise RetryableError(message, **common)
         raise PermanentError(message, **common)
 
