@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import BaseTestServer, TestServer
 
 from orchestrator.core.model import JobType
 from orchestrator.core.retry import GiveUp, RetryAt, RetryPolicy, is_transient, retry_decision
@@ -47,7 +47,7 @@ STORAGE: dict[int, type[Exception]] = {
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[TestServer]:
+async def server() -> AsyncIterator[BaseTestServer]:
     async def answer(request: web.Request) -> web.Response:
         # /api/<status>/2/compliance/jobs, or /storage/...?status=<status>
         status = int(request.query.get("status") or request.path.split("/")[2])
@@ -76,7 +76,7 @@ def transient(error: Exception) -> bool:
 
 
 @pytest.mark.parametrize("status", list(API))
-async def test_x_api_answers(server: TestServer, session: aiohttp.ClientSession,
+async def test_x_api_answers(server: BaseTestServer, session: aiohttp.ClientSession,
                              status: int) -> None:
     api = XApi(session, str(server.make_url(f"/api/{status}")), TOKEN)
     with pytest.raises(Exception) as caught:
@@ -88,7 +88,7 @@ async def test_x_api_answers(server: TestServer, session: aiohttp.ClientSession,
 
 
 @pytest.mark.parametrize("status", list(STORAGE))
-async def test_storage_answers(server: TestServer, session: aiohttp.ClientSession,
+async def test_storage_answers(server: BaseTestServer, session: aiohttp.ClientSession,
                                tmp_path: Path, status: int) -> None:
     body = tmp_path / "ids"
     body.write_text("1\n")
@@ -100,7 +100,7 @@ async def test_storage_answers(server: TestServer, session: aiohttp.ClientSessio
 
 
 async def test_storage_window_closures_and_missing_results(
-    server: TestServer, session: aiohttp.ClientSession, tmp_path: Path
+    server: BaseTestServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     body = tmp_path / "ids"
     body.write_text("1\n")
