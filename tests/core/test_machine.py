@@ -1,4 +1,9 @@
-"""The pure state machine and retry policy, table-driven. No loop, no I/O."""
+"""The pure state machine and retry policy (the outage model), table-driven. No loop, no I/O.
+
+Transient errors (every stage x every transient class) are retried in place without end, with
+capped backoff, and never reject an input or drop a remote job; only deadlines and permanent
+answers lead to a new job, and only permanent answers use up `max_attempts`.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,14 @@ from orchestrator.core.retry import GiveUp, RetryAt, RetryPolicy, retry_decision
 from orchestrator.errors import (
     AuthError,
     ConflictError,
+    DownloadDeadlinePassed,
     DownloadExpired,
     IntegrityError,
     PermanentError,
     RateLimited,
+    RemoteJobEnded,
     RetryableError,
+    UploadDeadlinePassed,
     UploadWindowClosed,
 )
 
@@ -188,20 +196,108 @@ def test_auth_error_pauses_instead_of_burning_retries() -> None:
     assert decision.pause and decision.to_state is S.CREATING
 
 
-def test_exhausted_retries_in_create_reject_the_batch() -> None:
-    decision = decide(batch(S.CREATING, stage_retries=3), machine.StepFailed(RetryableError("x")),
-                      NOW, POLICY, rng())
-    assert decision.to_state is S.FAILED
+# Every transient class, as the adapters raise them (remote/xapi.py, remote/storage.py).
+TRANSIENT: dict[str, Exception] = {
+    "503": RetryableError("X API get: HTTP 503", http_status=503),
+    "500": RetryableError("storage upload: HTTP 500", http_status=500),
+    "408": RetryableError("X API create: HTTP 408", http_status=408),
+    "connection-refused": RetryableError("ClientConnectorError (refused)"),
+    "connection-reset": RetryableError("ServerDisconnectedError"),
+    "dns": RetryableError("ClientConnectorDNSError (name not known)"),
+    "tls": RetryableError("ClientConnectorCertificateError"),
+    "timeout": RetryableError("TimeoutError"),
+    "malformed-200": RetryableError("HTTP 200 with a malformed body", http_status=200),
+    "corrupt-download": IntegrityError("crc32c mismatch", http_status=200),
+    "429": RateLimited("HTTP 429", http_status=429, retry_after=900),
+    "409": ConflictError("HTTP 409", http_status=409),
+    "401": AuthError("HTTP 401", http_status=401),
+    "403": AuthError("HTTP 403", http_status=403),
+    "disk-full": OSError(28, "No space left on device"),
+}
+REMOTE_STAGES = [S.CREATING, S.UPLOADING, S.WAITING, S.DOWNLOADING]
 
 
-def test_exhausted_retries_after_create_start_a_new_job() -> None:
-    decision = decide(batch(S.DOWNLOADING, stage_retries=3),
-                      machine.StepFailed(RetryableError("x")), NOW, POLICY, rng())
-    assert decision.to_state is S.QUEUED
-    assert decision.changes["x_job_id"] is None
+@pytest.mark.parametrize("state", REMOTE_STAGES)
+@pytest.mark.parametrize("kind", list(TRANSIENT))
+def test_transient_errors_are_retried_in_place_forever_in_every_stage(
+    state: BatchState, kind: str
+) -> None:
+    """A day-long outage: thousands of failures in a row, past every budget and on the last
+    remote attempt, still only wait (capped) and try the same step again."""
+    error = TRANSIENT[kind]
+    worn = batch(state, attempt=POLICY.max_attempts, stage_retries=5000, stage_waits=5000)
+    decision = decide(worn, machine.StepFailed(error), NOW, POLICY, rng())
+    assert decision.to_state is state
+    assert decision.reject_reason is None
+    assert "x_job_id" not in decision.changes and "attempt" not in decision.changes
+    wait = (decision.changes["next_attempt_at"] - NOW).total_seconds()
+    cap = POLICY.retry.backoff_max_s + (900 + 3 if kind == "429" else 0)
+    assert 0 < wait <= cap
 
 
-@pytest.mark.parametrize("error", [UploadWindowClosed("late"), DownloadExpired("late")])
+def test_delivery_trouble_is_retried_forever_too() -> None:
+    decision = decide(batch(S.DELIVERING, stage_waits=5000),
+                      machine.StepFailed(TRANSIENT["disk-full"]), NOW, POLICY, rng())
+    assert decision.to_state is S.DELIVERING and decision.reject_reason is None
+
+
+@pytest.mark.parametrize("state", REMOTE_STAGES)
+def test_the_failure_at_max_stage_retries_is_logged_as_an_incident_once(
+    state: BatchState,
+) -> None:
+    """max_stage_retries is where a warning becomes an error line, not a give-up."""
+    error = machine.StepFailed(TRANSIENT["503"])
+    levels = []
+    for done in range(6):  # POLICY: max_stage_retries=3
+        decision = decide(batch(state, stage_retries=done), error, NOW, POLICY, rng())
+        assert decision.to_state is state and decision.event == "step.retry"
+        levels.append((decision.level, decision.detail.get("incident", False)))
+    assert levels == [("warning", False), ("warning", False), ("error", True),
+                      ("warning", False), ("warning", False), ("warning", False)]
+
+
+@pytest.mark.parametrize("state", [S.UPLOADING, S.WAITING, S.DOWNLOADING])
+@pytest.mark.parametrize(
+    "error",
+    [PermanentError("HTTP 400", http_status=400), PermanentError("HTTP 404", http_status=404),
+     UploadWindowClosed("storage upload: HTTP 400 ExpiredToken", http_status=400),
+     PermanentError("storage: HTTP 403 SignatureDoesNotMatch", http_status=403)],
+)
+def test_a_permanent_answer_after_create_costs_a_remote_job(
+    state: BatchState, error: Exception
+) -> None:
+    decision = decide(batch(state), machine.StepFailed(error), NOW, POLICY, rng())
+    assert decision.to_state is S.QUEUED and decision.changes["x_job_id"] is None
+    last = decide(batch(state, attempt=POLICY.max_attempts), machine.StepFailed(error), NOW,
+                  POLICY, rng())
+    assert last.to_state is S.FAILED and last.reject_reason is not None
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "error_type", "level"),
+    [
+        (S.UPLOADING, NOW + timedelta(minutes=14, seconds=1), UploadDeadlinePassed, "warning"),
+        (S.WAITING, NOW + timedelta(days=7) - timedelta(minutes=59), DownloadDeadlinePassed,
+         "error"),
+        (S.DOWNLOADING, NOW + timedelta(days=7) - timedelta(minutes=59), DownloadDeadlinePassed,
+         "error"),
+    ],
+)
+def test_a_deadline_passed_during_an_outage_gets_a_new_job_even_on_the_last_attempt(
+    state: BatchState, now: datetime, error_type: type[Exception], level: str
+) -> None:
+    """Our own deadline is not a permanent answer: the batch is resubmitted, never rejected."""
+    failing = batch(state, attempt=POLICY.max_attempts, stage_retries=400)
+    step = plan(failing, now, POLICY)
+    assert isinstance(step, machine.Abandon) and type(step.error) is error_type
+    decision = decide(failing, machine.StepFailed(step.error), now, POLICY, rng())
+    assert decision.to_state is S.QUEUED and decision.reject_reason is None
+    assert decision.level == level and decision.event == "job.abandoned"
+    assert decision.changes["x_job_id"] is None  # the next StartAttempt creates a new job
+
+
+@pytest.mark.parametrize("error", [UploadWindowClosed("late"), DownloadExpired("late"),
+                                   RemoteJobEnded("expired before its upload")])
 def test_closed_windows_lead_to_a_new_job(error: Exception) -> None:
     state = S.UPLOADING if isinstance(error, UploadWindowClosed) else S.DOWNLOADING
     decision = decide(batch(state), machine.StepFailed(error), NOW, POLICY, rng())
@@ -233,7 +329,10 @@ def test_observation_in_wrong_state_is_a_bug() -> None:
     ("error", "counted_so_far", "expected"),
     [
         (RetryableError("x"), 0, RetryAt),
-        (RetryableError("x"), 3, GiveUp),
+        (RetryableError("x"), 3, RetryAt),
+        (RetryableError("x"), 10**6, RetryAt),
+        (IntegrityError("x"), 10**6, RetryAt),
+        (AuthError("x"), 10**6, RetryAt),
         (PermanentError("x"), 0, GiveUp),
         (ConflictError("x"), 99, RetryAt),
         (RateLimited("x", retry_after=5), 99, RetryAt),
@@ -282,7 +381,19 @@ def test_polling_errors_keep_polling_until_the_download_deadline() -> None:
     decision = decide(batch(S.WAITING, stage_retries=3), machine.StepFailed(RetryableError("x")),
                       NOW, POLICY, rng())
     assert decision.to_state is S.WAITING
-    assert decision.changes["next_attempt_at"] - NOW == timedelta(seconds=300)
+    assert decision.changes["next_attempt_at"] - NOW <= timedelta(seconds=300)
+    # ...and right up to it: a minute before the deadline the poll is still due.
+    late = NOW + timedelta(days=7) - timedelta(minutes=61)
+    assert plan(batch(S.WAITING), late, POLICY) == machine.Poll()
+
+
+def test_backoff_after_thousands_of_failures_stays_within_the_cap() -> None:
+    r = random.Random(5)
+    delays = [retry_decision(RetryableError("x"), counted_so_far=n, waits_so_far=0,
+                             policy=POLICY.retry, rng=r) for n in range(0, 5000, 7)]
+    values = [d.delay_s for d in delays if isinstance(d, RetryAt)]
+    assert len(values) == len(delays)
+    assert max(values) <= 300 and min(values[10:]) >= 150  # jittered in [cap/2, cap]
 
 
 def test_poll_spacing_never_drops_below_what_the_rate_limit_sustains() -> None:
