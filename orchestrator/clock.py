@@ -1,7 +1,9 @@
 """Time, injected: the pure core takes `now` as an argument; adapters ask a Clock.
 
 This is the one module that reads the system's clocks; everything else is handed a Clock
-(tests hand in a manual one, see tests/clocks.py).
+(tests hand in a manual one, see tests/helpers/clocks.py). The daemon's waits for time to pass
+(a retry's backoff, the next poll, a rate-limit reset) go through `Clock.sleep` as well, so a
+test clock can let a 24-hour outage pass in an instant.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from typing import Protocol
+
+import anyio
 
 
 class Clock(Protocol):
@@ -20,6 +24,11 @@ class Clock(Protocol):
         """Seconds from an arbitrary start; never goes backwards."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Return once `seconds` of this clock's wall time have passed (a test clock may
+        move its time forward instead of waiting)."""
+        ...
+
 
 class SystemClock:
     def now(self) -> datetime:
@@ -27,6 +36,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds))
 
 
 SYSTEM_CLOCK = SystemClock()

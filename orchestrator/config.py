@@ -138,7 +138,11 @@ class JobsConfig:
         ),
     )
     download_warn_lead_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
+    # Remote jobs per batch; only jobs lost to a permanent answer (a 4xx, a failed or expired
+    # job, a window X says is closed) can use the last one up and reject the inputs.
     max_attempts: int = field(default=5, metadata=_AT_LEAST_ONE)
+    # Consecutive transient failures (5xx, resets, timeouts) of one stage after which the retry
+    # is logged as an error (an incident). Transient failures never give up (core.retry).
     max_stage_retries: int = field(default=10, metadata=_rule(lambda v: v >= 0, "an integer >= 0"))
     backoff_initial_s: float = field(default=2.0, metadata=_POSITIVE)
     backoff_max_s: float = field(default=300.0, metadata=_POSITIVE)

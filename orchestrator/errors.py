@@ -58,7 +58,9 @@ class RemoteError(OrchestratorError):
 
 
 class RetryableError(RemoteError):
-    """A failure that may go away: 5xx, 429, 409 conflict, connection reset, timeout."""
+    """A failure that may go away (transient): 5xx, 408, 429, 409 conflict, connection
+    refused/reset, DNS, TLS, timeouts, a malformed 200, a corrupt download. Retried with
+    backoff for as long as the stage's deadline allows; never a reason to give up."""
 
 
 class RateLimited(RetryableError):
@@ -70,7 +72,8 @@ class ConflictError(RetryableError):
 
 
 class PermanentError(RemoteError):
-    """A failure that retrying the same request will not fix (400, 404, ...)."""
+    """A failure that retrying the same request will not fix (400, 404, ...): a permanent
+    answer, the only kind that uses up a batch's remote jobs (`max_attempts`)."""
 
 
 class AuthError(PermanentError):
@@ -92,6 +95,16 @@ class RemoteJobEnded(UploadWindowClosed):
 
 class DownloadExpired(PermanentError):
     """The signed download URL has expired; the batch must be resubmitted."""
+
+
+class UploadDeadlinePassed(UploadWindowClosed):
+    """Our own upload deadline (the window minus the margin) passed before the upload could
+    be made, e.g. during an outage: a new job, but not a permanent answer of X's."""
+
+
+class DownloadDeadlinePassed(DownloadExpired):
+    """Our own download deadline (the link's expiry minus the margin) passed before the
+    results could be fetched: resubmitted, but not a permanent answer of X's."""
 
 
 class IntegrityError(RetryableError):

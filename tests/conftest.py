@@ -1,16 +1,36 @@
-"""Shared fixtures for daemon tests: a sandbox on 127.0.0.1."""
+"""Fixtures shared by every test folder: the one factory of sandboxes on 127.0.0.1."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from daemon_helpers import TOKEN
 
 from orchestrator.sandbox import Sandbox, SandboxConfig
+from orchestrator.sandbox.clock import SandboxClock
+
+# The daemon tests' sandbox: their token, jobs complete after 0.2 s, reproducible results.
+SANDBOX_DEFAULTS: dict[str, Any] = {"token": TOKEN, "processing_time_s": 0.2, "seed": 11}
+
+MakeSandbox = Callable[..., Sandbox]
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    async with Sandbox(SandboxConfig(token=TOKEN, processing_time_s=0.2, seed=11)) as sb:
+def make_sandbox() -> MakeSandbox:
+    """`async with make_sandbox(**settings) as sb:` a sandbox on 127.0.0.1, stopped when the
+    block ends. `settings` are SandboxConfig fields over SANDBOX_DEFAULTS; `clock=` gives it
+    a SandboxClock of the test's choosing (e.g. one set off the local clock)."""
+
+    def make(*, clock: SandboxClock | None = None, **settings: Any) -> Sandbox:
+        return Sandbox(SandboxConfig(**{**SANDBOX_DEFAULTS, **settings}), clock=clock)
+
+    return make
+
+
+@pytest.fixture
+async def sandbox(make_sandbox: MakeSandbox) -> AsyncIterator[Sandbox]:
+    async with make_sandbox() as sb:
         yield sb
+

@@ -1,8 +1,7 @@
-"""Config loading, validation, the bearer token sources and `check-config`."""
+"""Config loading and validation: defaults, the example file, errors that name the key."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import tomllib
@@ -10,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli.check_config import check_config_command
-from orchestrator.config import (
-    Config,
-    ConfigError,
-    HealthConfig,
-    load_config,
-)
-from orchestrator.credentials import load_bearer_token
+from orchestrator.config import Config, ConfigError, HealthConfig, load_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 EXAMPLE = REPO / "config.example.toml"
-TOKEN = "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2"
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -275,112 +266,3 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     path.write_bytes(b'[log]\nlevel = "\xff"\n')
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(path)
-
-
-# --- bearer token ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cred_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "credentials"
-    folder.mkdir()
-    return folder
-
-
-def config_with_token_file(tmp_path: Path, token_file: Path | None) -> Config:
-    text = f'[api]\nbearer_token_file = "{token_file}"\n' if token_file else ""
-    return load_config(write(tmp_path, text))
-
-
-def test_token_sources_in_order(tmp_path: Path, cred_dir: Path) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text("from-file\n")
-    (cred_dir / "bearer-token").write_text("  from-credentials \n")
-    config = config_with_token_file(tmp_path, token_file)
-    env = {"CREDENTIALS_DIRECTORY": str(cred_dir), "X_BEARER_TOKEN": "from-env"}
-
-    assert load_bearer_token(config, env) == "from-credentials"
-    (cred_dir / "bearer-token").unlink()  # systemd sets the directory for any credential
-    assert load_bearer_token(config, env) == "from-file"
-    assert load_bearer_token(config_with_token_file(tmp_path, None), env) == "from-env"
-
-
-def test_no_token_anywhere_lists_the_three_places(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        load_bearer_token(config_with_token_file(tmp_path, None), {})
-    message = str(info.value)
-    for place in ("$CREDENTIALS_DIRECTORY/bearer-token", "api.bearer_token_file", "X_BEARER_TOKEN"):
-        assert place in message
-
-
-def test_empty_credential_is_an_error_naming_it(tmp_path: Path, cred_dir: Path) -> None:
-    (cred_dir / "bearer-token").write_text(" \n")
-    env = {"CREDENTIALS_DIRECTORY": str(cred_dir), "X_BEARER_TOKEN": TOKEN}
-    with pytest.raises(ConfigError, match=r"CREDENTIALS_DIRECTORY/bearer-token .* is empty"):
-        load_bearer_token(config_with_token_file(tmp_path, None), env)
-
-
-def test_unreadable_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
-    token_file = tmp_path / "token"
-    token_file.mkdir()  # exists but cannot be read as a file, even by root
-    with pytest.raises(ConfigError, match=r"cannot read the bearer token from api.bearer_token"):
-        load_bearer_token(config_with_token_file(tmp_path, token_file), {"X_BEARER_TOKEN": TOKEN})
-
-
-def test_configured_token_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
-    token_file = tmp_path / "missing-token"
-    config = config_with_token_file(tmp_path, token_file)
-    with pytest.raises(ConfigError, match=r"api.bearer_token_file .*missing-token.* not exist"):
-        load_bearer_token(config, {"X_BEARER_TOKEN": TOKEN})
-
-
-def test_empty_environment_variable_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="X_BEARER_TOKEN is empty"):
-        load_bearer_token(config_with_token_file(tmp_path, None), {"X_BEARER_TOKEN": ""})
-
-
-def test_token_with_a_second_line_is_refused_without_echoing_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        load_bearer_token(
-            config_with_token_file(tmp_path, None), {"X_BEARER_TOKEN": f"{TOKEN}\nextra"}
-        )
-    assert "line breaks" in str(info.value)
-    assert TOKEN not in str(info.value)
-    assert "extra" not in str(info.value)
-
-
-# --- check-config ------------------------------------------------------------------------------
-
-
-def test_check_config_ok_prints_a_summary_without_the_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
-    path = write(tmp_path, '[api]\nbase_url = "http://127.0.0.1:9999"\n[paths]\ninbox = "in"\n')
-    assert check_config_command(argparse.Namespace(config=path)) == 0
-    out, err = capsys.readouterr()
-    assert out.startswith(f"config OK: {path}\n")
-    assert str(tmp_path / "in") in out
-    assert "http://127.0.0.1:9999" in out
-    assert "environment variable X_BEARER_TOKEN" in out
-    assert TOKEN not in out + err
-
-
-def test_check_config_bad_config_exits_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write(tmp_path, "[jobs]\nmax_attempts = -1\n")
-    assert check_config_command(argparse.Namespace(config=path)) == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert "jobs.max_attempts = -1" in err
-
-
-def test_check_config_without_a_token_exits_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
-    assert check_config_command(argparse.Namespace(config=write(tmp_path, ""))) == 2
-    assert "no bearer token found" in capsys.readouterr().err

@@ -3,6 +3,13 @@
 `plan(batch, now, policy)` says which step is due; the runner performs it through an adapter
 and turns the outcome into an Observation; `decide(batch, observation, now, policy, rng)`
 returns the Decision the store persists with a compare-and-set on the batch state.
+
+The outage model (README, "What happens when things fail"): a transient error (core.retry)
+is retried in place, with capped backoff, without end, until a deadline makes the step
+impossible: the upload window (then a new job) or the download link's expiry (then the batch
+is resubmitted). Only permanent answers (a 4xx, a failed or expired remote job, a window X
+said is closed) use up the batch's `max_attempts` remote jobs and may reject its inputs.
+All times here are on the local clock: the X adapter moves X's timestamps onto it.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from orchestrator.core.model import Batch, BatchState, RemoteJob, RemoteStatus
 from orchestrator.core.retry import GiveUp, RetryPolicy, retry_decision
 from orchestrator.errors import (
     AuthError,
+    DownloadDeadlinePassed,
     DownloadExpired,
-    PermanentError,
     RemoteJobEnded,
+    UploadDeadlinePassed,
     UploadWindowClosed,
 )
 
@@ -186,11 +194,12 @@ def plan(batch: Batch, now: datetime, policy: Policy) -> Step:
     if state is S.UPLOADING:
         deadline = upload_deadline(batch, policy)
         if deadline is not None and now >= deadline:
-            return Abandon(UploadWindowClosed("upload window (minus safety margin) has passed"))
+            return Abandon(UploadDeadlinePassed("upload window (minus safety margin) has passed"))
     if state in (S.WAITING, S.DOWNLOADING):
         deadline = download_deadline(batch, policy)
         if deadline is not None and now >= deadline:
-            return Abandon(DownloadExpired("download deadline (minus safety margin) has passed"))
+            return Abandon(
+                DownloadDeadlinePassed("download deadline (minus safety margin) has passed"))
     if batch.next_attempt_at is not None and now < batch.next_attempt_at:
         return Sleep(batch.next_attempt_at)
     match state:
@@ -221,14 +230,15 @@ def start_attempt(batch: Batch, attempt: int) -> Decision:
 def _new_job_or_fail(
     batch: Batch, now: datetime, policy: Policy, rng: random.Random, *, why: str,
     event: str, level: str = "warning", detail: Mapping[str, Any] | None = None,
-    own_job_active: bool = True,
+    own_job_active: bool = True, permanent: bool = True,
 ) -> Decision:
     """The remote job is lost (failed, expired, window closed): start over with a new one,
-    unless the batch has used up its attempts."""
+    unless the batch has used up its attempts on a permanent answer. A job lost to our own
+    deadline (`permanent=False`: an outage outlasted it) is always replaced."""
     info = {"reason": why, "attempt": batch.attempt, **(detail or {})}
     # The lost job's last word: failed / expired as X said, else we stopped tracking it.
     outcome = RemoteOutcome(str(info.get("status") or "abandoned"), info.get("job_error"))
-    if batch.attempt >= policy.max_attempts:
+    if permanent and batch.attempt >= policy.max_attempts:
         return Decision(
             S.FAILED, "batch.gave_up", {**fresh_stage(), "last_error": why}, level="error",
             detail={**info, "max_attempts": policy.max_attempts},
@@ -327,19 +337,20 @@ def _on_error(
     batch: Batch, error: Exception, now: datetime, policy: Policy, rng: random.Random
 ) -> Decision:
     state = batch.state
-    detail = {"stage": str(state), "error": type(error).__name__,
-              "http_status": getattr(error, "http_status", None)}
     http_status = getattr(error, "http_status", None)
+    detail = {"stage": str(state), "error": type(error).__name__, "http_status": http_status}
     base = {"last_error": f"{type(error).__name__}: {error}", "last_http_status": http_status}
     if isinstance(error, UploadWindowClosed | DownloadExpired):
         level = "error" if isinstance(error, DownloadExpired) else "warning"
-        return _new_job_or_fail(batch, now, policy, rng, why=str(error),
-                                event="job.abandoned", level=level, detail=detail,
-                                own_job_active=not isinstance(error, RemoteJobEnded))
-    if state is S.DELIVERING or (isinstance(error, OSError) and state is not S.CREATING):
+        return _new_job_or_fail(
+            batch, now, policy, rng, why=str(error), event="job.abandoned", level=level,
+            detail=detail, own_job_active=not isinstance(error, RemoteJobEnded),
+            permanent=not isinstance(error, UploadDeadlinePassed | DownloadDeadlinePassed),
+        )
+    if state is S.DELIVERING or isinstance(error, OSError):
         # Local trouble (outbox not writable, spool disk full, I/O error): wait and retry
-        # without using up attempts. A completed remote job is never thrown away for it; the
-        # upload and download deadlines above still apply.
+        # without end. A completed remote job is never thrown away for it; the upload and
+        # download deadlines (in plan) still apply.
         retries = batch.stage_waits
         delay = min(policy.retry.backoff_max_s,
                     policy.retry.backoff_initial_s * 2 ** min(retries, 30))
@@ -355,23 +366,16 @@ def _on_error(
         policy=policy.retry, rng=rng,
     )
     if isinstance(verdict, GiveUp):
+        # A permanent answer: the same request will not succeed.
         if state is S.CREATING:
             return Decision(
                 S.FAILED, "batch.gave_up", {**base, **fresh_stage()}, level="error",
                 detail={**detail, "reason": verdict.reason},
                 reject_reason=f"could not create a compliance job: {error}",
             )
-        if state is S.WAITING and not isinstance(error, PermanentError):
-            # The job may well still be running: keep asking (slowly) until the download
-            # deadline rather than abandon it and meet a 409 from its own predecessor.
-            return Decision(
-                S.WAITING, "step.retry",
-                {**base, "stage_waits": batch.stage_waits + 1,
-                 "next_attempt_at": now + timedelta(seconds=policy.retry.backoff_max_s)},
-                level="warning", detail={**detail, "retry_in_s": policy.retry.backoff_max_s},
-            )
         return _new_job_or_fail(batch, now, policy, rng, why=f"{state} failed: {error}",
                                 event="job.abandoned", detail=detail)
+    # Transient: the same step again after the delay, however long the outage lasts.
     resume_at = now + timedelta(seconds=verdict.delay_s)
     changes = {**base, "next_attempt_at": resume_at}
     if verdict.counted:
@@ -379,11 +383,13 @@ def _on_error(
     else:
         changes["stage_waits"] = batch.stage_waits + 1
     is_auth = isinstance(error, AuthError)
+    incident = {"incident": True, "max_stage_retries": policy.retry.max_stage_retries}
     return Decision(
         state, "xapi.auth_failed" if is_auth else "step.retry", changes,
-        level="error" if is_auth else "warning",
+        level="error" if is_auth or verdict.escalate else "warning",
         detail={**detail, "retry_in_s": round(verdict.delay_s, 1),
                 "resume_at": resume_at.isoformat(),
-                "attempt": batch.stage_retries + (1 if verdict.counted else 0)},
+                "attempt": batch.stage_retries + (1 if verdict.counted else 0),
+                **(incident if verdict.escalate else {})},
         pause=is_auth,
     )

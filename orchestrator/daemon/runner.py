@@ -136,11 +136,19 @@ class Runner:
             self.activity.beat(lane)
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep up to `seconds` (less when woken), beating, ending early when stopping."""
-        deadline = self.store.clock.monotonic() + seconds
-        while not self._stopping and (left := deadline - self.store.clock.monotonic()) > 0:
-            await self.wakeup.wait(min(left, self.settings.max_sleep_s))
+        """Let `seconds` of the clock's time pass, beating; ends early when stopping."""
+        until = self.now() + timedelta(seconds=seconds)
+        while not self._stopping and (left := (until - self.now()).total_seconds()) > 0:
+            await self._sleep(left)
             self._beat()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Up to `seconds` on the clock (Clock.sleep: a test clock skips ahead), at most
+        max_sleep_s of real time (so an operator's `retry`/`cancel` from another process is
+        seen soon), less when woken. True when woken."""
+        return await self.wakeup.wait(
+            seconds, clock=self.clock, real_cap_s=self.settings.max_sleep_s
+        )
 
     # ---- lanes --------------------------------------------------------------------------
 
@@ -194,10 +202,8 @@ class Runner:
             case None:
                 return batch
             case machine.Sleep(until=until):
-                # Capped, so an operator's `retry`/`cancel` from another process is seen soon.
-                remaining = (until - self.now()).total_seconds()
                 if not self._stopping:
-                    await self.wakeup.wait(min(remaining, self.settings.max_sleep_s))
+                    await self._sleep((until - self.now()).total_seconds())
                 return batch
             case machine.StartAttempt(attempt=attempt):
                 self._fresh_intents.add((batch.id, attempt))

@@ -30,6 +30,7 @@ from orchestrator.core.model import JobType
 from orchestrator.core.retry import RetryPolicy
 from orchestrator.credentials import load_bearer_token, warn_if_token_file_readable
 from orchestrator.daemon import systemd
+from orchestrator.daemon.burst import drained
 from orchestrator.daemon.health import Condition, HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import RunnerSettings, lanes_for
@@ -41,7 +42,7 @@ from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import PackingLimits, Scheduler
 from orchestrator.errors import ConfigError, ExitCode
 from orchestrator.files.atomic import cleanup_temp_files
-from orchestrator.files.inbox import InboxScanner, watch_inbox
+from orchestrator.files.inbox import Candidate, InboxScanner, InvalidEntry, watch_inbox
 from orchestrator.layout import Layout
 from orchestrator.logs import LEVELS, configure_logging, set_level
 from orchestrator.remote.xapi import XApi, make_session
@@ -98,7 +99,8 @@ def packing_of(config: Config) -> PackingLimits:
 
 class Service:
     """The daemon, started with `run()`; `stop()` asks it to finish cleanly (a second call
-    skips the rest of the grace period); `reload()` takes over live config changes."""
+    skips the rest of the grace period); `reload()` takes over live config changes.
+    `run(until_idle=True)` is burst mode: it stops by itself once the queue is drained."""
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class Service:
         self.phase = "starting"  # -> "running" -> "stopping"
         self._stop = anyio.Event()
         self._hurry = anyio.Event()
+        self._changed = Wakeup()  # a state change: burst mode looks whether all is done
 
     def stop(self) -> None:
         if self._stop.is_set():
@@ -157,10 +160,26 @@ class Service:
         )
 
     def _poke(self) -> None:
+        self._changed.notify()
         if self.monitor is not None:
             self.monitor.poke()
 
-    async def run(self, *, on_ready: Callable[[], Awaitable[None] | None] | None = None) -> None:
+    async def until_idle(self) -> None:
+        """Return once the queue is drained: the inbox holds nothing to claim or reject, every
+        input and batch is final and the spool is empty. Looked at after every state change
+        (and each rescan interval, for changes nobody announces); work that cannot finish
+        (a paused token, an outbox that refuses writes) keeps it waiting, so callers bound it.
+        """
+        while not (self.phase == "running" and self.store is not None
+                   and await drained(self.store, self.layout)):
+            await self._changed.wait(self.config.inbox.rescan_interval_s)
+
+    async def run(
+        self,
+        *,
+        on_ready: Callable[[], Awaitable[None] | None] | None = None,
+        until_idle: bool = False,
+    ) -> None:
         config, layout = self.config, self.layout
         for folder, error in layout.ensure():
             log.warning("outbox.folder_unusable", folder=str(folder), error=type(error).__name__,
@@ -171,14 +190,17 @@ class Service:
             store = await Store.open(layout.db_path, self.clock, backup_dir=layout.backups)
             self.store = store
             try:
-                await self._serve(store, on_ready)
+                await self._serve(store, on_ready, until_idle)
             finally:
                 with anyio.CancelScope(shield=True):
                     await store.close()
         log.info("service.stopped")
 
     async def _serve(
-        self, store: Store, on_ready: Callable[[], Awaitable[None] | None] | None
+        self,
+        store: Store,
+        on_ready: Callable[[], Awaitable[None] | None] | None,
+        until_idle: bool = False,
     ) -> None:
         config, layout = self.config, self.layout
         self.notifier.extend_timeout(START_PHASE_S)  # recovery may validate claimed files
@@ -240,9 +262,21 @@ class Service:
             )
             inbox_done = anyio.Event()
 
+            async def claim(candidate: Candidate) -> None:
+                try:
+                    await intake.claim(candidate)
+                finally:
+                    self._changed.notify()
+
+            async def reject_entry(entry: InvalidEntry) -> None:
+                try:
+                    await intake.reject_entry(entry)
+                finally:
+                    self._changed.notify()
+
             async def inbox(*, task_status: anyio.abc.TaskStatus[None]) -> None:
                 await watch_inbox(
-                    scanner, intake.claim, intake.reject_entry,
+                    scanner, claim, reject_entry,
                     rescan_interval_s=config.inbox.rescan_interval_s,
                     use_watcher=config.inbox.use_watcher, stop_event=self._stop,
                     task_status=task_status,
@@ -276,6 +310,8 @@ class Service:
                     maybe = on_ready()
                     if maybe is not None:
                         await maybe
+                if until_idle:
+                    group.start_soon(self._stop_when_idle)
                 await self._stop.wait()
                 await self._drain(runner, monitor, inbox_done)
                 group.cancel_scope.cancel()
@@ -311,10 +347,16 @@ class Service:
             log.warning("service.grace_over", grace_s=grace, hurried=self._hurry.is_set(),
                         cancelled=busy)
 
+    async def _stop_when_idle(self) -> None:
+        await self.until_idle()
+        log.info("service.idle", detail="the queue is drained; stopping (burst mode)")
+        self.stop()
+
     async def _maintain(self, intake: Intake) -> None:
         while True:
             await anyio.sleep(self.config.inbox.rescan_interval_s)
             await intake.maintenance()
+            self._changed.notify()
 
     async def reload(self) -> None:
         """SIGHUP: re-read the config file; apply the live settings, name the others."""

@@ -77,7 +77,9 @@ def connection_error(endpoint: str, url: str, exc: BaseException) -> RetryableEr
 async def raise_storage_error(
     endpoint: str, url: str, resp: aiohttp.ClientResponse, *, session: bool = False
 ) -> NoReturn:
-    """Classify a GCS error answer (XML body with a <Code>) into a domain error.
+    """Classify a GCS error answer (XML body with a <Code>) into a domain error: ExpiredToken
+    closes the window (permanent), 408/409/429/5xx and a download's 404 are transient, other
+    answers (403 SignatureDoesNotMatch / AccessDenied, 400) permanent.
 
     `session`: the request went to a resumable session URL, where 404/410 mean the session
     itself is gone (expired or cancelled), not the object.
@@ -111,7 +113,8 @@ async def raise_storage_error(
         retry_after = resp.headers.get("Retry-After", "")
         wait = float(retry_after) if retry_after.isdigit() else STORAGE_RATE_LIMIT_WAIT_S
         raise error(RateLimited, retry_after=wait)
-    if status >= 500 or status == 408:
+    if status >= 500 or status in (408, 409):
+        # Transient: the storage is failing, timed out, or a concurrent write conflicted.
         raise error(RetryableError)
     if endpoint == "download" and (status == 404 or code == "NoSuchKey"):
         raise error(RetryableError, text + " (results not there yet)")

@@ -1,8 +1,15 @@
 """X API v2 batch compliance adapter: create / get / list jobs, HTTP failures -> domain errors.
 
-Every failure is classified here, once (see orchestrator.errors). Error messages and log lines
-are built only from redacted pieces: aiohttp's own exception text embeds full URLs, and the
-bearer token must never leave the Authorization header.
+Every failure is classified here, once (see orchestrator.errors): connection trouble, timeouts,
+408, 409, 429 and 5xx are transient (RetryableError), 401/403 AuthError, any other 4xx
+PermanentError. Error messages and log lines are built only from redacted pieces: aiohttp's
+own exception text embeds full URLs, and the bearer token must never leave the Authorization
+header.
+
+X's timestamps (created_at, upload_expires_at, download_expires_at) are instants on X's clock.
+Each response's `Date` header says how far that is from ours, and a job's times are moved onto
+the local clock by that much, so the deadlines the daemon derives from them hold even when
+the local clock is minutes off (judged against the local clock they would pass 15 min early).
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import aiohttp
@@ -17,7 +26,14 @@ import structlog
 
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType, RemoteJob
-from orchestrator.core.ratelimit import MAX_WAIT_S, RESET_HEADER, RateBudget, seconds_until
+from orchestrator.core.ratelimit import (
+    MAX_WAIT_S,
+    RESET_HEADER,
+    SKEW_TOLERANCE_S,
+    RateBudget,
+    seconds_until,
+    server_now,
+)
 from orchestrator.errors import (
     AuthError,
     ConflictError,
@@ -115,6 +131,9 @@ class XApi:
         self._token = token
         self._clock = clock
         self.budget = budget if budget is not None else RateBudget()
+        # X's clock minus ours, per the last response's Date (0 within SKEW_TOLERANCE_S).
+        self.clock_offset_s = 0.0
+        self._reported_offset_s = 0.0
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -171,9 +190,34 @@ class XApi:
         if not isinstance(data, dict):
             raise self._malformed(endpoint, "no job object in `data`")
         try:
-            return RemoteJob.from_api(data)
+            job = RemoteJob.from_api(data)
         except (KeyError, ValueError, TypeError) as exc:
             raise self._malformed(endpoint, f"bad job object ({type(exc).__name__})") from None
+        return self.to_local_clock(job)
+
+    def to_local_clock(self, job: RemoteJob) -> RemoteJob:
+        """The job with its times moved from X's clock onto ours (see the module doc)."""
+        if self.clock_offset_s == 0.0:
+            return job
+        shift = timedelta(seconds=-self.clock_offset_s)
+        return replace(
+            job, created_at=job.created_at + shift,
+            upload_expires_at=job.upload_expires_at + shift,
+            download_expires_at=job.download_expires_at + shift,
+        )
+
+    def _measure_clock(self, headers: Mapping[str, str]) -> None:
+        if not any(key.lower() == "date" for key in headers):
+            return  # nothing measured: keep what the last Date said
+        local = self._clock.now().timestamp()
+        offset = round(server_now(headers, local) - local, 1)
+        self.clock_offset_s = offset
+        if abs(offset - self._reported_offset_s) > SKEW_TOLERANCE_S:
+            self._reported_offset_s = offset
+            # Once per change: X's deadlines are judged on its clock, not ours.
+            log.warning("xapi.clock_skew", offset_s=offset,
+                        detail="X's clock (its Date header) differs from the local clock; "
+                               "job deadlines are corrected by the difference")
 
     def _malformed(self, endpoint: str, why: str) -> RetryableError:
         return RetryableError(
@@ -208,6 +252,7 @@ class XApi:
             ) as resp:
                 status = resp.status
                 self.budget.update(endpoint, resp.headers, now=self._clock.now().timestamp())
+                self._measure_clock(resp.headers)
                 if status == 200:
                     raw = await resp.read()
                     return self._parse_ok(endpoint, raw)
@@ -215,7 +260,10 @@ class XApi:
                 self._raise_for(endpoint, status, resp.headers, body)
         except RemoteError:
             raise
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+        except (
+            aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError
+        ) as exc:
+            # Refused, reset, DNS, TLS, timeouts (an OSError aiohttp let through too).
             raise RetryableError(
                 f"X API {endpoint}: {self._describe(exc)}", http_status=status, endpoint=endpoint
             ) from None
@@ -297,7 +345,7 @@ class XApi:
             raise ConflictError(message, **common)
         if status in (401, 403):
             raise AuthError(message, **common)
-        if status >= 500:
+        if status >= 500 or status == 408:
             raise RetryableError(message, **common)
         raise PermanentError(message, **common)
 

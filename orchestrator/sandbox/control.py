@@ -5,7 +5,10 @@ GET  /_sandbox/health               {"ok": true}
 GET|POST /_sandbox/clock            {"advance": seconds} | {"freeze": true|false} -> {"now": ...}
 GET|POST|DELETE /_sandbox/faults    {"endpoint","kind","count","delay","after_bytes","retry_after",
                                     "code"}
-                                    or {"spec": "upload:500:3"}; DELETE clears
+                                    or {"spec": "upload:500:3"}
+                                    or {"outage_s": 86400, "kinds": ["503", "reset"],
+                                        "endpoint": "*", "starts_with": "upload"};
+                                    DELETE clears
 POST /_sandbox/fail_next_jobs       {"count": N, "error": "..."}
 GET|POST /_sandbox/config           tunable settings (windows, processing time, rate limit, ...)
 GET  /_sandbox/jobs                 every job: public object + uploaded_ids + name
@@ -104,6 +107,13 @@ async def faults(request: web.Request) -> web.Response:
             body = await _body(request)
             items = body.get("faults", [body])
             for item in items:
+                if "outage_s" in item:
+                    state.faults.outage(
+                        float(item["outage_s"]), item.get("kinds", ("503", "reset")),
+                        endpoint=str(item.get("endpoint", "*")),
+                        starts_with=item.get("starts_with"),
+                    )
+                    continue
                 options = parse_fault_spec(item["spec"]) if "spec" in item else dict(item)
                 state.faults.add(**options)
         except (ValueError, TypeError, KeyError) as exc:

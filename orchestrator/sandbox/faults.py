@@ -9,15 +9,25 @@ the middle one, is altered while the headers, x-goog-hash included, stay those o
 object, so only a checksum can tell).
 Endpoints: create, get, list (API), upload, download (storage) and "*" (any of them; for a
 storage-only kind, any endpoint it applies to).
+Outages (`Faults.outage`): every matching request fails, for a span of the sandbox clock's
+time rather than a count, taking `kinds` in turn (e.g. 503, then a reset); optionally the
+span starts with the first request to one endpoint (an outage "during the upload"). With the
+clock moved forward (SandboxClock.advance, or a daemon on a warped clock) a 24-hour outage
+passes in seconds.
 Light module: the CLI parser uses `parse_fault_spec`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+
+class _Clock(Protocol):
+    def now(self) -> datetime: ...
 
 KINDS = ("429", "500", "503", "reset", "slow", "truncate", "403", "corrupt")
 ENDPOINTS = ("create", "get", "list", "upload", "download", "*")
@@ -47,9 +57,19 @@ class Fault:
     after_bytes: int | None = None  # truncate / reset
     retry_after: float = 1.0  # 429: x-rate-limit-reset = now + retry_after
     code: str = "SignatureDoesNotMatch"  # 403: the GCS error code of the body
+    # Outages only: how long, from when (None: not started yet), started by which endpoint,
+    # the kinds taken in turn, and how many requests it has failed so far.
+    outage_s: float | None = None
+    until: datetime | None = None
+    starts_with: str | None = None
+    kinds: tuple[str, ...] = ()
+    served: int = 0
 
     def public(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["until"] = None if self.until is None else self.until.isoformat()
+        data["kinds"] = list(self.kinds)
+        return data
 
 
 def make_fault(
@@ -122,8 +142,12 @@ def parse_fault_spec(spec: str) -> dict[str, Any]:
 class Faults:
     """The queue of scripted faults. Thread-safe: tests may script from another thread."""
 
-    def __init__(self, fail_next_jobs: Callable[[int, str], None] | None = None) -> None:
+    def __init__(
+        self, fail_next_jobs: Callable[[int, str], None] | None = None, *,
+        clock: _Clock | None = None,
+    ) -> None:
         self._lock = threading.Lock()
+        self._clock = clock  # needed by outages only
         self._queue: list[Fault] = []
         self._fail_next_jobs = fail_next_jobs
         self._early_failures: list[tuple[int, str]] = []
@@ -153,16 +177,66 @@ class Faults:
             self._queue.append(fault)
         return fault
 
-    def take(self, endpoint: str) -> Fault | None:
-        """Consume one use of the oldest fault matching `endpoint`."""
+    def outage(
+        self,
+        seconds: float,
+        kinds: Sequence[str] = ("503", "reset"),
+        *,
+        endpoint: str = "*",
+        starts_with: str | None = None,
+    ) -> Fault:
+        """Every request to `endpoint` fails for `seconds` of the sandbox clock, with `kinds`
+        in turn (429, 500, 503 or reset), from now or from the first request to
+        `starts_with`. It ends by itself when the clock passes its end."""
+        if self._clock is None:
+            raise ValueError("outages need the sandbox clock (Faults(clock=...))")
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(str(kind) for kind in kinds)
+        if seconds <= 0:
+            raise ValueError("an outage lasts > 0 seconds")
+        if not kinds or any(kind not in ("429", "500", "503", "reset") for kind in kinds):
+            raise ValueError("outage kinds are some of 429, 500, 503, reset")
+        if starts_with is not None and starts_with not in ENDPOINTS[:-1]:
+            raise ValueError(f"starts_with must be one of {', '.join(ENDPOINTS[:-1])}")
+        fault = make_fault(endpoint, kinds[0])
+        fault.outage_s, fault.kinds, fault.starts_with = float(seconds), kinds, starts_with
+        if starts_with is None:
+            fault.until = self._clock.now() + timedelta(seconds=seconds)
         with self._lock:
-            for index, fault in enumerate(self._queue):
-                if fault.endpoint in (endpoint, "*") and applies(fault.kind, endpoint):
+            self._queue.append(fault)
+        return fault
+
+    def take(self, endpoint: str) -> Fault | None:
+        """Consume one use of the oldest fault matching `endpoint` (an outage that has
+        ended is dropped; one not started yet starts when its endpoint is asked for)."""
+        with self._lock:
+            for fault in list(self._queue):
+                if fault.outage_s is not None:
+                    taken = self._take_outage(fault, endpoint)
+                    if taken is not None:
+                        return taken
+                elif fault.endpoint in (endpoint, "*") and applies(fault.kind, endpoint):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
-                        del self._queue[index]
+                        self._queue.remove(fault)
                     return replace(fault, remaining=1)
         return None
+
+    def _take_outage(self, fault: Fault, endpoint: str) -> Fault | None:
+        """(Under the lock.) The fault for this request, if the outage covers it now."""
+        assert self._clock is not None and fault.outage_s is not None
+        if fault.endpoint not in (endpoint, "*"):
+            return None
+        now = self._clock.now()
+        if fault.until is None:
+            if fault.starts_with not in (None, endpoint):
+                return None
+            fault.until = now + timedelta(seconds=fault.outage_s)
+        if now >= fault.until:
+            self._queue.remove(fault)
+            return None
+        kind = fault.kinds[fault.served % len(fault.kinds)]
+        fault.served += 1
+        return replace(fault, kind=kind, remaining=1)
 
     def attach(self, fail_next_jobs: Callable[[int, str], None]) -> None:
         """Connect to the job store (faults may be scripted before the sandbox starts)."""
@@ -184,6 +258,9 @@ class Faults:
 
     def pending(self) -> list[dict[str, Any]]:
         with self._lock:
+            now = self._clock.now() if self._clock is not None else None
+            self._queue = [f for f in self._queue
+                           if f.until is None or now is None or now < f.until]
             return [fault.public() for fault in self._queue]
 
     def clear(self) -> None:

@@ -60,7 +60,7 @@ class Sandbox:
         self._runner: web.AppRunner | None = None
         self._state: SandboxState | None = None
         self.base_url = ""
-        self.faults = Faults()
+        self.faults = Faults(clock=self.clock)  # outages run on the sandbox clock
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:

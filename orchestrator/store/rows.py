@@ -1,6 +1,6 @@
 """Row <-> model mapping for the state database: column sets, value encoding, row mappers.
 
-The schema snapshot test (tests/test_schema.py) checks these against store/schema.sql, so a
+The schema snapshot test (tests/store/test_schema.py) checks these against store/schema.sql, so a
 migration that adds or drops a column fails there until this module follows.
 """
 

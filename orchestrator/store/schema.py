@@ -1,5 +1,5 @@
 """The schema the migrations produce, as text: checked in as store/schema.sql and compared
-by tests/test_schema.py, so a schema change is visible in review.
+by tests/store/test_schema.py, so a schema change is visible in review.
 
 Regenerate after adding a migration:  python -m orchestrator.store.schema
 Check without writing:               python -m orchestrator.store.schema --check

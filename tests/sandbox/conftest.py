@@ -11,17 +11,20 @@ import pytest
 from orchestrator.sandbox import Sandbox, SandboxConfig
 
 StartSandbox = Callable[..., Awaitable[Sandbox]]
+# These tests check the sandbox as it ships: its own token and seed, not the daemon tests'.
+OWN_DEFAULTS: dict[str, Any] = {"token": SandboxConfig().token, "seed": SandboxConfig().seed}
 
 
 @pytest.fixture
-async def start_sandbox() -> AsyncIterator[StartSandbox]:
-    """Start sandboxes with test-friendly defaults (instant processing); stopped at teardown."""
+async def start_sandbox(make_sandbox: Callable[..., Sandbox]) -> AsyncIterator[StartSandbox]:
+    """Start sandboxes (tests/conftest.py's factory) with the sandbox's own defaults but
+    instant processing; stopped at teardown."""
     started: list[Sandbox] = []
 
     async def start(**overrides: Any) -> Sandbox:
-        settings: dict[str, Any] = {"processing_time_s": 0.0}
+        settings: dict[str, Any] = {**OWN_DEFAULTS, "processing_time_s": 0.0}
         settings.update(overrides)
-        sandbox = Sandbox(SandboxConfig(**settings))
+        sandbox = make_sandbox(**settings)
         await sandbox.start()
         started.append(sandbox)
         return sandbox
