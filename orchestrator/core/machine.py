@@ -340,7 +340,8 @@ def _on_error(
     http_status = getattr(error, "http_status", None)
     detail = {"stage": str(state), "error": type(error).__name__, "http_status": http_status}
     base = {"last_error": f"{type(error).__name__}: {error}", "last_http_status": http_status}
-    if isinstance(error, UploadWindowClosed | DownloadExpired):
+    remote_deadline = isinstance(error, UploadWindowClosed | DownloadExpired)
+    if remote_deadline and state is not S.DELIVERING:
         level = "error" if isinstance(error, DownloadExpired) else "warning"
         return _new_job_or_fail(
             batch, now, policy, rng, why=str(error), event="job.abandoned", level=level,
@@ -350,7 +351,8 @@ def _on_error(
     if state is S.DELIVERING or isinstance(error, OSError):
         # Local trouble (outbox not writable, spool disk full, I/O error): wait and retry
         # without end. A completed remote job is never thrown away for it; the upload and
-        # download deadlines (in plan) still apply.
+        # download deadlines (in plan) still apply. Once delivering, the results are on our
+        # disk: no remote deadline can take them away (ALLOWED has no DELIVERING -> QUEUED).
         retries = batch.stage_waits
         delay = min(policy.retry.backoff_max_s,
                     policy.retry.backoff_initial_s * 2 ** min(retries, 30))

@@ -141,3 +141,11 @@ class Queries:
             " (SELECT batch_id FROM batch_inputs WHERE input_id = ?)"
             " ORDER BY r.batch_id, r.attempt", (input_id,),
         )
+
+    async def events_after(self, event_id: int = 0) -> list[aiosqlite.Row]:
+        """History rows newer than `event_id`, oldest first: id, kind, batch_id, input_id,
+        from_state, to_state (an audit reads the log in slices)."""
+        return await self._fetch_all(
+            "SELECT id, kind, batch_id, input_id, from_state, to_state FROM events"
+            " WHERE id > ? ORDER BY id", (event_id,),
+        )

@@ -145,10 +145,15 @@ class Store(Queries):
         return found
 
     async def delete_claiming(self, input_id: int, reason: str) -> None:
-        """Undo a claim whose rename never happened (the file is still in the inbox, or gone)."""
+        """Undo a claim whose rename never happened (the file is still in the inbox, or gone).
+        Compare-and-set like every move: StaleState (nothing written) unless still claiming."""
         async with self.transaction() as conn:
-            await conn.execute("DELETE FROM inputs WHERE id = ? AND state = ?",
-                               (input_id, str(InputState.CLAIMING)))
+            cursor = await conn.execute(
+                "DELETE FROM inputs WHERE id = ? AND state = ? RETURNING id",
+                (input_id, str(InputState.CLAIMING)),
+            )
+            if await cursor.fetchone() is None:
+                raise StaleState(f"input {input_id} is not {InputState.CLAIMING}")
             await self._event("inbox.claim_undone", input_id=input_id,
                               from_state=str(InputState.CLAIMING), detail={"reason": reason})
 
@@ -201,7 +206,9 @@ class Store(Queries):
         upload_name: str, id_count: int, upload_bytes: int,
     ) -> Batch:
         """Create a queued batch carrying `parts` = (input_id, part, first_id, id_count); the
-        inputs move queued -> batched in the same transaction."""
+        inputs move queued -> batched in the same transaction. An input already in another
+        batch is refused (StaleState, nothing written): that batch could never finish, since
+        finishing moves its inputs out of `batched`."""
         now = iso(self.clock.now())
         key = f"co-{secrets.token_hex(6)}"
         async with self.transaction() as conn:
@@ -213,14 +220,17 @@ class Store(Queries):
             )
             batch_id = cursor.lastrowid
             assert batch_id is not None
+            joined: set[int] = set()  # a second part of one input in this same batch
             for input_id, part, first_id, count in parts:
                 await conn.execute(
                     "INSERT INTO batch_inputs (batch_id, input_id, part, first_id, id_count)"
                     " VALUES (?, ?, ?, ?, ?)", (batch_id, input_id, part, first_id, count),
                 )
-                await self._move_input(input_id, [InputState.QUEUED, InputState.BATCHED],
-                                       InputState.BATCHED, event="batch.input_added",
+                source = InputState.BATCHED if input_id in joined else InputState.QUEUED
+                await self._move_input(input_id, [source], InputState.BATCHED,
+                                       event="batch.input_added",
                                        detail={"batch_id": batch_id, "part": part})
+                joined.add(input_id)
             await self._event("batch.formed", batch_id=batch_id,
                               to_state=str(BatchState.QUEUED),
                               detail={"inputs": len(parts), "ids": id_count, "key": key})
@@ -322,8 +332,16 @@ class Store(Queries):
                                    **changes)
 
     async def mark_delivered(self, input_id: int, batch_id: int) -> None:
-        """One input of a delivering batch is durably in the outbox: never write it again."""
+        """One input of a delivering batch is durably in the outbox: never write it again.
+        StaleState (nothing written) unless the batch is delivering and carries the input: a
+        delivered input must never sit in a batch that can still fail or be cancelled."""
         async with self.transaction():
+            row = await self._fetch_one(
+                "SELECT b.state FROM batches b JOIN batch_inputs bi ON bi.batch_id = b.id"
+                " WHERE b.id = ? AND bi.input_id = ? LIMIT 1", (batch_id, input_id),
+            )
+            if row is None or row["state"] != BatchState.DELIVERING:
+                raise StaleState(f"batch {batch_id} is not delivering input {input_id}")
             await self._move_input(input_id, [InputState.BATCHED], InputState.DELIVERED,
                                    event="outbox.delivered", detail={"batch_id": batch_id},
                                    batch_id=batch_id)

@@ -320,6 +320,15 @@ def test_delivery_trouble_waits_and_retries_forever() -> None:
     assert decision.changes["next_attempt_at"] - NOW <= timedelta(seconds=300)
 
 
+@pytest.mark.parametrize("error", [DownloadExpired("gone"), UploadWindowClosed("closed")])
+def test_a_remote_deadline_during_delivery_keeps_the_local_results(error: Exception) -> None:
+    """Found by the state property test: the results are on our disk by then, and
+    DELIVERING -> QUEUED is not in ALLOWED (the store would refuse it as stale)."""
+    decision = decide(batch(S.DELIVERING), machine.StepFailed(error), NOW, POLICY, rng())
+    assert decision.to_state is S.DELIVERING
+    assert decision.to_state in machine.ALLOWED[S.DELIVERING]
+
+
 def test_observation_in_wrong_state_is_a_bug() -> None:
     with pytest.raises(ValueError, match="not valid"):
         decide(batch(S.QUEUED), machine.UploadFinished(), NOW, POLICY, rng())

@@ -15,6 +15,7 @@ from orchestrator.errors import (
     AuthError,
     ConflictError,
     IntegrityError,
+    PermanentError,
     RateLimited,
     RetryableError,
 )
@@ -67,9 +68,19 @@ def test_the_servers_retry_after_is_a_floor_for_counted_retries() -> None:
     assert verdict == RetryAt(120.0, counted=True)
 
 
-def test_a_corrupt_download_is_retried_and_counted_then_given_up() -> None:
+def test_a_corrupt_download_is_retried_forever_and_escalates_once() -> None:
+    """The outage model: a transient failure is never a give-up; the max_stage_retries-th in
+    a row only turns the retry line into an incident (once)."""
     rng = random.Random(1)
-    counted = [retry_decision(IntegrityError("crc32c"), counted_so_far=n, waits_so_far=0,
-                              policy=POLICY, rng=rng) for n in range(POLICY.max_stage_retries + 1)]
-    assert all(isinstance(v, RetryAt) and v.counted for v in counted[:-1])
-    assert counted[-1] == GiveUp("IntegrityError after 3 retries")
+    verdicts = [retry_decision(IntegrityError("crc32c"), counted_so_far=n, waits_so_far=0,
+                               policy=POLICY, rng=rng) for n in range(50)]
+    assert all(isinstance(v, RetryAt) and v.counted for v in verdicts)
+    assert [n for n, v in enumerate(verdicts) if isinstance(v, RetryAt) and v.escalate] == [
+        POLICY.max_stage_retries - 1]
+    assert all(v.delay_s <= POLICY.backoff_max_s for v in verdicts if isinstance(v, RetryAt))
+
+
+def test_a_permanent_answer_gives_up() -> None:
+    verdict = retry_decision(PermanentError("400 invalid request"), counted_so_far=0,
+                             waits_so_far=0, policy=POLICY, rng=random.Random(1))
+    assert verdict == GiveUp("PermanentError")
