@@ -71,19 +71,31 @@ def _is_readable(path: Path) -> bool:
     return os.access(path, os.R_OK)
 
 
-def _entry_problem(st: os.stat_result, path: Path) -> str | None:
-    """Why an entry in a type folder cannot be claimed, or None for a claimable file."""
-    mode = st.st_mode
-    if stat.S_ISLNK(mode):
-        return "symlink (not followed)"
+def entry_kind(mode: int) -> str:
+    """What an entry is, in words for logs and error records (`file` for a regular one)."""
     if stat.S_ISDIR(mode):
         return "directory"
     if stat.S_ISFIFO(mode):
         return "fifo"
     if stat.S_ISSOCK(mode):
         return "socket"
-    if not stat.S_ISREG(mode):
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file"
+
+
+def _entry_problem(st: os.stat_result, path: Path) -> str | None:
+    """Why an entry in a type folder cannot be claimed, or None for a claimable file."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "symlink (not followed)"
+    kind = entry_kind(mode)
+    if kind != "file":
+        return kind
+    if not stat.S_ISREG(mode):
+        return "device"  # nothing a producer writes (a door, a whiteout): never claimed
     if not _is_readable(path):
         return "no read permission"
     return None
