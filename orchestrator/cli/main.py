@@ -17,7 +17,7 @@ from orchestrator.errors import ExitCode
 
 # command -> "module:function"; imported lazily so `--help` stays fast and light.
 HANDLERS: dict[str, str] = {
-    "run": "orchestrator.daemon.service:run_command",
+    "run": "orchestrator.daemon.command:run_command",
     "sandbox": "orchestrator.sandbox.command:run_command",
     "demo": "orchestrator.cli.demo:run_command",
     "status": "orchestrator.cli.status:status_command",

@@ -2,8 +2,9 @@
 
 Claiming is ordered for kill -9 at any line: (1) a `claiming` row records the intent and the
 inode, (2) the file is renamed into the spool, (3) the row becomes `claimed`. `recover()`
-heals a crash between any two steps. Rejection writes the reason to the database first and
-then moves the file, so a restart finishes a half-done rejection instead of losing the file.
+heals a crash between any two steps (claim_recovery.py). Rejection writes the reason to the
+database first and then moves the file, so a restart finishes a half-done rejection instead
+of losing the file.
 
 Duplicate content is dedupe.py's job (link to an earlier result); moving a rejected file to
 outbox/rejected/ is rejections.py's.
@@ -14,7 +15,6 @@ input: the work is left where the database says it is and `maintenance()` retrie
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import os
@@ -26,6 +26,7 @@ import anyio
 import structlog
 
 from orchestrator.core.model import InputFile, InputState, JobType
+from orchestrator.daemon.claim_recovery import recover_claiming
 from orchestrator.daemon.claimwait import ClaimBackoff, check_room, too_large_reason
 from orchestrator.daemon.dedupe import Deduper, DuplicatePolicy, stored_fields
 from orchestrator.daemon.rejections import Rejections
@@ -40,7 +41,6 @@ from orchestrator.files.claim import (
     Replaced,
     StillWritten,
     Unclaimable,
-    is_the_copied_file,
     move_into_spool,
     read_and_normalise,
     still_changing,
@@ -160,7 +160,7 @@ class Intake:
                 return None
             except OSError as error:
                 with anyio.CancelScope(shield=True):
-                    await self._recover_claiming(row)
+                    await recover_claiming(self.store, self.layout, row)
                 if error.errno not in _LOCAL_ERRNOS:
                     raise
                 # The spool's disk, not the file: wait (longer each time) instead of copying
@@ -173,7 +173,7 @@ class Intake:
             except BaseException:
                 # Still in the inbox (rename failed) or in the spool: recover() decides which.
                 with anyio.CancelScope(shield=True):
-                    await self._recover_claiming(row)
+                    await recover_claiming(self.store, self.layout, row)
                 raise
             self.backoff.succeeded(candidate)
             self.warnings.resolved(log, ("claim", str(candidate.path)), "inbox.claim_resumed",
@@ -362,7 +362,7 @@ class Intake:
     async def recover(self) -> None:
         """Heal every crash window of claiming, validating, linking and rejecting."""
         for item in await self.store.inputs_in([InputState.CLAIMING]):
-            await self._recover_claiming(item)
+            await recover_claiming(self.store, self.layout, item)
         for item in await self.store.inputs_in([InputState.CLAIMED]):
             await self._continue_guarded(item)
         for item in await self.store.inputs_in([InputState.REJECTED]):
@@ -371,42 +371,3 @@ class Intake:
         for item in await self.store.inputs_in([InputState.DELIVERED]):
             for leftover in (item.spool_name, item.ids_name):
                 (self.layout.spool / leftover).unlink(missing_ok=True)
-
-    async def _recover_claiming(self, item: InputFile) -> None:
-        spooled = self.layout.spool / item.spool_name
-        # By its raw bytes: the display name of a non-UTF-8 name (`\\xff`) is another file.
-        raw = item.name_bytes if item.name_bytes is not None else os.fsencode(item.name)
-        original = self.layout.inbox_for(item.job_type) / os.fsdecode(raw)
-        original_stat = None
-        with contextlib.suppress(OSError):
-            original_stat = original.lstat()
-        spooled_stat = None
-        with contextlib.suppress(FileNotFoundError):
-            spooled_stat = spooled.stat()
-        if spooled_stat is not None:
-            # The rename, or the atomic cross-filesystem copy, completed: the spooled file is
-            # whole. Never delete it; drop the inbox original only if it is the copied file.
-            copied = original_stat is not None and await anyio.to_thread.run_sync(
-                is_the_copied_file, item, original, original_stat, spooled, spooled_stat)
-            if copied:
-                try:
-                    original.unlink()
-                except OSError as error:  # cannot remove it: undo the claim, say so once
-                    spooled.unlink(missing_ok=True)
-                    await self.store.delete_claiming(item.id, "cannot remove it from the inbox")
-                    log.error("inbox.unclaimable", file=item.name, error_msg=str(error))
-                    return
-            # What the rename took may be a replacement of the file scanned: validation
-            # compares with what is in the spool now (and waits while it still changes).
-            await self.store.move_input(item.id, [InputState.CLAIMING], InputState.CLAIMED,
-                                        event="inbox.claimed", detail={"recovered": True},
-                                        size_bytes=spooled_stat.st_size,
-                                        mtime_ns=spooled_stat.st_mtime_ns,
-                                        ctime_ns=spooled_stat.st_ctime_ns)
-            log.info("inbox.claim_recovered", file=item.name, input_id=item.id)
-            return
-        same_original = original_stat is not None and original_stat.st_ino == item.inode
-        reason = ("claim interrupted; the file stays in the inbox" if same_original
-                  else "file vanished before it was claimed")
-        await self.store.delete_claiming(item.id, reason)
-        log.warning("inbox.claim_undone", file=item.name, reason=reason)

@@ -4,19 +4,16 @@ A *lane* runs one batch at a time. With `concurrency = "global"` there is one la
 job types (X: "You can run one batch job at a time"); with `"per-type"` one lane per type.
 Intent is persisted before every remote side effect (QUEUED -> CREATING with the job name
 before the POST) and results right after, so a restart resumes from the database alone.
+The steps' remote actions are in steps.py.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
-import json
 import random
 import sqlite3
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 
 import aiohttp
 import anyio
@@ -25,21 +22,18 @@ import structlog
 from orchestrator.core import machine
 from orchestrator.core.decision import Decision
 from orchestrator.core.machine import Policy
-from orchestrator.core.model import Batch, BatchState, JobType, RemoteStatus
+from orchestrator.core.model import Batch, BatchState, JobType
 from orchestrator.daemon.activity import Activity
-from orchestrator.daemon.deliver import cleanup_after, deliver_batch
+from orchestrator.daemon.deliver import cleanup_after
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import RunnerSettings
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.scheduler import Scheduler
-from orchestrator.errors import IntegrityError, OrchestratorError, RemoteJobEnded, UploadSessionGone
-from orchestrator.files.atomic import atomic_write_file
-from orchestrator.files.results import normalise_results
+from orchestrator.daemon.steps import LANE, StepActions, Stopping
+from orchestrator.errors import OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.logs import file_fields
 from orchestrator.redact import redact_text
-from orchestrator.remote.download import download
-from orchestrator.remote.upload import start_resumable, upload_resumable, upload_simple
 from orchestrator.remote.xapi import XApi
 from orchestrator.store.sqlite import StaleState, Store
 from orchestrator.wakeup import Wakeup
@@ -47,15 +41,7 @@ from orchestrator.wakeup import Wakeup
 log = structlog.get_logger(__name__)
 
 
-# The lane a task runs (each lane is its own task), so that deep waits can beat its heart.
-_LANE: ContextVar[int | None] = ContextVar("orchestrator_lane", default=None)
-
-
-class _Stopping(Exception):
-    """The runner is stopping: abandon this step before its next remote call."""
-
-
-class Runner:
+class Runner(StepActions):
     def __init__(
         self,
         *,
@@ -98,9 +84,6 @@ class Runner:
         self._auth_reported = False
         self._files: dict[int, dict[str, object]] = {}  # batch id -> its files, for log lines
 
-    def now(self) -> datetime:
-        return self.store.clock.now()
-
     @property
     def heartbeat(self) -> float:
         """store.clock.monotonic() of the least recent progress of any lane."""
@@ -130,30 +113,10 @@ class Runner:
             task_status.started()
         self.stopped.set()
 
-    def _beat(self) -> None:
-        lane = _LANE.get()
-        if lane is not None:
-            self.activity.beat(lane)
-
-    async def _pause(self, seconds: float) -> None:
-        """Let `seconds` of the clock's time pass, beating; ends early when stopping."""
-        until = self.now() + timedelta(seconds=seconds)
-        while not self._stopping and (left := (until - self.now()).total_seconds()) > 0:
-            await self._sleep(left)
-            self._beat()
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Up to `seconds` on the clock (Clock.sleep: a test clock skips ahead), at most
-        max_sleep_s of real time (so an operator's `retry`/`cancel` from another process is
-        seen soon), less when woken. True when woken."""
-        return await self.wakeup.wait(
-            seconds, clock=self.clock, real_cap_s=self.settings.max_sleep_s
-        )
-
     # ---- lanes --------------------------------------------------------------------------
 
     async def _lane(self, index: int, job_types: tuple[JobType, ...]) -> None:
-        _LANE.set(index)
+        LANE.set(index)
         while not self._stopping:
             self.activity.beat(index)
             try:
@@ -184,7 +147,7 @@ class Runner:
                 self.activity.warn_if_results_expire_soon(batch)
                 try:
                     await self.step(batch)
-                except _Stopping:
+                except Stopping:
                     break
                 except Exception as error:
                     # A bug must not take the whole daemon down in a restart loop: say so
@@ -358,128 +321,4 @@ class Runner:
             duration_ms=int((self.now() - started).total_seconds() * 1000),
             reason=decision.reject_reason,
         )
-
-    # ---- actions ------------------------------------------------------------------------
-
-    async def _respect_budget(self, endpoint: str) -> None:
-        delay = self.xapi.budget.wait_before(
-            endpoint, self.clock.now().timestamp(), reserve=self.settings.rate_reserve
-        )
-        if delay > 0:
-            log.warning(
-                "xapi.rate_wait",
-                endpoint=endpoint,
-                wait_s=round(delay, 1),
-                resume_at=(self.clock.now() + timedelta(seconds=delay)).isoformat(),
-            )
-            await self._pause(delay)  # a deliberate wait: the lane stays alive
-        if self._stopping:
-            raise _Stopping
-
-    async def _create(self, batch: Batch, name: str) -> machine.Observation:
-        if (batch.id, batch.attempt) not in self._fresh_intents:
-            # We may have sent this POST before a crash or a lost response: adopt, don't dup.
-            await self._respect_budget("list")
-            existing = await self.xapi.find_job_by_name(batch.job_type, name)
-            if existing is not None:
-                return machine.JobCreated(existing, adopted=True)
-        await self._respect_budget("create")
-        resumable = batch.upload_bytes >= self.settings.resumable_threshold_bytes
-        self._fresh_intents.discard((batch.id, batch.attempt))  # from now on: maybe sent
-        job = await self.xapi.create_job(batch.job_type, name=name, resumable=resumable)
-        self._verified_uploads.add((batch.id, batch.attempt))
-        return machine.JobCreated(job)
-
-    async def _upload(self, batch: Batch) -> machine.Observation:
-        assert batch.upload_url is not None and batch.x_job_id is not None
-        upload_url = batch.upload_url
-        if (batch.id, batch.attempt) not in self._verified_uploads:
-            # After a restart the upload may already have gone through.
-            await self._respect_budget("get")
-            remote = await self.xapi.get_job(batch.x_job_id)
-            self._verified_uploads.add((batch.id, batch.attempt))
-            if remote.status in (RemoteStatus.IN_PROGRESS, RemoteStatus.COMPLETE):
-                return machine.UploadFinished()
-            if remote.status in (RemoteStatus.FAILED, RemoteStatus.EXPIRED):
-                raise RemoteJobEnded(f"remote job is {remote.status} before the upload")
-        body = self.layout.spool / batch.upload_name
-        started = self.clock.monotonic()
-        if batch.resumable:
-            session_url = batch.upload_session_url
-            if session_url is not None:
-                try:
-                    await self._send_resumable(session_url, body, batch)
-                except UploadSessionGone:
-                    log.warning("upload.session_gone", x_job_id=batch.x_job_id)
-                    session_url = None
-            if session_url is None:
-                # Persist the session before sending bytes so a restart continues it.
-                session_url = await start_resumable(self.session, upload_url, clock=self.clock)
-                observation = machine.UploadSessionStarted(session_url)
-                decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
-                batch = await self._persist(batch, decision)
-                await self._send_resumable(session_url, body, batch)
-        else:
-            meter = self.activity.meter(batch, "upload", baseline=0, resumed_bytes_count=False)
-            await upload_simple(self.session, upload_url, body, progress=meter, clock=self.clock)
-        log.debug(
-            "upload.transferred",
-            bytes=batch.upload_bytes,
-            duration_ms=int((self.clock.monotonic() - started) * 1000),
-        )
-        return machine.UploadFinished()
-
-    async def _send_resumable(self, session_url: str, body: Path, batch: Batch) -> None:
-        # The first progress call reports what the storage already holds: not sent now.
-        meter = self.activity.meter(batch, "upload", baseline=None, resumed_bytes_count=False)
-        await upload_resumable(
-            self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes,
-            progress=meter, clock=self.clock,
-        )
-
-    async def _download(self, batch: Batch) -> machine.Observation:
-        assert batch.download_url is not None
-        files = self.layout.batch_files(batch.id)
-        started = self.clock.monotonic()
-        partial = files.raw.stat().st_size if files.raw.exists() else 0
-        meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
-        report = await download(
-            self.session, batch.download_url, files.raw, progress=meter, clock=self.clock
-        )
-        try:
-            results = await anyio.to_thread.run_sync(
-                normalise_results, files.raw, files.results, self.activity.pulse(_LANE.get())
-            )
-        except IntegrityError:
-            files.raw.unlink(missing_ok=True)
-            files.results.unlink(missing_ok=True)
-            raise
-        # Kept for delivery, which then need not parse and hash the results again.
-        report_json = json.dumps({"affected": results.affected, "by_reason": results.by_reason,
-                                  "output_sha256": results.output_sha256})
-        await anyio.to_thread.run_sync(
-            functools.partial(atomic_write_file, files.report, data=report_json.encode())
-        )
-        files.raw.unlink(missing_ok=True)
-        self._affected[batch.id] = results.affected
-        log.info(
-            "download.transferred",
-            bytes=report.bytes,
-            affected=results.affected,
-            crc32c_checked=report.crc32c_checked,
-            resumed_from=report.resumed_from,
-            duration_ms=int((self.clock.monotonic() - started) * 1000),
-        )
-        return machine.Downloaded(results.affected)
-
-    async def _deliver(self, batch: Batch) -> machine.Observation:
-        summaries = await deliver_batch(
-            self.store, self.layout, batch, progress=self.activity.pulse(_LANE.get())
-        )
-        for summary in summaries:
-            if summary.pop("pending", False):
-                log.info("input.part_done", **summary)
-            else:
-                log.info("outbox.delivered", **summary)
-        return machine.DeliveredAll()
 

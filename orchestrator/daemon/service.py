@@ -9,14 +9,9 @@ an interrupted step is simply redone on the next start. SIGHUP reloads what can 
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
-import signal
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import structlog
@@ -24,29 +19,26 @@ import structlog
 from orchestrator import __version__
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, load_config
-from orchestrator.core.limits import poll_spacing_s
-from orchestrator.core.machine import Policy
 from orchestrator.core.model import JobType
-from orchestrator.core.retry import RetryPolicy
-from orchestrator.credentials import load_bearer_token, warn_if_token_file_readable
 from orchestrator.daemon import systemd
 from orchestrator.daemon.burst import drained
 from orchestrator.daemon.health import Condition, HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
-from orchestrator.daemon.lanes import RunnerSettings, lanes_for
+from orchestrator.daemon.lanes import lanes_for
 from orchestrator.daemon.lock import StateLock
 from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
 from orchestrator.daemon.reload import plan_reload
 from orchestrator.daemon.runner import Runner
-from orchestrator.daemon.scheduler import PackingLimits, Scheduler
-from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.daemon.scheduler import Scheduler
+from orchestrator.daemon.settings import packing_of, policy_of, settings_of
+from orchestrator.errors import ConfigError
 from orchestrator.files.atomic import cleanup_temp_files
-from orchestrator.files.inbox import Candidate, InboxScanner, InvalidEntry, watch_inbox
+from orchestrator.files.inbox import Candidate, InboxScanner, InvalidEntry
+from orchestrator.files.watch import watch_inbox
 from orchestrator.layout import Layout
-from orchestrator.logs import LEVELS, configure_logging, set_level
+from orchestrator.logs import LEVELS, set_level
 from orchestrator.remote.xapi import XApi, make_session
-from orchestrator.store.migrate import CorruptDatabase
 from orchestrator.store.sqlite import Store
 from orchestrator.wakeup import Wakeup
 
@@ -58,43 +50,6 @@ START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, rec
 # moves; a socket read gives up after api.read_timeout_s. Silence much longer than that is a
 # stuck lane, not a slow one.
 MIN_STALE_AFTER_S = 120.0
-
-
-def policy_of(config: Config) -> Policy:
-    jobs, poll = config.jobs, config.poll
-    return Policy(
-        max_attempts=jobs.max_attempts,
-        upload_margin_s=jobs.upload_margin_s,
-        download_margin_s=jobs.download_margin_s,
-        poll_initial_s=poll.initial_interval_s,
-        poll_max_s=poll.max_interval_s,
-        poll_factor=poll.backoff_factor,
-        poll_min_spacing_s=poll_spacing_s(poll.rate_reserve),
-        retry=RetryPolicy(
-            max_stage_retries=jobs.max_stage_retries,
-            backoff_initial_s=jobs.backoff_initial_s,
-            backoff_max_s=jobs.backoff_max_s,
-        ),
-    )
-
-
-def settings_of(config: Config) -> RunnerSettings:
-    return RunnerSettings(
-        resumable_threshold_bytes=config.jobs.resumable_threshold_bytes,
-        upload_chunk_bytes=config.jobs.upload_chunk_bytes,
-        rate_reserve=config.poll.rate_reserve,
-        download_warn_lead_s=config.jobs.download_warn_lead_s,
-    )
-
-
-def packing_of(config: Config) -> PackingLimits:
-    jobs = config.jobs
-    return PackingLimits(
-        max_ids_per_job=jobs.max_ids_per_job,
-        max_bytes_per_job=jobs.max_bytes_per_job,
-        pack_wait_s=jobs.pack_wait_s,
-        enabled=jobs.pack_files,
-    )
 
 
 class Service:
@@ -389,70 +344,3 @@ class Service:
         if not louder:
             set_level(new_level)
         self.notifier.reloaded()
-
-
-async def _run_until_signal(service: Service) -> None:
-    async with anyio.create_task_group() as group:
-
-        async def watch_signals() -> None:
-            with anyio.open_signal_receiver(
-                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
-            ) as signals:
-                async for received in signals:
-                    log.info("service.signal", signal=signal.Signals(received).name)
-                    if received == signal.SIGHUP:
-                        await service.reload()
-                    else:
-                        service.stop()  # a second one cuts the grace period short
-
-        group.start_soon(watch_signals)
-        await service.run()
-        group.cancel_scope.cancel()
-
-
-def run_command(args: argparse.Namespace) -> int:
-    config_path: Path = args.config
-    try:
-        config = load_config(config_path)
-        token = load_bearer_token(config)
-    except ConfigError as error:
-        print(f"compliance-orchestrator: {error}", file=sys.stderr)
-        return ExitCode.USAGE
-    configure_logging(config.log.level, config.log.format, secrets=(token,))
-    warn_if_token_file_readable(config)
-    try:
-        anyio.run(_run_until_signal, Service(config, token))
-    except Exception as error:
-        corrupt = _error_in(error, CorruptDatabase)
-        if corrupt is not None:
-            # One line with what to do, no traceback: the file is damaged, not the code.
-            log.error("service.state_corrupt", file=str(corrupt.db_path),
-                      backup=str(corrupt.backup) if corrupt.backup else None,
-                      error=type(corrupt).__name__, error_msg=corrupt.cause,
-                      exit_status=int(ExitCode.STATE_CORRUPT), detail=str(corrupt))
-            print(f"compliance-orchestrator: {corrupt}", file=sys.stderr)
-            return ExitCode.STATE_CORRUPT
-        config_error = _error_in(error, ConfigError)
-        if config_error is not None:  # e.g. the state directory is locked, schema too new
-            log.error("service.config_error", error=type(config_error).__name__,
-                      error_msg=str(config_error))
-            print(f"compliance-orchestrator: {config_error}", file=sys.stderr)
-            return ExitCode.USAGE
-        log.exception("service.crashed", error=type(error).__name__)
-        return ExitCode.FAILURE
-    return ExitCode.OK
-
-
-_E = TypeVar("_E", bound=BaseException)
-
-
-def _error_in(error: BaseException, kind: type[_E]) -> _E | None:
-    """Task groups wrap errors in exception groups; find one of `kind` inside."""
-    if isinstance(error, kind):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _error_in(inner, kind)
-            if found is not None:
-                return found
-    return None

@@ -116,11 +116,18 @@ def atomic_output(dest: Path) -> Iterator[BinaryIO]:
     tmp = temp_path_for(dest)
     # 0o666 & ~umask, like any new file; mkstemp's 0600 would hide results from readers.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    with _into_place(tmp, dest), os.fdopen(fd, "wb", buffering=COPY_BUFFER) as out:
+        yield out
+        out.flush()
+        os.fsync(out.fileno())
+
+
+@contextlib.contextmanager
+def _into_place(tmp: Path, dest: Path) -> Iterator[None]:
+    """The block makes `tmp` whole and durable; then it replaces `dest` and the folder is
+    fsynced. On any error (or cancellation) `tmp` is removed and `dest` stays as it was."""
     try:
-        with os.fdopen(fd, "wb", buffering=COPY_BUFFER) as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
+        yield
         tmp.replace(dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -202,19 +209,13 @@ def _link_into_place(src: Path, dest: Path) -> bool:
         os.link(src, tmp, follow_symlinks=False)
     except OSError:  # EXDEV, EPERM (some filesystems forbid links): fall back to a copy
         return False
-    try:
+    with _into_place(tmp, dest):
         # The link shares src's data blocks: they must be on disk before dest appears.
         fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        tmp.replace(dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(dest.parent)
     return True
 
 

@@ -6,29 +6,21 @@ the inbox root and unreadable files are reported as invalid (after the same quie
 producer that is still busy is not interrupted). Producers write `name.part` (or a dotfile) and
 rename it into place; those names are ignored.
 
-watchfiles events only trigger rescans: an event never means "file complete", and events are
-lost on network filesystems and while the daemon is down, so a full scan runs at start, after
-every event batch, when a pending file is due, and at least every `rescan_interval_s`.
+The scanner only looks when asked; watch.py decides when (watchfiles events, rescans).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import anyio
 import structlog
-from anyio.abc import TaskGroup, TaskStatus
-from watchfiles import Change, awatch
 
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.redact import redact_text
-from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -36,18 +28,12 @@ IGNORED_SUFFIXES = (".part", ".tmp")
 # Never treat these as stray input: the filesystem's own folder when the inbox is a mount point.
 IGNORED_NAMES = frozenset({"lost+found"})
 NOT_IN_TYPE_FOLDER = "not in a type folder (put it in tweets/ or users/)"
-_DUE_SLACK_S = 0.01  # wake just after a pending file is due, not just before
 
 
 def is_ignored_name(name: str) -> bool:
     """Dotfiles, `*.part` and `*.tmp` are work in progress (or ours), never input."""
     return name.startswith(".") or name.lower().endswith(IGNORED_SUFFIXES) or name in IGNORED_NAMES
 
-
-def watch_filter(change: Change, path: str) -> bool:
-    """watchfiles filter: events on ignored names never trigger a rescan."""
-    del change
-    return not is_ignored_name(Path(path).name)
 
 
 @dataclass(frozen=True)
@@ -85,19 +71,31 @@ def _is_readable(path: Path) -> bool:
     return os.access(path, os.R_OK)
 
 
-def _entry_problem(st: os.stat_result, path: Path) -> str | None:
-    """Why an entry in a type folder cannot be claimed, or None for a claimable file."""
-    mode = st.st_mode
-    if stat.S_ISLNK(mode):
-        return "symlink (not followed)"
+def entry_kind(mode: int) -> str:
+    """What an entry is, in words for logs and error records (`file` for a regular one)."""
     if stat.S_ISDIR(mode):
         return "directory"
     if stat.S_ISFIFO(mode):
         return "fifo"
     if stat.S_ISSOCK(mode):
         return "socket"
-    if not stat.S_ISREG(mode):
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file"
+
+
+def _entry_problem(st: os.stat_result, path: Path) -> str | None:
+    """Why an entry in a type folder cannot be claimed, or None for a claimable file."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "symlink (not followed)"
+    kind = entry_kind(mode)
+    if kind != "file":
+        return kind
+    if not stat.S_ISREG(mode):
+        return "device"  # nothing a producer writes (a door, a whiteout): never claimed
     if not _is_readable(path):
         return "no read permission"
     return None
@@ -284,170 +282,3 @@ class InboxScanner:
 
 def _invalid(path: Path, job_type: JobType | None, reason: str, st: os.stat_result) -> InvalidEntry:
     return InvalidEntry(path, job_type, reason, st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-# --- the watch loop ----------------------------------------------------------------------
-
-
-class _Watcher:
-    """awatch in a task; any failure (no inotify, watch limit) means rescans only."""
-
-    def __init__(self, inbox: Path, wake: Wakeup, tg: TaskGroup) -> None:
-        self._inbox = inbox
-        self._wake = wake
-        self._tg = tg
-        self._stop: anyio.Event | None = None
-        self._warned = False
-
-    def start(self) -> None:
-        self.stop()
-        # awatch gets an event of ours: cancelling awatch would set the event it was given,
-        # and its worker thread only notices a set event (within `step`), not a cancellation.
-        self._stop = anyio.Event()
-        self._tg.start_soon(self._run, self._stop)
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-
-    async def _run(self, stop: anyio.Event) -> None:
-        try:
-            async for _changes in awatch(
-                self._inbox,
-                watch_filter=watch_filter,
-                debounce=200,
-                step=20,
-                stop_event=stop,
-                rust_timeout=1_000,
-                recursive=True,
-                # One unreadable subfolder must not cost us the events of all the others.
-                ignore_permission_denied=True,
-            ):
-                self._wake.notify()
-        except Exception as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning(
-                    "inbox.watcher_unavailable",
-                    error=type(exc).__name__,
-                    error_msg=redact_text(str(exc)),
-                    fallback="periodic rescans only",
-                )
-
-
-def _ensure_and_scan(
-    scanner: InboxScanner,
-) -> tuple[list[Path], list[Candidate], list[InvalidEntry]]:
-    created = scanner.ensure_folders()
-    candidates, invalid = scanner.scan()
-    return created, candidates, invalid
-
-
-async def _call(
-    callback: Callable[[Any], Awaitable[object]], item: Candidate | InvalidEntry
-) -> bool:
-    try:
-        await callback(item)
-    except Exception as exc:
-        log.warning(
-            "inbox.callback_failed",
-            file=item.path.name,
-            job_type=item.job_type.value if item.job_type else None,
-            error=type(exc).__name__,
-            error_msg=redact_text(str(exc)),
-        )
-        return False
-    return True
-
-
-async def watch_inbox(
-    scanner: InboxScanner,
-    on_candidate: Callable[[Candidate], Awaitable[object]],
-    on_invalid: Callable[[InvalidEntry], Awaitable[object]],
-    *,
-    rescan_interval_s: float,
-    use_watcher: bool,
-    stop_event: anyio.Event | None = None,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Scan and dispatch until `stop_event` is set (or cancelled).
-
-    `on_candidate` is awaited for each stable file, in order, on every scan while the file
-    stays in the inbox (claiming moves it out); `on_invalid` once per unchanged invalid entry.
-    A callback that raises is logged and retried on the next scan. `task_status.started()`
-    comes after the first scan and its callbacks.
-    """
-    if rescan_interval_s <= 0:
-        raise ValueError("rescan_interval_s must be positive")
-    wake = Wakeup()
-    reported: dict[Path, tuple[str, int, int, int]] = {}
-    started = False
-    last_error: str | None = None
-
-    def stopping() -> bool:
-        return stop_event is not None and stop_event.is_set()
-
-    async with anyio.create_task_group() as tg:
-        watcher = _Watcher(scanner.inbox, wake, tg) if use_watcher else None
-
-        async def relay_stop(event: anyio.Event) -> None:
-            await event.wait()
-            wake.notify()
-
-        if stop_event is not None:
-            tg.start_soon(relay_stop, stop_event)
-        first = True
-        try:
-            while not stopping():
-                wake.clear()
-                try:
-                    created, candidates, invalid = await anyio.to_thread.run_sync(
-                        _ensure_and_scan, scanner
-                    )
-                except OSError as exc:  # e.g. the inbox cannot be created: retry later
-                    message = redact_text(str(exc))
-                    if message != last_error:
-                        log.warning(
-                            "inbox.scan_failed",
-                            folder=str(scanner.inbox),
-                            error=type(exc).__name__,
-                            error_msg=message,
-                        )
-                    last_error = message
-                    created, candidates, invalid = [], [], []
-                else:
-                    last_error = None
-                for folder in created:
-                    log.info("inbox.folder_created", folder=str(folder), at_start=first)
-                if watcher is not None and (first or scanner.inbox in created):
-                    watcher.start()  # (re)watch: a deleted root takes its inotify watch along
-                first = False
-
-                for candidate in candidates:
-                    if stopping():
-                        break
-                    await _call(on_candidate, candidate)
-                present = {entry.path for entry in invalid}
-                for path in [p for p in reported if p not in present]:
-                    del reported[path]
-                for entry in invalid:
-                    if stopping():
-                        break
-                    if reported.get(entry.path) != entry.key and await _call(on_invalid, entry):
-                        reported[entry.path] = entry.key
-
-                if not started:
-                    started = True
-                    task_status.started()
-                delay = rescan_interval_s
-                due = scanner.next_due_in()
-                if due is not None:
-                    delay = min(delay, due + _DUE_SLACK_S)
-                if not stopping():
-                    await wake.wait(delay)
-        finally:
-            if watcher is not None:
-                watcher.stop()
-            tg.cancel_scope.cancel()
-    if not started:
-        task_status.started()

@@ -35,6 +35,7 @@ from orchestrator.files.atomic import (
     fsync_dir,
     temp_path_for,
 )
+from orchestrator.files.inbox import entry_kind
 from orchestrator.redact import redact_text
 
 log = structlog.get_logger(__name__)
@@ -148,20 +149,6 @@ def _scrub(value: Any, replacements: list[tuple[re.Pattern[str], str]]) -> Any:
     return value
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "file"
-
-
 def _rejections(rejected_dir: Path, name: str) -> Iterator[Path]:
     """Completed rejections under `name`, `name (2)`, ... (a file plus our error record)."""
     for candidate in candidate_names(name, reserve_bytes=len(ERROR_SUFFIX)):
@@ -227,7 +214,7 @@ def reject_file(
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
             raise OSError(
                 errno.EXDEV,
-                f"cannot move {_kind(st.st_mode)} {name!r} to {rejected_dir.name}/ on another "
+                f"cannot move {entry_kind(st.st_mode)} {name!r} to {rejected_dir.name}/ on another "
                 "filesystem; it was left where it is",
             )
         if stat.S_ISREG(st.st_mode):
@@ -257,7 +244,7 @@ def reject_file(
         record["original_name"] = name
     record.setdefault("rejected_at", format_timestamp(clock.now()))
     if not stat.S_ISREG(st.st_mode):
-        record.setdefault("entry_kind", _kind(st.st_mode))
+        record.setdefault("entry_kind", entry_kind(st.st_mode))
     atomic_write_json(rejected_dir / (final + ERROR_SUFFIX), record)
 
     dest = rejected_dir / final
@@ -269,7 +256,7 @@ def reject_file(
         fsync_dir(rejected_dir)
         src.unlink()
     fsync_dir(src.parent)
-    log.debug("outbox.rejected_placed", file=final, kind=_kind(st.st_mode))
+    log.debug("outbox.rejected_placed", file=final, kind=entry_kind(st.st_mode))
     return dest
 
 

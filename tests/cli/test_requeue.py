@@ -169,12 +169,18 @@ def other_filesystem(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def outbox_elsewhere(workdir: Path, outbox: Path) -> Path:
+    """An offline config whose outbox (and so outbox/rejected/) is `outbox`."""
+    config = offline_config(workdir)
+    text = config.read_text().replace('outbox = "outbox"', f'outbox = "{outbox}"')
+    config.write_text(text)
+    return config
+
+
 def test_across_filesystems_the_copy_appears_whole_and_keeps_its_times(
     tmp_path: Path, other_filesystem: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = offline_config(tmp_path)
-    text = config.read_text().replace('outbox = "outbox"', f'outbox = "{other_filesystem}"')
-    config.write_text(text)
+    config = outbox_elsewhere(tmp_path, other_filesystem)
     layout = layout_of(tmp_path)
     rejected_dir = other_filesystem / "rejected"
     src = tmp_path / "claimed"
@@ -235,9 +241,7 @@ def test_a_requeue_across_filesystems_killed_before_the_unlink_is_finished_once(
     tmp_path: Path, other_filesystem: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = offline_config(tmp_path)
-    text = config.read_text().replace('outbox = "outbox"', f'outbox = "{other_filesystem}"')
-    config.write_text(text)
+    config = outbox_elsewhere(tmp_path, other_filesystem)
     layout = layout_of(tmp_path)
     rejected_dir = other_filesystem / "rejected"
     src = tmp_path / "claimed"
@@ -258,9 +262,7 @@ def test_a_requeue_across_filesystems_killed_before_the_unlink_is_finished_once(
 def test_a_different_file_of_the_same_size_is_no_reason_to_skip_a_requeue(
     tmp_path: Path, other_filesystem: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = offline_config(tmp_path)
-    text = config.read_text().replace('outbox = "outbox"', f'outbox = "{other_filesystem}"')
-    config.write_text(text)
+    config = outbox_elsewhere(tmp_path, other_filesystem)
     layout = layout_of(tmp_path)
     src = tmp_path / "claimed"
     src.write_bytes(b"1\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -143,19 +144,32 @@ async def test_link_mode_waits_for_a_twin_in_flight_instead_of_a_second_job(
     assert sorted(job["type"] for job in sandbox.jobs()) == ["tweets", "users"]
 
 
+async def first_then_again(
+    workdir: Path, config: Config, ids: list[str], meanwhile: Callable[[Path], None]
+) -> list[MutableMapping[str, Any]]:
+    """Deliver `first.txt`, hand its result file to `meanwhile` (a consumer), then deliver
+    `again.txt` with the same IDs; returns the daemon's log events."""
+    with structlog.testing.capture_logs() as logs:
+        async with running_service(config) as service:
+            drop(workdir, "tweets", "first.txt", ids)
+            await drained(service)
+            assert outcome(workdir, "tweets", "first.txt") == "delivered"
+            meanwhile(workdir / "outbox" / "tweets" / "first.jsonl")
+            drop(workdir, "tweets", "again.txt", ids)
+            await drained(service)
+            assert outcome(workdir, "tweets", "again.txt") == "delivered"
+    return logs
+
+
 async def test_link_mode_processes_again_when_the_earlier_result_was_removed(
     tmp_path: Path, sandbox: Sandbox, link_config: Config
 ) -> None:
     ids = make_ids(84, 25)
-    with structlog.testing.capture_logs() as logs:
-        async with running_service(link_config) as service:
-            drop(tmp_path, "tweets", "first.txt", ids)
-            await drained(service)
-            assert outcome(tmp_path, "tweets", "first.txt") == "delivered"
-            (tmp_path / "outbox" / "tweets" / "first.jsonl").unlink()  # a consumer took it
-            drop(tmp_path, "tweets", "again.txt", ids)
-            await drained(service)
-            assert outcome(tmp_path, "tweets", "again.txt") == "delivered"
+
+    def consumer_takes_it(first: Path) -> None:
+        first.unlink()
+
+    logs = await first_then_again(tmp_path, link_config, ids, consumer_takes_it)
     assert read_results(tmp_path, "tweets", "again") == sandbox.expected_results("tweets", ids)
     assert "linked_to" not in manifest(tmp_path, "tweets", "again")
     assert len(sandbox.jobs()) == 2
@@ -168,18 +182,13 @@ async def test_link_mode_processes_again_when_the_earlier_result_was_changed(
     tmp_path: Path, sandbox: Sandbox, link_config: Config
 ) -> None:
     ids = make_ids(85, 25)
-    with structlog.testing.capture_logs() as logs:
-        async with running_service(link_config) as service:
-            drop(tmp_path, "tweets", "first.txt", ids)
-            await drained(service)
-            assert outcome(tmp_path, "tweets", "first.txt") == "delivered"
-            path = tmp_path / "outbox" / "tweets" / "first.jsonl"
-            data = bytearray(path.read_bytes())
-            data[-2:-1] = b"X"  # same size, other bytes: only the sha256 can tell
-            path.write_bytes(bytes(data))
-            drop(tmp_path, "tweets", "again.txt", ids)
-            await drained(service)
-            assert outcome(tmp_path, "tweets", "again.txt") == "delivered"
+
+    def consumer_edits_it(first: Path) -> None:
+        data = bytearray(first.read_bytes())
+        data[-2:-1] = b"X"  # same size, other bytes: only the sha256 can tell
+        first.write_bytes(bytes(data))
+
+    logs = await first_then_again(tmp_path, link_config, ids, consumer_edits_it)
     why = [e for e in logs if e["event"] == "input.link_unavailable"]
     assert [e["reasons"] for e in why] == [
         ["first.txt: first.jsonl was changed or removed from the outbox"]]

@@ -27,17 +27,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 from clocks import SandboxTime
-from daemon_helpers import TOKEN, drop, load, make_ids, outcome, read_results, wait_for
+from daemon_helpers import (
+    TOKEN,
+    drop,
+    load,
+    make_ids,
+    outcome,
+    read_results,
+    running_service,
+    wait_for,
+)
 from resilience_helpers import LogTap, settled, statuses, tap_logs, write_config_ex
 
-from orchestrator.config import Config
-from orchestrator.daemon.service import Service
 from orchestrator.sandbox import Sandbox, SandboxConfig
 
 DAY = 86400.0
@@ -65,25 +70,6 @@ def logs() -> Iterator[LogTap]:
         yield tap
 
 
-@asynccontextmanager
-async def warped_daemon(config: Config, clock: SandboxTime) -> AsyncIterator[Service]:
-    """The real daemon in this event loop on `clock`; stopped (like SIGTERM) at the end."""
-    service = Service(config, TOKEN, clock=clock)
-    async with anyio.create_task_group() as group:
-        ready = anyio.Event()
-
-        async def run() -> None:
-            await service.run(on_ready=ready.set)
-
-        group.start_soon(run)
-        with anyio.fail_after(15):
-            await ready.wait()
-        try:
-            yield service
-        finally:
-            service.stop()
-
-
 def nothing_rejected(workdir: Path) -> bool:
     folder = workdir / "outbox" / "rejected"
     return not folder.exists() or not any(folder.iterdir())
@@ -98,7 +84,7 @@ async def deliver_through(
     clock = SandboxTime(sb.clock, warp=True)
     sb.faults.outage(outage_s, kinds, starts_with=starts_with)
     began_x, began_real = sb.clock.now(), time.monotonic()
-    async with warped_daemon(config, clock):
+    async with running_service(config, clock=clock):
         drop(tmp_path, "tweets", "ids.txt", ids)
         await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"),
                        timeout=REAL_BUDGET_S, what="delivery after the outage")

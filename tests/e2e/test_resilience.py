@@ -127,6 +127,7 @@ from resilience_helpers import (
     write_config_ex,
 )
 
+from orchestrator.config import Config
 from orchestrator.sandbox import Sandbox
 from orchestrator.sandbox.signing import Signer
 
@@ -143,6 +144,16 @@ def logs() -> Iterator[LogTap]:
 def assert_exact(workdir: Path, sb: Sandbox, job_type: str, name: str, ids: list[str]) -> None:
     assert outcome(workdir, job_type, name) == "delivered", f"{name} was not delivered"
     assert read_results(workdir, job_type, Path(name).stem) == sb.expected_results(job_type, ids)
+
+
+async def deliver(
+    workdir: Path, sb: Sandbox, config: Config, job_type: str, name: str, ids: list[str]
+) -> None:
+    """Run the daemon until the dropped `name` is settled; it must be delivered, exactly."""
+    async with daemon(config):
+        drop(workdir, job_type, name, ids)
+        await wait_for(lambda: settled(workdir, job_type, name), what="delivery")
+    assert_exact(workdir, sb, job_type, name, ids)
 
 
 def warnings_about(logs: LogTap, http_status: int) -> list[dict[str, Any]]:
@@ -191,11 +202,7 @@ async def test_a_429_waits_until_the_reset_logs_once_and_never_spins(
     for before, kind in RATE_LIMITED[endpoint]:
         sandbox.faults.add(before, kind)
     sandbox.faults.add(endpoint, "429", retry_after=1)
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert len(sandbox.jobs()) == 1
     seen = statuses(sandbox, endpoint)
     assert seen.count(429) == 1 and seen[seen.index(429) + 1] == 200, seen
@@ -238,11 +245,7 @@ async def test_the_poller_leaves_the_reserve_to_other_clients(
 ) -> None:
     config = load(_reserve_config(tmp_path, sandbox))
     ids = make_ids(2, 100)
-    async with daemon(config):
-        drop(tmp_path, "users", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "users", "ids.txt"), what="delivery")
-
-    assert_exact(tmp_path, sandbox, "users", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "users", "ids.txt", ids)
     assert 429 not in [status for _m, _p, status in sandbox.request_log]
     waits = logs.events("xapi.rate_wait")
     assert waits and all(w["endpoint"] == "get" for w in waits)
@@ -277,11 +280,7 @@ async def test_a_5xx_burst_is_retried_with_counted_backoff(
     ids = make_ids(3, 2000)
     for where, kind, count in faults:
         sandbox.faults.add(where, kind, count=count)
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert len(sandbox.jobs()) == 1
     burst = next(count for where, _kind, count in faults if where == endpoint)
     seen = statuses(sandbox, endpoint)
@@ -320,11 +319,7 @@ async def test_a_dropped_connection_is_retried_without_a_second_job(
     ids = make_ids(4, 3000)
     for where, kind, count, options in faults:
         sandbox.faults.add(where, kind, count=count, **options)
-    async with daemon(config):
-        drop(tmp_path, "users", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "users", "ids.txt"), what="delivery")
-
-    assert_exact(tmp_path, sandbox, "users", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "users", "ids.txt", ids)
     [job] = sandbox.jobs()
     assert job["uploaded_ids"] == len(ids) and job["status"] == "complete"  # one whole upload
     seen = statuses(sandbox, endpoint)
@@ -337,18 +332,21 @@ async def test_a_dropped_connection_is_retried_without_a_second_job(
         assert report["resumed_from"] == 5000 and report["crc32c_checked"] is True
 
 
+def slow_answers(workdir: Path, sb: Sandbox, *, read_timeout_s: float, delay_s: float) -> Config:
+    """Every endpoint answers once `delay_s` late; the daemon's read timeout is `read_timeout_s`."""
+    config = load(write_config_ex(workdir, sb.base_url,
+                                  extra={"api": {"read_timeout_s": read_timeout_s}}))
+    for endpoint in ("create", "upload", "get", "download"):
+        sb.faults.add(endpoint, "slow", delay=delay_s)
+    return config
+
+
 async def test_slow_answers_within_the_read_timeout_are_just_waited_for(
     tmp_path: Path, sandbox: Sandbox, logs: LogTap
 ) -> None:
-    config = load(write_config_ex(tmp_path, sandbox.base_url,
-                                  extra={"api": {"read_timeout_s": 5.0}}))
+    config = slow_answers(tmp_path, sandbox, read_timeout_s=5.0, delay_s=0.6)
     ids = make_ids(5, 500)
-    for endpoint in ("create", "upload", "get", "download"):
-        sandbox.faults.add(endpoint, "slow", delay=0.6)
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert logs.events("step.retry") == []
     assert len(sandbox.jobs()) == 1
 
@@ -356,15 +354,9 @@ async def test_slow_answers_within_the_read_timeout_are_just_waited_for(
 async def test_answers_slower_than_the_read_timeout_are_retried_without_a_second_job(
     tmp_path: Path, sandbox: Sandbox, logs: LogTap
 ) -> None:
-    config = load(write_config_ex(tmp_path, sandbox.base_url,
-                                  extra={"api": {"read_timeout_s": 0.5}}))
+    config = slow_answers(tmp_path, sandbox, read_timeout_s=0.5, delay_s=1.5)
     ids = make_ids(6, 500)
-    for endpoint in ("create", "upload", "get", "download"):
-        sandbox.faults.add(endpoint, "slow", delay=1.5)
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert [r["stage"] for r in logs.events("step.retry")] == [
         "creating", "uploading", "waiting", "downloading"]
     assert all(r["error"] == "RetryableError" for r in logs.events("step.retry"))
@@ -389,11 +381,7 @@ async def test_create_failing_past_max_stage_retries_keeps_retrying_then_succeed
     config = load(write_config_ex(tmp_path, sandbox.base_url, max_stage_retries=2))
     ids = make_ids(7, 50)
     sandbox.faults.add("create", "500", count=5)
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert nothing_rejected(tmp_path)
     assert statuses(sandbox, "create") == [500, 500, 500, 500, 500, 200]
     assert len(sandbox.jobs()) == 1
@@ -432,11 +420,7 @@ async def test_a_stage_failing_past_max_stage_retries_keeps_its_job_and_succeeds
     config = load(write_config_ex(tmp_path, sandbox.base_url, max_stage_retries=2))
     ids = make_ids(8, 400)
     sandbox.faults.add(endpoint, "503", count=5)
-    async with daemon(config):
-        drop(tmp_path, "users", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "users", "ids.txt"), what="delivery")
-
-    assert_exact(tmp_path, sandbox, "users", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "users", "ids.txt", ids)
     assert nothing_rejected(tmp_path)
     [job] = sandbox.jobs()
     assert job["status"] == "complete" and job["name"].endswith("-1")
@@ -460,10 +444,7 @@ async def test_a_failed_job_is_replaced_by_a_new_one(
     config = load(write_config_ex(tmp_path, sandbox.base_url))
     ids = make_ids(9, 300)
     sandbox.faults.fail_next_jobs(1, error="Internal error")
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert [(s, n) for _name, s, n in sandbox_names(sandbox)] == [("failed", 300),
                                                                 ("complete", 300)]
     [failed] = logs.events("job.failed")
@@ -535,10 +516,7 @@ async def test_a_window_that_closes_while_the_upload_waits_leads_to_a_new_job(
     ids = make_ids(13, 300)
     sandbox.configure(upload_window_s=2)
     sandbox.faults.add("upload", "slow", delay=2.5)  # reaches the storage after the window
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert [(s, n) for _name, s, n in sandbox_names(sandbox)] == [("expired", 0),
                                                                 ("complete", 300)]
     assert statuses(sandbox, "upload") == [400, 200]  # GCS ExpiredToken, then the new job
@@ -554,10 +532,7 @@ async def test_a_window_that_closes_mid_upload_leads_to_a_new_job(
     sandbox.configure(upload_window_s=2)
     sandbox.faults.add("upload", "reset", after_bytes=30000)  # cut mid-body...
     sandbox.faults.add("upload", "slow", delay=2.5)  # ...and the retry arrives too late
-    async with daemon(config):
-        drop(tmp_path, "tweets", "ids.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "ids.txt"), what="delivery")
-    assert_exact(tmp_path, sandbox, "tweets", "ids.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "ids.txt", ids)
     assert [(s, n) for _name, s, n in sandbox_names(sandbox)] == [("expired", 0),
                                                                 ("complete", 5000)]
     assert statuses(sandbox, "upload") == [0, 400, 200]
@@ -611,11 +586,7 @@ async def test_a_resumable_upload_continues_from_what_arrived(
     # bytes, which the storage keeps.
     sandbox.faults.add("upload", "slow", count=4, delay=0)
     sandbox.faults.add("upload", "reset", after_bytes=100000)
-    async with daemon(config):
-        drop(tmp_path, "tweets", "big.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "big.txt"), what="delivery")
-
-    assert_exact(tmp_path, sandbox, "tweets", "big.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "big.txt", ids)
     [job] = sandbox.jobs()
     assert job["resumable"] is True and job["uploaded_ids"] == len(ids)
     assert [m for m, _p, _s in requests_to(sandbox, "upload")].count("POST") == 1  # one session
@@ -701,10 +672,7 @@ async def test_a_resumable_session_started_in_time_may_finish_after_the_window(
     sandbox.configure(upload_window_s=2)
     sandbox.faults.add("upload", "slow", count=3, delay=0)
     sandbox.faults.add("upload", "slow", delay=2.5)  # chunk 1 lands after the window
-    async with daemon(config):
-        drop(tmp_path, "tweets", "big.txt", ids)
-        await wait_for(lambda: settled(tmp_path, "tweets", "big.txt"), what="delivery")
-    assert_exact(tmp_path, sandbox, "tweets", "big.txt", ids)
+    await deliver(tmp_path, sandbox, config, "tweets", "big.txt", ids)
     assert [(s, n) for _name, s, n in sandbox_names(sandbox)] == [("complete", 40000)]
     assert logs.events("job.abandoned") == []
 

@@ -14,7 +14,7 @@ from inbox_helpers import read_permission_as_unprivileged, running_watch
 from structlog.testing import capture_logs
 
 from orchestrator.core.model import JobType
-from orchestrator.files import inbox as inbox_module
+from orchestrator.files import watch as watch_module
 from orchestrator.files.inbox import (
     NOT_IN_TYPE_FOLDER,
     Candidate,
@@ -333,7 +333,7 @@ async def test_watch_falls_back_to_rescans_when_inotify_is_unavailable(
     def no_inotify(*args: object, **kwargs: object) -> object:
         raise OSError(28, "inotify watch limit reached")
 
-    monkeypatch.setattr(inbox_module, "awatch", no_inotify)
+    monkeypatch.setattr(watch_module, "awatch", no_inotify)
     inbox = tmp_path / "inbox"
     scanner = InboxScanner(inbox, min_age_s=0.05)
     rec = Recorder(tmp_path / "claimed")
@@ -357,13 +357,13 @@ async def test_watch_recreates_a_deleted_inbox_root_and_watches_it_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watched: list[Path] = []
-    real_awatch = inbox_module.awatch
+    real_awatch = watch_module.awatch
 
     def counting_awatch(path: Path, **kwargs: object):  # type: ignore[no-untyped-def]
         watched.append(path)
         return real_awatch(path, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(inbox_module, "awatch", counting_awatch)
+    monkeypatch.setattr(watch_module, "awatch", counting_awatch)
     inbox = tmp_path / "inbox"
     scanner = InboxScanner(inbox, min_age_s=0.05)
     rec = Recorder(tmp_path / "claimed")

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from orchestrator.clock import Clock
 from orchestrator.config import Config, load_config
 from orchestrator.core.model import JobType
 from orchestrator.daemon.service import Service
@@ -146,11 +147,13 @@ async def drained(service: Service, timeout: float = 30.0) -> None:
 
 @asynccontextmanager
 async def running_service(
-    config: Config, token: str = TOKEN, *, crash: bool = False, rng: random.Random | None = None
+    config: Config, token: str = TOKEN, *, crash: bool = False, rng: random.Random | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Service]:
-    """The real daemon in this event loop; stopped (like SIGTERM) when the block ends.
-    `crash=True` skips the stop grace: steps in flight are cancelled, as a kill cuts them."""
-    service = Service(config, token, rng=rng)
+    """The real daemon in this event loop (on `clock`, if given); stopped (like SIGTERM) when
+    the block ends. `crash=True` skips the stop grace: steps in flight are cancelled, as a
+    kill cuts them."""
+    service = Service(config, token, rng=rng, clock=clock)
     async with anyio.create_task_group() as group:
         ready = anyio.Event()
 

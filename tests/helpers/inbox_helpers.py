@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import anyio
 import pytest
 
-from orchestrator.files.inbox import Candidate, InboxScanner, InvalidEntry, watch_inbox
+from orchestrator.files.inbox import Candidate, InboxScanner, InvalidEntry
+from orchestrator.files.watch import watch_inbox
 
 
 class Callbacks(Protocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,15 +18,6 @@ from orchestrator.store import reports
 from orchestrator.store.sqlite import Store
 
 SIGNED = "https://storage.example/o?X-Goog-Signature=deadbeef&X-Goog-Credential=k"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db", FakeClock())
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def uploading_batch(store: Store) -> int:

@@ -4,13 +4,11 @@ store's column lists and row mappers cover the columns of that schema (no more, 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
-from clocks import FakeClock
 
 from orchestrator.core.model import InputState, JobType
 from orchestrator.store import rows
@@ -49,15 +47,6 @@ def _table_columns(table: str) -> set[str]:
         conn.close()
     assert columns, f"no table {table} in {SCHEMA_FILE.name}"
     return columns
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db", FakeClock())
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class Recording(dict[str, Any]):

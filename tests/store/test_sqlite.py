@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,15 +20,6 @@ from orchestrator.core.model import (
     RemoteStatus,
 )
 from orchestrator.store.sqlite import EventNote, StaleState, Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "state.db", FakeClock())
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def queued_input(store: Store, name: str = "a.txt", ids: int = 3) -> int:
