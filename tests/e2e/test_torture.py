@@ -132,22 +132,20 @@ def consumed_faults(sb: Sandbox, stats: Stats) -> int:
 
 
 def script_faults(sb: Sandbox, rng: random.Random, stats: Stats,
-                  rare: dict[tuple[str, str, str], int]) -> None:
-    """A few faults per round, more while the measured share is below target."""
+                  rare: list[tuple[str, str, str]]) -> None:
+    """A few faults per round, more while the measured share is below target; the rare
+    ones at the rounds they were given (`rare`, one per round, in order)."""
+    if rare:
+        endpoint, kind, code = rare.pop()
+        sb.faults.add(endpoint, kind, code=code)
+        stats.faults[f"{endpoint}:{kind}:{code}"] += 1
+        stats.scripted_uses += 1
     requests = max(1, len(sb.request_log))
     behind = consumed_faults(sb, stats) / requests < FAULT_SHARE_TARGET
     for _ in range(rng.randint(2, 4) if behind else rng.randint(0, 1)):
         if rng.random() < 0.08:
             sb.faults.fail_next_jobs(1, error="Internal error")
             stats.faults["job:failed"] += 1
-            continue
-        left = [key for key, n in rare.items() if n > 0]
-        if left and rng.random() < 0.04:
-            endpoint, kind, code = rng.choice(left)
-            rare[(endpoint, kind, code)] -= 1
-            sb.faults.add(endpoint, kind, code=code)
-            stats.faults[f"{endpoint}:{kind}:{code}"] += 1
-            stats.scripted_uses += 1
             continue
         endpoint, kind, count, options = rng.choice(FAULT_MENU)
         if sum(f["endpoint"] == endpoint for f in sb.faults.pending()) >= 2:
@@ -261,7 +259,10 @@ async def test_kill_the_daemon_at_random_moments_and_lose_nothing(
             resumable_threshold_bytes=100_000, upload_chunk_bytes=262144, min_age_s=0.05,
             concurrency=concurrency, extra=extra)
 
-    rare = dict(RARE_FAULTS)
+    # Each rare fault once or twice, at seeded rounds before the last quarter of the kills.
+    rare_faults = [key for key, n in RARE_FAULTS.items() for _ in range(n)]
+    rare_due = dict(zip(sorted(rng.sample(range(2, max(3, KILLS * 3 // 4)), len(rare_faults))),
+                        rng.sample(rare_faults, len(rare_faults)), strict=False))
     with tap_logs() as sandbox_log:
         async with make_sandbox(processing_time_s=0.3, seed=seed % 1000, concurrency="global",
                                 upload_window_s=UPLOAD_WINDOW_S,
@@ -280,7 +281,8 @@ async def test_kill_the_daemon_at_random_moments_and_lose_nothing(
             try:
                 while stats.kills < KILLS:
                     lane = lanes[stats.kills]
-                    script_faults(sb, rng, stats, rare)
+                    due_now = rare_due.get(stats.kills)
+                    script_faults(sb, rng, stats, [due_now] if due_now else [])
                     if rng.random() < 0.3:
                         sb.configure(processing_time_s=round(rng.uniform(0.2, 1.2), 2))
                     if stats.kills in schedule:
@@ -369,6 +371,9 @@ async def test_kill_the_daemon_at_random_moments_and_lose_nothing(
           f"fault_share={share['fault_share']:.0%} ({share['faulted_requests']} of "
           f"{share['requests']} requests) repeated_rows={figures['repeated_rows']} "
           f"duration={time.monotonic() - stats.started:.0f}s")
+    unmet = {"403", "corrupt"} - set(share["faulted_by_kind"])
+    if KILLS >= 20 and unmet:
+        verdict["problems"].append(f"no request met a scripted {sorted(unmet)} fault")
     if share["fault_share"] < 0.20:
         verdict["problems"].append(f"only {share['fault_share']:.0%} of the requests met a "
                                    "scripted fault (the torture promises >= 20 %)")
