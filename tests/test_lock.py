@@ -110,3 +110,11 @@ def test_a_pin_without_hash_and_diverging_test_pins_fail(project: Path) -> None:
     assert "runtime.txt: structlog==24.1.0 has no --hash" in found
     assert "test.txt: does not pin structlog==24.1.0 as runtime.txt does" in found
     assert version != "24.1.0"
+
+
+def test_the_install_guides_install_from_the_lock_with_hashes() -> None:
+    pinned = "pip install --require-hashes -r requirements/runtime.txt"
+    for guide in (REPO / "deploy" / "INSTALL.md", REPO / "README.md"):
+        text = guide.read_text()
+        assert pinned in text, f"{guide.name} lacks {pinned!r}"
+        assert "pip install --no-deps" in text, guide.name
