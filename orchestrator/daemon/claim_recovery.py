@@ -41,6 +41,8 @@ async def recover_claiming(store: Store, layout: Layout, item: InputFile) -> Non
         if copied:
             try:
                 original.unlink()
+            except FileNotFoundError:
+                pass  # its producer removed it meanwhile: the copy is now the only one, keep it
             except OSError as error:  # cannot remove it: undo the claim, say so once
                 spooled.unlink(missing_ok=True)
                 await store.delete_claiming(item.id, "cannot remove it from the inbox")

@@ -119,11 +119,20 @@ async def deliver_batch(
             summaries.append({"file": item.name, "input_id": item.id, "part": entry.part.part,
                               "part_ids": entry.part.id_count, "pending": True})
             continue
-        if await _changed_after_claim(store, layout, item):
-            continue  # rejected: intake moves the whole file to outbox/rejected/
-        summaries.append(
-            await _deliver_input(store, layout, batch, entry, len(every_part), progress)
-        )
+        manifest_path = layout.manifest_path(item.job_type, item.out_stem)
+        if _written_by(manifest_path, batch):
+            # Placed just before a crash that beat the database commit: the manifest is the
+            # commit point, so it is delivered, whatever happened to the spool file since.
+            summaries.append({"file": item.name, "input_id": item.id,
+                              "results": f"{item.out_stem}.jsonl", "already_delivered": True})
+        else:
+            if await _changed_after_claim(store, layout, item):
+                continue  # rejected: intake moves the whole file to outbox/rejected/
+            summary = await _deliver_input(store, layout, batch, entry, len(every_part),
+                                           progress)
+            if summary is None:
+                continue  # changed while it was delivered: rejected the same way
+            summaries.append(summary)
         await store.mark_delivered(item.id, batch.id)
     return summaries
 
@@ -132,11 +141,21 @@ async def _changed_after_claim(store: Store, layout: Layout, item: InputFile) ->
     """A producer kept writing into the claimed file after it was validated: these results
     cover only part of it. Never deliver them; reject the input (the whole file goes to
     outbox/rejected/ with the reason, to be requeued)."""
-    spooled = layout.spool / item.spool_name
-    change = await anyio.to_thread.run_sync(
-        changed_since, spooled, item.size_bytes, item.mtime_ns, item.ctime_ns)
+    change = await _change(layout, item)
     if change is None:
         return False
+    await _reject_changed(store, item, change)
+    return True
+
+
+async def _change(layout: Layout, item: InputFile) -> str | None:
+    spooled = layout.spool / item.spool_name
+    return await anyio.to_thread.run_sync(
+        changed_since, spooled, item.size_bytes, item.mtime_ns, item.ctime_ns,
+        item.input_sha256)
+
+
+async def _reject_changed(store: Store, item: InputFile, change: str) -> None:
     message = (f"{item.name} changed after it was claimed ({change}); its results were not "
                "delivered. Write it as NAME.part and rename it when complete, then requeue it")
     await store.move_input(
@@ -150,19 +169,16 @@ async def _changed_after_claim(store: Store, layout: Layout, item: InputFile) ->
     log.error("input.changed_after_claim", file=item.name, input_id=item.id,
               job_type=str(item.job_type), reason="changed_after_claim", change=change,
               bytes_validated=item.size_bytes, action="rejected; results not delivered")
-    return True
 
 
 async def _deliver_input(
     store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int,
     progress: Progress,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """Write the input's results and then its manifest; None if the input changed meanwhile
+    (rejected, nothing left in the outbox)."""
     item = entry.part.input
     manifest_path = layout.manifest_path(item.job_type, item.out_stem)
-    if _written_by(manifest_path, batch):
-        # Placed just before a crash that beat the database commit: don't write it twice.
-        return {"file": item.name, "input_id": item.id, "results": f"{item.out_stem}.jsonl",
-                "already_delivered": True}
     earlier = [
         row for row in await store.parts_of_input(item.id) if row["part"] != entry.part.part
     ]
@@ -218,6 +234,14 @@ async def _deliver_input(
             "total_s": round((now - claimed).total_seconds(), 3) if claimed else None,
         },
     }
+    # Writing and hashing the results can take minutes: a producer writing without `.part`
+    # meanwhile would lose those bytes when cleanup removes the spool file. Look again
+    # right before the commit point.
+    change = await _change(layout, item)
+    if change is not None:
+        target.unlink(missing_ok=True)  # first: a crash must not leave results without a record
+        await _reject_changed(store, item, change)
+        return None
     # The manifest goes last: its presence (naming this batch) marks the input delivered.
     await anyio.to_thread.run_sync(atomic_write_json, manifest_path, manifest)
     return {"file": item.name, "input_id": item.id, "results": target.name,

@@ -309,7 +309,9 @@ class Intake:
             item, report = refreshed, {}
         spooled = self.layout.spool / item.spool_name
         if ("body_sha256" in report and (self.layout.spool / item.ids_name).exists()
-                and not changed_since(spooled, item.size_bytes, item.mtime_ns, item.ctime_ns)):
+                and not await anyio.to_thread.run_sync(
+                    changed_since, spooled, item.size_bytes, item.mtime_ns, item.ctime_ns,
+                    item.input_sha256)):
             fields = stored_fields(item)
             if self.duplicate_content == "link" and await self.deduper.dedupe(item, fields):
                 return

@@ -117,19 +117,28 @@ def copy_into_spool(source: Path, target: Path, inode: int) -> None:
             while block := inp.read(1 << 20):
                 out.write(block)
                 copied += len(block)
-            end = os.fstat(inp.fileno())
-            if (end.st_size, end.st_mtime_ns, end.st_ctime_ns) != (
-                    st.st_size, st.st_mtime_ns, st.st_ctime_ns) or copied != end.st_size:
+            if _changed(st, os.fstat(inp.fileno())) or copied != st.st_size:
                 raise Replaced  # inside atomic_output: the copy is discarded
             # The claim-time mtime, so validation can tell the copy from a changed file.
             out.flush()
             os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-    try:
-        if os.lstat(source).st_ino == inode:
-            source.unlink()
-            fsync_dir(source.parent)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        target.unlink(missing_ok=True)
-        raise Unclaimable(error) from None
+        # fsync + rename of gigabytes take seconds: what was appended meanwhile would go with
+        # the original. Look at the open file once more, right before removing it.
+        if _changed(st, os.fstat(inp.fileno())):
+            target.unlink(missing_ok=True)
+            fsync_dir(target.parent)
+            raise Replaced
+        try:
+            if os.lstat(source).st_ino == inode:
+                source.unlink()
+                fsync_dir(source.parent)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            target.unlink(missing_ok=True)
+            raise Unclaimable(error) from None
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) != (
+        after.st_size, after.st_mtime_ns, after.st_ctime_ns)

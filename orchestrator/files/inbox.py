@@ -20,6 +20,7 @@ import structlog
 
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
+from orchestrator.files.atomic import file_sha256
 from orchestrator.redact import redact_text
 
 log = structlog.get_logger(__name__)
@@ -132,12 +133,18 @@ def printable(text: object) -> str:
     return "".join(out)
 
 
-def changed_since(path: Path, size: int, mtime_ns: int | None, ctime_ns: int | None) -> str | None:
+def changed_since(path: Path, size: int, mtime_ns: int | None, ctime_ns: int | None,
+                  sha256: str | None = None) -> str | None:
     """How the claimed file at `path` differs from what was validated, or None if it does
     not (or is gone: then there is nothing left to compare).
 
     A producer that skips the `.part` rename may still be writing through its open file
     after the claim moved the file into the spool: its data lands in our copy.
+
+    The ctime alone also moves when only the link count does (a producer publishing with
+    `ln` and removing its own name, a requeue unlinking the rejected/ name of the same
+    inode, rsync): with the validated `sha256`, a change of the ctime alone counts only if
+    the content differs too. Reads the whole file then: call it from a worker thread.
     """
     try:
         st = os.lstat(path)
@@ -148,8 +155,17 @@ def changed_since(path: Path, size: int, mtime_ns: int | None, ctime_ns: int | N
     if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
         return f"modified again after it was validated ({size} bytes)"
     if ctime_ns is not None and st.st_ctime_ns != ctime_ns:
+        if sha256 is not None and _same_sha256(path, sha256):
+            return None
         return f"rewritten or touched after it was validated ({size} bytes)"
     return None
+
+
+def _same_sha256(path: Path, sha256: str) -> bool:
+    try:
+        return file_sha256(path) == sha256
+    except FileNotFoundError:
+        return True  # gone: nothing left to compare (as above)
 
 
 class InboxScanner:

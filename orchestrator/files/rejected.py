@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import filecmp
 import json
 import os
 import re
@@ -160,6 +159,43 @@ def _rejections(rejected_dir: Path, name: str) -> Iterator[Path]:
             yield path
 
 
+class SourceChanged(OSError):
+    """The entry changed, or another took its name, while it was copied to another
+    filesystem: it stays where it is, the copy goes, and the next rescan looks again."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(errno.EAGAIN, f"{name!r} changed while it was copied to rejected/; "
+                                       "left where it is, tried again")
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _unchanged(path: Path, st: os.stat_result) -> bool:
+    """Does `path` still hold the file `st` describes, unchanged? (Asked before unlinking
+    it: a producer may have renamed a corrected file over the name meanwhile.)"""
+    try:
+        return _identity(os.lstat(path)) == _identity(st)
+    except FileNotFoundError:
+        return False
+
+
+def _open_regular(path: Path, st: os.stat_result | None = None) -> int:
+    """An fd on the regular file at `path` (the one `st` describes, if given). Never blocks
+    and never follows a link: a FIFO swapped in after the lstat would hang the thread."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (
+                st is not None and (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)):
+            raise SourceChanged(path.name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _copy_across(src: Path, st: os.stat_result, dest: Path, min_free: int) -> None:
     """Copy a regular file or a symlink to another filesystem, atomically at `dest`."""
     if stat.S_ISLNK(st.st_mode):
@@ -174,7 +210,7 @@ def _copy_across(src: Path, st: os.stat_result, dest: Path, min_free: int) -> No
         return
     ensure_room(dest.parent, st.st_size, min_free)  # NoRoom: nothing written, retried later
     with atomic_output(dest) as out:
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_regular(src, st)
         with os.fdopen(fd, "rb") as inp:
             shutil.copyfileobj(inp, out, COPY_BUFFER)
         out.flush()
@@ -220,7 +256,9 @@ def reject_file(
         if stat.S_ISREG(st.st_mode):
             # A crash after the copy but before unlinking src: finish that attempt.
             for done in _rejections(rejected_dir, name):
-                if _same_content(src, done):
+                if _same_content(src, st, done):
+                    if not _unchanged(src, st):
+                        raise SourceChanged(name)
                     src.unlink()
                     fsync_dir(src.parent)
                     return done
@@ -252,7 +290,16 @@ def reject_file(
         src.rename(dest)  # never follows a symlink; moves dirs and fifos as they are
         fsync_dir(rejected_dir)
     else:
-        _copy_across(src, st, dest, min_free)
+        try:
+            _copy_across(src, st, dest, min_free)
+            if not _unchanged(src, st):  # after a copy of minutes: still the file copied?
+                raise SourceChanged(name)
+        except SourceChanged:
+            # Keep src (it may be a new file, never copied); drop what describes it here.
+            dest.unlink(missing_ok=True)
+            (rejected_dir / (final + ERROR_SUFFIX)).unlink(missing_ok=True)
+            fsync_dir(rejected_dir)
+            raise
         fsync_dir(rejected_dir)
         src.unlink()
     fsync_dir(src.parent)
@@ -260,9 +307,19 @@ def reject_file(
     return dest
 
 
-def _same_content(a: Path, b: Path) -> bool:
+def _same_content(src: Path, st: os.stat_result, done: Path) -> bool:
+    """Is `done` (a finished rejection) a copy of the file `st` describes at `src`? Both are
+    opened without blocking or following links, like every read of a producer's entry."""
     try:
-        return stat.S_ISREG(os.lstat(b).st_mode) and filecmp.cmp(a, b, shallow=False)
+        with os.fdopen(_open_regular(src, st), "rb") as a, \
+                os.fdopen(_open_regular(done), "rb") as b:
+            if os.fstat(a.fileno()).st_size != os.fstat(b.fileno()).st_size:
+                return False
+            while True:
+                block = a.read(COPY_BUFFER)
+                if block != b.read(COPY_BUFFER):
+                    return False
+                if not block:
+                    return True
     except OSError:
         return False
-

@@ -14,6 +14,7 @@ the local clock is minutes off (judged against the local clock they would pass 1
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -51,6 +52,7 @@ JOBS_PATH = "/2/compliance/jobs"
 # When a 429 carries no usable reset header: a quarter of the 15-minute window.
 DEFAULT_RATE_LIMIT_WAIT_S = 60.0
 _JOB_ID = re.compile(r"[0-9]{1,19}")
+_MAX_SKIPPED_REMEMBERED = 1000
 
 
 def make_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
@@ -134,6 +136,7 @@ class XApi:
         # X's clock minus ours, per the last response's Date (0 within SKEW_TOLERANCE_S).
         self.clock_offset_s = 0.0
         self._reported_offset_s = 0.0
+        self._skipped: set[str] = set()  # list entries already reported as unreadable
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -174,7 +177,15 @@ class XApi:
             return []
         if not isinstance(data, list):
             raise self._malformed("list", "`data` is not a list")
-        return [self._job_from(item, "list") for item in data]
+        jobs = []
+        for item in data:
+            try:
+                jobs.append(self._job_from(item, "list"))
+            except RetryableError as error:
+                # One bad entry must not hide the others: a batch in CREATING looks for its
+                # job in this list, and would ask again forever.
+                self._skipped_list_item(item, error)
+        return jobs
 
     async def find_job_by_name(self, job_type: JobType, name: str) -> RemoteJob | None:
         """The newest job of that type carrying `name`, or None."""
@@ -194,6 +205,21 @@ class XApi:
         except (KeyError, ValueError, TypeError) as exc:
             raise self._malformed(endpoint, f"bad job object ({type(exc).__name__})") from None
         return self.to_local_clock(job)
+
+    def _skipped_list_item(self, item: Any, error: RetryableError) -> None:
+        """Say once per entry that a listed job could not be read (its id only if it looks
+        like one: no other value of it reaches the log)."""
+        raw_id = item.get("id") if isinstance(item, dict) else None
+        job_id = raw_id if isinstance(raw_id, str) and _JOB_ID.fullmatch(raw_id) else None
+        key = job_id or hashlib.sha256(repr(item).encode()).hexdigest()
+        if key in self._skipped:
+            return
+        if len(self._skipped) >= _MAX_SKIPPED_REMEMBERED:
+            self._skipped.clear()
+        self._skipped.add(key)
+        log.warning("xapi.list_item_skipped", endpoint="list", job_id=job_id,
+                    error_msg=redact_text(str(error), (self._token,)),
+                    action="ignored; the other jobs of the list are used")
 
     def to_local_clock(self, job: RemoteJob) -> RemoteJob:
         """The job with its times moved from X's clock onto ours (see the module doc)."""

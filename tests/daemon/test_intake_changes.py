@@ -25,6 +25,7 @@ from daemon_helpers import (
 
 from orchestrator.clock import SystemClock
 from orchestrator.core.model import InputState, JobType
+from orchestrator.daemon import claim_recovery
 from orchestrator.daemon import intake as intake_module
 from orchestrator.daemon.intake import Intake
 from orchestrator.files.inbox import Candidate
@@ -208,3 +209,34 @@ async def test_recovery_keeps_a_same_inode_file_whose_content_differs(
     (intake.layout.spool / "m.tweets").write_bytes(b"222\n")
     await intake.recover()
     assert original.read_bytes() == b"111\n"
+
+
+async def test_recovery_keeps_the_copy_when_the_producer_removes_the_original_meanwhile(
+    intake: Intake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 after a cross-filesystem claim committed its copy, before the original went.
+    On restart, comparing a large original with the copy takes seconds; the producer deletes
+    the original meanwhile. Before: the unlink failed (FileNotFoundError), the recovery took
+    it for "cannot remove it", deleted the copy and undid the claim: the input was gone from
+    both places. The seam: the real comparison, then the producer's rm."""
+    original = tmp_path / "inbox" / "tweets" / "big.txt"
+    original.write_bytes(text(make_ids(508, 40)))
+    seen = candidate(original)
+    row = await intake.store.insert_claiming(
+        job_type=JobType.TWEETS, name="big.txt", out_stem="big", spool_name="b.tweets",
+        inode=seen.inode, size_bytes=seen.size, name_bytes=b"big.txt", mtime_ns=seen.mtime_ns,
+        ctime_ns=seen.ctime_ns)
+    copy = intake.layout.spool / "b.tweets"  # the committed copy (another inode)
+    copy.write_bytes(original.read_bytes())
+    real = claim_recovery.is_the_copied_file
+
+    def producer_removes_it_meanwhile(*args: Any) -> bool:
+        same = real(*args)
+        original.unlink()
+        return same
+
+    monkeypatch.setattr(claim_recovery, "is_the_copied_file", producer_removes_it_meanwhile)
+    await intake.recover()
+    assert copy.read_bytes() == text(make_ids(508, 40))  # the only copy, kept
+    item = await intake.store.get_input(row.id)
+    assert item is not None and item.state is InputState.QUEUED and item.id_count == 40

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from orchestrator.files.inbox import (
     Candidate,
     InboxScanner,
     InvalidEntry,
+    changed_since,
 )
 
 MIN_AGE = 5.0
@@ -378,3 +380,31 @@ async def test_watch_recreates_a_deleted_inbox_root_and_watches_it_again(
     assert watched == [inbox, inbox]
     recreated = {e["folder"] for e in logs if e["event"] == "inbox.folder_created"}
     assert str(inbox) in recreated
+
+
+# --- changed_since: did a claimed file change after it was validated? -----------------------
+
+
+def test_a_link_count_change_alone_is_no_change_when_the_bytes_are_the_same(
+    tmp_path: Path,
+) -> None:
+    """`ln` + removing the producer's own name, a requeue, rsync: the ctime moves, nothing
+    else. With the validated hash that is not a change; a same-size rewrite with its mtime
+    put back is one."""
+    path = tmp_path / "claimed.tweets"
+    path.write_bytes(b"1\n2\n3\n")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    seen = path.stat()
+    for _ in range(10_000):  # the ctime clock is coarse: link until it moved
+        os.link(path, tmp_path / "extra")
+        (tmp_path / "extra").unlink()
+        if path.stat().st_ctime_ns != seen.st_ctime_ns:
+            break
+    assert path.stat().st_ctime_ns != seen.st_ctime_ns
+    validated = (seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns)
+    assert changed_since(path, *validated, sha) is None
+    assert changed_since(path, *validated) is not None  # no hash to tell: a change
+    path.write_bytes(b"1\n2\n4\n")
+    os.utime(path, ns=(seen.st_atime_ns, seen.st_mtime_ns))
+    assert changed_since(path, *validated, sha) == (
+        "rewritten or touched after it was validated (6 bytes)")

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.files import rejected as rejected_module
 from orchestrator.files.atomic import cleanup_temp_files
-from orchestrator.files.rejected import reject_file, unique_name
+from orchestrator.files.rejected import SourceChanged, reject_file, unique_name
 
 
 def names(folder: Path) -> list[str]:
@@ -234,3 +236,65 @@ def test_directory_cannot_cross_filesystems_and_stays(tmp_path: Path, other_fs: 
         assert info.value.errno == errno.EXDEV
         assert (tmp_path / name).exists()
     assert names(other_fs) == []
+
+
+def test_a_file_renamed_over_the_name_during_the_cross_fs_copy_is_kept(
+    tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer renames a corrected file over the name while the old one is copied
+    (minutes for a large file). Before: src.unlink() deleted the new file, never copied.
+    The seam: shutil.copyfileobj (the copy itself), with the producer's rename after it."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"bad\n" * 1000)
+    real = shutil.copyfileobj
+
+    def producer_renames_meanwhile(*args: object, **kwargs: object) -> None:
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        (tmp_path / "in.txt.part").write_bytes(b"1\n2\n")
+        (tmp_path / "in.txt.part").rename(src)
+
+    monkeypatch.setattr(shutil, "copyfileobj", producer_renames_meanwhile)
+    with pytest.raises(SourceChanged):
+        reject_file(src, other_fs, "in.txt", {"reason": "x"})
+    assert src.read_bytes() == b"1\n2\n"  # the new file, for its own scan
+    assert names(other_fs) == []  # neither the old copy nor a record without a file
+    monkeypatch.undo()
+    placed = reject_file(src, other_fs, "in.txt", {"reason": "x"})  # the next rescan's try
+    assert placed.read_bytes() == b"1\n2\n" and not src.exists()
+
+
+def test_a_fifo_swapped_in_after_the_lstat_is_never_opened_blocking(
+    tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO put in place of the file between the lstat and the copy's open: a blocking
+    open would hang the worker thread (holding the reject lock) until a writer appears.
+    The seam: the error record's write, which comes between the two."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"bad\n")
+    real = rejected_module.atomic_write_json
+
+    def swap_in_a_fifo(path: Path, data: object) -> None:
+        real(path, data)
+        src.unlink()
+        os.mkfifo(src)
+
+    monkeypatch.setattr(rejected_module, "atomic_write_json", swap_in_a_fifo)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            reject_file(src, other_fs, "in.txt", {"reason": "x"})
+            outcome.append(None)
+        except BaseException as error:  # handed to the test thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # the bug: release the hung open() by opening the writing end
+        with open(src, "wb"):
+            pass
+        worker.join()
+        pytest.fail("reject_file blocked on opening a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], SourceChanged)
+    assert src.is_fifo() and names(other_fs) == []

@@ -237,8 +237,8 @@ async def test_malformed_job_id_is_refused_locally(sb: Sandbox, api: XApi) -> No
 async def test_malformed_200_is_retryable(session: aiohttp.ClientSession) -> None:
     # The one answer the sandbox never gives: a broken body from a healthy-looking 200.
     async def broken(request: web.Request) -> web.Response:
-        if request.path.endswith("/jobs"):
-            return web.Response(text='{"data": [{"id": "1"}]}', content_type="application/json")
+        if request.path.endswith("/jobs"):  # a list that is not a list (one bad job: below)
+            return web.Response(text='{"data": {"id": "1"}}', content_type="application/json")
         return web.Response(text="<html>maintenance</html>", content_type="text/html")
 
     app = web.Application()
@@ -250,6 +250,46 @@ async def test_malformed_200_is_retryable(session: aiohttp.ClientSession) -> Non
         assert caught.value.http_status == 200
         with pytest.raises(RetryableError):
             await api.list_jobs(JobType.TWEETS)
+
+
+async def test_one_malformed_job_in_a_list_is_skipped_not_fatal(
+    sb: Sandbox, session: aiohttp.ClientSession
+) -> None:
+    """One unreadable entry anywhere in the list made every listing fail (retryable), so a
+    batch in CREATING, which finds its job by name in that list, was stuck for good. Now the
+    entry is skipped, said once (without its values), and the rest is used."""
+    api = XApi(session, sb.base_url, TOKEN, clock=SandboxTime(sb.clock))
+    job = await api.create_job(JobType.TWEETS, name="co-batch-1")
+    good = await sb_listing(session, sb)
+    bad = {"id": "99", "type": "tweets", "status": "complete",
+           "upload_url": f"https://storage.example/u?X-Goog-Signature=s3cr3t&t={TOKEN}"}
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response({"data": [bad, "not an object", *good]})
+
+    app = web.Application()
+    app.router.add_get("/2/compliance/jobs", listing)
+    async with TestServer(app, host="127.0.0.1") as server:
+        api = XApi(session, str(server.make_url("")), TOKEN)
+        with structlog.testing.capture_logs() as logs:
+            listed = await api.list_jobs(JobType.TWEETS)
+            found = await api.find_job_by_name(JobType.TWEETS, "co-batch-1")
+    assert [j.id for j in listed] == [job.id]
+    assert found is not None and (found.id, found.name) == (job.id, "co-batch-1")
+    skipped = [e for e in logs if e["event"] == "xapi.list_item_skipped"]
+    assert [(e["log_level"], e["job_id"]) for e in skipped] == [("warning", "99"),
+                                                                 ("warning", None)]
+    assert_no_secret(repr(logs))
+    assert "s3cr3t" not in repr(logs)
+
+
+async def sb_listing(session: aiohttp.ClientSession, sb: Sandbox) -> list[object]:
+    """The sandbox's own list answer (its job objects, as X writes them)."""
+    async with session.get(f"{sb.base_url}/2/compliance/jobs", params={"type": "tweets"},
+                           headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        data = (await resp.json())["data"]
+    assert isinstance(data, list) and data
+    return data
 
 
 # -- secrets and logs ------------------------------------------------------------------------
