@@ -9,6 +9,7 @@ scraped. Every name starts with `compliance_orchestrator_` and passes `promtool 
 from __future__ import annotations
 
 import time
+from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class LiveSources:
     deadlines: Callable[[], Iterable[Deadline]]
     heartbeat_age_s: Callable[[], float]
     auth_paused: Callable[[], bool] = lambda: False
+    in_hand: Callable[[], Iterable[Batch]] = lambda: ()
 
 
 class _LiveCollector:
@@ -90,6 +92,15 @@ class _LiveCollector:
         for item in self._sources.deadlines():
             deadline.add_metric([item.job_type, item.kind], item.at.timestamp())
         yield deadline
+        stages = GaugeMetricFamily(
+            PREFIX + "batches_in_hand",
+            "Batches the runner lanes are working on now, by job type and stage.",
+            labels=["job_type", "stage"],
+        )
+        counts = Counter_((str(b.job_type), str(b.state)) for b in self._sources.in_hand())
+        for (job_type, stage), count in sorted(counts.items()):
+            stages.add_metric([job_type, stage], count)
+        yield stages
         yield GaugeMetricFamily(
             PREFIX + "heartbeat_age_seconds",
             "Seconds since the least recently active runner lane last made progress.",

@@ -4,7 +4,9 @@ rules` and their `promtool test rules` unit tests, and the fed counters read wha
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -154,3 +156,58 @@ def test_alert_rules_are_clean_and_their_unit_tests_pass() -> None:
     tested = run_promtool("test", "rules", "alerts_test.yml", cwd=DEPLOY)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
+
+
+# ---- the Grafana dashboard ----------------------------------------------------------------
+
+DASHBOARD = DEPLOY.parent / "grafana" / "dashboard.json"
+METRIC_NAME = re.compile(r"\b" + P + r"[a-zA-Z0-9_]+")
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name a query may use: samples, and the families (even without samples
+    yet), with a histogram's _bucket/_sum/_count and a counter's _total."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.update(s.name for s in family.samples)
+        if family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        elif family.type == "counter":
+            names.add(family.name + "_total")
+        else:
+            names.add(family.name)
+    return names
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    model = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [panel["id"] for panel in model["panels"]]
+    assert len(ids) == len(set(ids)) and model["panels"]
+    queries = []
+    for panel in model["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["refId"], panel["title"]
+            queries.append((panel["title"], target["expr"]))
+    queries.append(("$instance", variables["instance"]["definition"]))
+    return queries
+
+
+async def test_every_metric_the_dashboard_queries_is_exported(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    config = health_config(tmp_path, sandbox.base_url)
+    async with running_service(config) as service:
+        drop(tmp_path, "users", "ids.txt", make_ids(6, 50))
+        await drained(service)
+        text = await scrape(service)
+    names = exported_names(text)
+    used = {(title, name) for title, expr in dashboard_queries()
+            for name in METRIC_NAME.findall(expr)}
+    assert {name for _, name in used} >= {P + "queue_length", P + "stage_duration_seconds_bucket",
+                                         P + "rate_limit_limit", P + "transfer_bytes_total"}
+    assert sorted((title, name) for title, name in used if name not in names) == []
