@@ -146,7 +146,6 @@ class Activity:
     def deadlines(self) -> list[Deadline]:
         """Upload window while uploading, results expiry once a job holds the upload."""
         out: list[Deadline] = []
-        now = self.now()
         for slot in self.lanes:
             batch = slot.batch
             if batch is None or batch.x_job_id is None:
@@ -156,7 +155,7 @@ class Activity:
             else:
                 kind, at = "download", batch.download_expires_at
             if at is not None:
-                out.append(Deadline(str(batch.job_type), kind, (at - now).total_seconds()))
+                out.append(Deadline(str(batch.job_type), kind, at))
         return out
 
     def warn_if_results_expire_soon(self, batch: Batch) -> None:

@@ -9,6 +9,7 @@ at most every few seconds, and sends STATUS= only when the text changed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
 import anyio
 import structlog
@@ -95,6 +96,12 @@ async def queue_counts(store: Store) -> dict[str, int]:
     return await store.count_inputs_by_type(WAITING_INPUTS)
 
 
+async def oldest_waiting(store: Store) -> datetime | None:
+    """When the longest-waiting input file not yet in a batch was claimed."""
+    times = [i.claimed_at for i in await store.inputs_in(WAITING_INPUTS) if i.claimed_at]
+    return min(times, default=None)
+
+
 class Monitor:
     def __init__(
         self,
@@ -138,12 +145,13 @@ class Monitor:
     async def refresh_queue(self) -> None:
         try:
             self.queue = await queue_counts(self.store)
+            oldest = await oldest_waiting(self.store)
         except Exception as error:  # the status line must never take the daemon down
             log.warning("service.status_failed", error=type(error).__name__, error_msg=str(error))
             return
         finally:
             self._queue_read_at = self.activity.monotonic()
-        self.metrics.set_queue(self.queue)
+        self.metrics.set_queue(self.queue, oldest)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

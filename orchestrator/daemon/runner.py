@@ -211,6 +211,8 @@ class Runner(StepActions):
         decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
         if isinstance(observation, machine.StepFailed):
             self._fresh_intents.discard((batch.id, batch.attempt))
+            if not decision.to_state.is_final and not decision.pause:
+                self.metrics.retry(str(batch.state), type(observation.error).__name__)
         return await self._persist(batch, decision, observation)
 
     async def _persist(
@@ -308,7 +310,7 @@ class Runner(StepActions):
                 await self.intake.finish_rejection(part.input.id)
         await cleanup_after(self.store, self.layout, batch)
         started = batch.created_at or self.now()
-        self.metrics.job_finished(str(batch.job_type), str(batch.state))
+        self.metrics.batch_finished(batch, await self.store.batch_parts(batch.id), self.now())
         log.info(
             "job.finished",
             outcome=str(batch.state),

@@ -211,6 +211,8 @@ class Service:
                 rate_limits=xapi.budget.snapshot,
                 deadlines=runner.activity.deadlines,
                 heartbeat_age_s=runner.activity.heartbeat_age_s,
+                auth_paused=lambda: runner.auth_paused,
+                in_hand=lambda: runner.current.values(),
             ))
             scanner = InboxScanner(
                 layout.inbox, min_age_s=config.inbox.min_age_s, clock=self.clock

@@ -149,14 +149,18 @@ class StepActions:
                     session_url = None
             if session_url is None:
                 # Persist the session before sending bytes so a restart continues it.
-                session_url = await start_resumable(self.session, upload_url, clock=self.clock)
+                with self.activity.metrics.storage_request("upload"):
+                    session_url = await start_resumable(self.session, upload_url, clock=self.clock)
                 observation = machine.UploadSessionStarted(session_url)
                 decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)
                 batch = await self._persist(batch, decision)
                 await self._send_resumable(session_url, body, batch)
         else:
             meter = self.activity.meter(batch, "upload", baseline=0, resumed_bytes_count=False)
-            await upload_simple(self.session, upload_url, body, progress=meter, clock=self.clock)
+            with self.activity.metrics.storage_request("upload"):
+                await upload_simple(
+                    self.session, upload_url, body, progress=meter, clock=self.clock
+                )
         log.debug(
             "upload.transferred",
             bytes=batch.upload_bytes,
@@ -167,10 +171,11 @@ class StepActions:
     async def _send_resumable(self, session_url: str, body: Path, batch: Batch) -> None:
         # The first progress call reports what the storage already holds: not sent now.
         meter = self.activity.meter(batch, "upload", baseline=None, resumed_bytes_count=False)
-        await upload_resumable(
-            self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes,
-            progress=meter, clock=self.clock,
-        )
+        with self.activity.metrics.storage_request("upload"):
+            await upload_resumable(
+                self.session, session_url, body, chunk_bytes=self.settings.upload_chunk_bytes,
+                progress=meter, clock=self.clock,
+            )
 
     async def _download(self, batch: Batch) -> machine.Observation:
         assert batch.download_url is not None
@@ -178,9 +183,10 @@ class StepActions:
         started = self.clock.monotonic()
         partial = files.raw.stat().st_size if files.raw.exists() else 0
         meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
-        report = await download(
-            self.session, batch.download_url, files.raw, progress=meter, clock=self.clock
-        )
+        with self.activity.metrics.storage_request("download"):
+            report = await download(
+                self.session, batch.download_url, files.raw, progress=meter, clock=self.clock
+            )
         try:
             results = await anyio.to_thread.run_sync(
                 normalise_results, files.raw, files.results, self.activity.pulse(LANE.get())

@@ -4,6 +4,7 @@ the results-expiry warning."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -71,29 +72,35 @@ async def test_healthz_and_metrics_after_a_job(tmp_path: Path, sandbox: Sandbox)
                     status, content_type, text = await get(service, "metrics")
                     now_seen = samples(text)
                     # The job counter follows the batch's cleanup, a moment after it is done.
-                    if value(now_seen, "orchestrator_queue_length", job_type="tweets") == 0 and (
-                        value(now_seen, "orchestrator_jobs_finished_total", job_type="tweets",
-                              outcome="done") == 1):
+                    queued = value(now_seen, "compliance_orchestrator_queue_length",
+                                   job_type="tweets")
+                    done = value(now_seen, "compliance_orchestrator_batches_finished_total",
+                                 job_type="tweets", outcome="done")
+                    if queued == 0 and done == 1:
                         break
                     await anyio.sleep(0.1)
     assert status == 200 and content_type.startswith("text/plain")
     found = samples(text)
-    assert value(found, "orchestrator_jobs_finished_total", job_type="tweets",
+    assert value(found, "compliance_orchestrator_batches_finished_total", job_type="tweets",
                  outcome="done") == 1
-    assert value(found, "orchestrator_jobs_finished_total", job_type="users",
+    assert value(found, "compliance_orchestrator_batches_finished_total", job_type="users",
                  outcome="failed") == 0
-    assert value(found, "orchestrator_api_requests_total", endpoint="create", status="200") == 1
-    assert (value(found, "orchestrator_api_requests_total", endpoint="get", status="200")
+    assert value(found, "compliance_orchestrator_api_requests_total", endpoint="create",
+                 status="200") == 1
+    assert (value(found, "compliance_orchestrator_api_requests_total", endpoint="get", status="200")
             or 0) >= 1
     upload_body = sum(len(i) + 1 for i in ids)
-    assert value(found, "orchestrator_transfer_bytes_total", direction="upload") == upload_body
-    assert (value(found, "orchestrator_transfer_bytes_total", direction="download") or 0) > 0
-    assert value(found, "orchestrator_queue_length", job_type="tweets") == 0
-    remaining = value(found, "orchestrator_rate_limit_remaining", endpoint="create")
+    assert value(found, "compliance_orchestrator_transfer_bytes_total",
+                 direction="upload") == upload_body
+    assert (value(found, "compliance_orchestrator_transfer_bytes_total",
+                  direction="download") or 0) > 0
+    assert value(found, "compliance_orchestrator_queue_length", job_type="tweets") == 0
+    remaining = value(found, "compliance_orchestrator_rate_limit_remaining", endpoint="create")
     assert remaining is not None and 0 <= remaining < 150
     for stage in ("creating", "uploading", "waiting", "downloading", "delivering"):
-        assert value(found, "orchestrator_stage_duration_seconds_count", stage=stage) == 1
-    assert (value(found, "orchestrator_heartbeat_age_seconds") or 0) < 60
+        assert value(found, "compliance_orchestrator_stage_duration_seconds_count",
+                     stage=stage) == 1
+    assert (value(found, "compliance_orchestrator_heartbeat_age_seconds") or 0) < 60
     # The canonical line: one per batch, with the totals.
     finished = [e for e in logs if e["event"] == "job.finished"]
     assert len(finished) == 1
@@ -117,9 +124,11 @@ async def test_the_deadline_of_the_job_in_hand_is_exported(
         _, _, text = await get(service, "metrics")
         service.stop()
         service.stop()  # do not wait for the poll in flight
-    left = value(samples(text), "orchestrator_job_deadline_seconds", job_type="users",
-                 deadline="download")
-    assert left is not None and 6 * 86400 < left <= 7 * 86400  # results live 7 days
+    at = value(samples(text), "compliance_orchestrator_job_deadline_timestamp_seconds",
+               job_type="users", deadline="download")
+    assert at is not None
+    left = at - time.time()
+    assert 6 * 86400 < left <= 7 * 86400  # results live 7 days
 
 
 async def test_healthz_is_503_with_a_reason_when_the_heartbeat_is_stale(
