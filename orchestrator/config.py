@@ -106,6 +106,9 @@ class PathsConfig:
     # Claimed inputs and work files. Put it on the inbox's filesystem (beside the inbox, not
     # in it) so that a claim is a rename, not a copy. Unset: <state_dir>/spool.
     spool_dir: Path | None = None
+    # Make missing folders (their parent must be writable). Off: a missing folder is an error
+    # at start-up and in check-config, so a misspelt path is not silently created.
+    create_missing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,8 @@ class InboxConfig:
     # Free space every copy (a claim across filesystems, a rejection) must leave behind.
     min_free_bytes: int = field(default=64 << 20, metadata=_rule(lambda v: v >= 0,
                                                                   "an integer >= 0"))
+    # A `.part` left this long gets one warning (a producer died before its rename). 0: off.
+    stale_part_warn_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)
