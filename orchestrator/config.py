@@ -216,6 +216,13 @@ class ServiceConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    # Event rows (the per-file history) older than this are deleted, once their input and
+    # batch are final; about 15 rows per file. 0: keep forever.
+    events_days: float = field(default=90.0, metadata=_NON_NEGATIVE)
+
+
 _SECTIONS: dict[str, type] = {
     "api": ApiConfig,
     "paths": PathsConfig,
@@ -225,6 +232,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "health": HealthConfig,
     "service": ServiceConfig,
+    "retention": RetentionConfig,
 }
 
 
@@ -238,6 +246,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Path | None = None  # the file this was loaded from
 
     def for_logging(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
 from orchestrator.daemon.preflight import Reach, check_folders, probe
 from orchestrator.daemon.reload import plan_reload
+from orchestrator.daemon.retention import run_retention
 from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import Scheduler
 from orchestrator.daemon.settings import packing_of, policy_of, settings_of
@@ -266,6 +267,7 @@ class Service:
                 await group.start(runner.run)
                 await group.start(inbox)
                 group.start_soon(self._maintain, intake)
+                group.start_soon(run_retention, store, self.clock, config.retention.events_days)
                 await monitor.refresh_queue()
                 self.phase = "running"
                 self.notifier.ready(monitor.text())
