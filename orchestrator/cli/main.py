@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     check = commands.add_parser(
-        "check-config", help="validate the config file and that a bearer token is available"
+        "check-config",
+        help="validate the config file, its folders and that a bearer token is available"
     )
     _add_config_arg(check)
     check.add_argument(
