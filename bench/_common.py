@@ -164,7 +164,8 @@ def _toml(value: Any) -> str:
 def write_config(workdir: Path, base_url: str, settings: dict[str, Any]) -> Path:
     sections: dict[str, dict[str, Any]] = {
         "api": {"base_url": base_url},
-        "paths": {"inbox": "inbox", "outbox": "outbox", "state_dir": "state"},
+        "paths": {"inbox": "inbox", "outbox": "outbox", "state_dir": "state",
+                  "create_missing": True},
         "log": {"level": "info", "format": "json"},
     }
     for dotted, value in settings.items():

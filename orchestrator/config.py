@@ -106,6 +106,9 @@ class PathsConfig:
     # Claimed inputs and work files. Put it on the inbox's filesystem (beside the inbox, not
     # in it) so that a claim is a rename, not a copy. Unset: <state_dir>/spool.
     spool_dir: Path | None = None
+    # Make missing folders (their parent must be writable). Off: a missing folder is an error
+    # at start-up and in check-config, so a misspelt path is not silently created.
+    create_missing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,8 @@ class InboxConfig:
     # Free space every copy (a claim across filesystems, a rejection) must leave behind.
     min_free_bytes: int = field(default=64 << 20, metadata=_rule(lambda v: v >= 0,
                                                                   "an integer >= 0"))
+    # A `.part` left this long gets one warning (a producer died before its rename). 0: off.
+    stale_part_warn_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +216,13 @@ class ServiceConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    # Event rows (the per-file history) older than this are deleted, once their input and
+    # batch are final; about 15 rows per file. 0: keep forever.
+    events_days: float = field(default=90.0, metadata=_NON_NEGATIVE)
+
+
 _SECTIONS: dict[str, type] = {
     "api": ApiConfig,
     "paths": PathsConfig,
@@ -220,6 +232,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "health": HealthConfig,
     "service": ServiceConfig,
+    "retention": RetentionConfig,
 }
 
 
@@ -233,6 +246,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: Path | None = None  # the file this was loaded from
 
     def for_logging(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ base_url = "{base_url}"
 inbox = "inbox"
 outbox = "outbox"
 state_dir = "state"
+create_missing = true
 
 [inbox]
 min_age_s = 0.2

@@ -27,6 +27,7 @@ HANDLERS: dict[str, str] = {
     "retry": "orchestrator.cli.retry:retry_command",
     "cancel": "orchestrator.cli.cancel:cancel_command",
     "migrate": "orchestrator.cli.migrate:migrate_command",
+    "backup": "orchestrator.cli.backup:backup_command",
 }
 
 
@@ -114,6 +115,17 @@ def _add_admin_commands(commands: Any) -> None:
     _add_config_arg(migrate)
     _add_json_arg(migrate)
 
+    backup = commands.add_parser(
+        "backup", help="copy the state database to DIR (works while the daemon runs)",
+        description="Write a consistent copy of the state database to DIR/state-<UTC time>.db "
+        "(mode 0600: it holds signed URLs) with SQLite's online backup API, and print its "
+        "path. Safe while the daemon runs. Restore: see INSTALL.md.",
+    )
+    _add_config_arg(backup)
+    backup.add_argument("--to", type=Path, required=True, metavar="DIR",
+                        help="folder for the copy (created 0700 if missing)")
+    _add_json_arg(backup)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -152,9 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     check = commands.add_parser(
-        "check-config", help="validate the config file and that a bearer token is available"
+        "check-config",
+        help="validate the config file, its folders and that a bearer token is available"
     )
     _add_config_arg(check)
+    check.add_argument(
+        "--online", action="store_true",
+        help="also make one authenticated call to X: reachable (else exit 1), token accepted "
+        "(else exit 2)",
+    )
     _add_admin_commands(commands)
     return parser
 

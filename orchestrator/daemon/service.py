@@ -28,7 +28,9 @@ from orchestrator.daemon.lanes import lanes_for
 from orchestrator.daemon.lock import StateLock
 from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
+from orchestrator.daemon.preflight import Reach, check_folders, probe
 from orchestrator.daemon.reload import plan_reload
+from orchestrator.daemon.retention import run_retention
 from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import Scheduler
 from orchestrator.daemon.settings import packing_of, policy_of, settings_of
@@ -136,6 +138,7 @@ class Service:
         until_idle: bool = False,
     ) -> None:
         config, layout = self.config, self.layout
+        check_folders(config)  # ConfigError: exit 2, before anything is created
         for folder, error in layout.ensure():
             log.warning("outbox.folder_unusable", folder=str(folder), error=type(error).__name__,
                         error_msg=str(error))
@@ -150,6 +153,20 @@ class Service:
                 with anyio.CancelScope(shield=True):
                     await store.close()
         log.info("service.stopped")
+
+    async def _probe(self, xapi: XApi) -> None:
+        """One authenticated call before READY: a refused token ends the start (exit 2, which
+        systemd does not restart); an unreachable X only warns, the runner rides it out."""
+        with anyio.move_on_after(self.config.api.connect_timeout_s + 10.0) as scope:
+            result = await probe(xapi)
+        if scope.cancelled_caught:
+            log.warning("service.api_unreachable", detail="no answer from the X API at start-up")
+        elif result.reach is Reach.REFUSED:
+            raise ConfigError(f"{result.detail}; replace the bearer token and restart")
+        elif result.reach is Reach.UNREACHABLE:
+            log.warning("service.api_unreachable", detail=result.detail)
+        else:
+            log.info("service.api_ok", detail=result.detail)
 
     async def _serve(
         self,
@@ -186,6 +203,7 @@ class Service:
                 http, config.api.base_url, self.token, clock=self.clock,
                 on_request=self.metrics.api_request,
             )
+            await self._probe(xapi)
             runner = Runner(
                 store=store,
                 xapi=xapi,
@@ -215,7 +233,8 @@ class Service:
                 in_hand=lambda: runner.current.values(),
             ))
             scanner = InboxScanner(
-                layout.inbox, min_age_s=config.inbox.min_age_s, clock=self.clock
+                layout.inbox, min_age_s=config.inbox.min_age_s, clock=self.clock,
+                stale_part_warn_s=config.inbox.stale_part_warn_s,
             )
             inbox_done = anyio.Event()
 
@@ -250,6 +269,7 @@ class Service:
                 await group.start(runner.run)
                 await group.start(inbox)
                 group.start_soon(self._maintain, intake)
+                group.start_soon(run_retention, store, self.clock, config.retention.events_days)
                 await monitor.refresh_queue()
                 self.phase = "running"
                 self.notifier.ready(monitor.text())

@@ -177,6 +177,7 @@ class InboxScanner:
         *,
         min_age_s: float,
         clock: Clock = SYSTEM_CLOCK,
+        stale_part_warn_s: float = 0.0,
     ) -> None:
         self.inbox = inbox
         self.min_age_s = min_age_s
@@ -185,6 +186,11 @@ class InboxScanner:
         self._seen: dict[Path, _Seen] = {}
         self._next_due: float | None = None
         self._folder_errors: dict[Path, str] = {}
+        # A `.part` older than this is a producer that died before its rename: one warning
+        # per file (path and inode), so that it does not sit there unnoticed. 0: off.
+        self.stale_part_warn_s = stale_part_warn_s
+        self._stale_parts: set[tuple[Path, int]] = set()
+        self._parts_now: set[tuple[Path, int]] = set()
 
     def ensure_folders(self) -> list[Path]:
         """Create the inbox and its type folders if missing; return the ones created."""
@@ -213,6 +219,7 @@ class InboxScanner:
         due: list[float] = []
         candidates: list[Candidate] = []
         invalid: list[InvalidEntry] = []
+        self._parts_now = set()
 
         def stable(path: Path, st: os.stat_result) -> bool:
             signature = (st.st_size, st.st_mtime_ns, st.st_ino)
@@ -256,6 +263,7 @@ class InboxScanner:
                 invalid.append(_invalid(path, None, NOT_IN_TYPE_FOLDER, st))
 
         self._seen = seen  # forget entries that are gone (claimed, removed)
+        self._stale_parts &= self._parts_now  # renamed or removed: warn again if it recurs
         self._next_due = min(due) if due else None
         candidates.sort(key=lambda c: (c.mtime_ns, c.path.name))
         return candidates, invalid
@@ -272,7 +280,7 @@ class InboxScanner:
         """Non-ignored entries of `folder` with their lstat; problems logged once per change."""
         try:
             with os.scandir(folder) as it:
-                entries = [e for e in it if not is_ignored_name(e.name)]
+                listed = list(it)
         except FileNotFoundError:
             return []  # watch_inbox recreates missing folders
         except OSError as exc:
@@ -287,6 +295,9 @@ class InboxScanner:
                 )
             return []
         self._folder_errors.pop(folder, None)
+        entries = [e for e in listed if not is_ignored_name(e.name)]
+        if self.stale_part_warn_s > 0:
+            self._warn_stale_parts([e for e in listed if e.name.endswith(".part")])
         result = []
         for entry in entries:
             try:
@@ -294,6 +305,26 @@ class InboxScanner:
             except FileNotFoundError:
                 continue  # claimed or removed since the listing
         return result
+
+
+    def _warn_stale_parts(self, parts: list[os.DirEntry[str]]) -> None:
+        wall = self._clock.now().timestamp()
+        for entry in parts:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            key = (Path(entry.path), st.st_ino)
+            age = wall - st.st_mtime_ns / 1e9
+            if age < self.stale_part_warn_s:
+                continue
+            self._parts_now.add(key)
+            if key not in self._stale_parts:
+                self._stale_parts.add(key)
+                log.warning("inbox.stale_part", path=display_name(entry.path),
+                            age_s=round(age), size_bytes=st.st_size,
+                            detail="a producer wrote this .part file but never renamed it; "
+                            "finish the rename or remove it")
 
 
 def _invalid(path: Path, job_type: JobType | None, reason: str, st: os.stat_result) -> InvalidEntry:

@@ -59,13 +59,16 @@ def make_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.Cli
     """The one client session of the app, for the API and for storage transfers.
 
     No total timeout: a large upload or download may legitimately take a long time; what must
-    not hang is connecting and each socket read.
+    not hang is connecting and each socket read. trust_env: HTTPS_PROXY / HTTP_PROXY /
+    NO_PROXY (and ALL_PROXY) are honoured, as operators behind an egress proxy expect.
     """
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
     )
     # Cookies are of no use to either side and would only be state to leak.
-    return aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar())
+    return aiohttp.ClientSession(
+        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+    )
 
 
 def redact_problem(value: Any, secrets: tuple[str, ...] = ()) -> Any:

@@ -145,9 +145,11 @@ async def test_healthz_is_503_with_a_reason_when_the_heartbeat_is_stale(
 async def test_healthz_is_503_while_the_api_refuses_the_token(
     tmp_path: Path, make_sandbox: Callable[..., Sandbox]
 ) -> None:
-    async with make_sandbox(token="another-token", seed=0) as wrong:
+    async with make_sandbox(seed=0) as wrong:
         config = health_config(tmp_path, wrong.base_url)
         async with running_service(config) as service:
+            # Refused from after READY: a token refused at start-up ends the start instead.
+            wrong.config.token = "another-token"
             drop(tmp_path, "tweets", "ids.txt", make_ids(5, 10))
             runner = service.runner
             assert runner is not None

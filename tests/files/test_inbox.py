@@ -408,3 +408,38 @@ def test_a_link_count_change_alone_is_no_change_when_the_bytes_are_the_same(
     os.utime(path, ns=(seen.st_atime_ns, seen.st_mtime_ns))
     assert changed_since(path, *validated, sha) == (
         "rewritten or touched after it was validated (6 bytes)")
+
+
+def test_a_stale_part_file_is_warned_about_once(tmp_path: Path, clock: FakeClock) -> None:
+    s = InboxScanner(tmp_path / "inbox", min_age_s=MIN_AGE, clock=clock, stale_part_warn_s=3600)
+    s.ensure_folders()
+    part = put(s, clock, "tweets/big.txt.part")
+    put(s, clock, "tweets/fresh.txt.part")
+    with capture_logs() as events:
+        s.scan()
+        clock.advance(1800)
+        os.utime(tmp_path / "inbox/tweets/fresh.txt.part",
+                 ns=(int(clock.wall * 1e9), int(clock.wall * 1e9)))  # still being written
+        s.scan()
+        clock.advance(1801)
+        s.scan()
+        s.scan()
+    stale = [e for e in events if e["event"] == "inbox.stale_part"]
+    assert [(e["path"], e["log_level"]) for e in stale] == [(str(part), "warning")]
+    assert stale[0]["age_s"] == 3601
+    assert claimable(s) == []  # a .part is never input, stale or not
+    part.rename(part.with_name("again.part"))  # a new file: its own warning
+    with capture_logs() as events:
+        s.scan()
+    assert [e["path"] for e in events if e["event"] == "inbox.stale_part"] == [
+        str(part.with_name("again.part"))]
+
+
+def test_stale_part_warnings_are_off_by_default_in_the_scanner(
+    scanner: InboxScanner, clock: FakeClock
+) -> None:
+    put(scanner, clock, "tweets/old.part")
+    clock.advance(10 * 86400)
+    with capture_logs() as events:
+        scanner.scan()
+    assert [e for e in events if e["event"] == "inbox.stale_part"] == []

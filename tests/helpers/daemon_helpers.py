@@ -29,6 +29,7 @@ read_timeout_s = 30.0
 inbox = "inbox"
 outbox = "outbox"
 state_dir = "state"
+create_missing = true
 
 [inbox]
 min_age_s = {min_age_s}
