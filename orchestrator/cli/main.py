@@ -27,6 +27,8 @@ HANDLERS: dict[str, str] = {
     "retry": "orchestrator.cli.retry:retry_command",
     "cancel": "orchestrator.cli.cancel:cancel_command",
     "migrate": "orchestrator.cli.migrate:migrate_command",
+    "pause": "orchestrator.cli.pause:pause_command",
+    "resume": "orchestrator.cli.pause:resume_command",
 }
 
 
@@ -105,6 +107,26 @@ def _add_admin_commands(commands: Any) -> None:
     )
     _add_json_arg(cancel)
 
+    pause = commands.add_parser(
+        "pause", help="hold new remote jobs for maintenance (survives a restart)",
+        description="Stop the daemon starting new remote jobs (no batch is formed or sent to "
+        "X) until `resume`; jobs in flight finish, and new inbox files are still claimed. "
+        "Stored in the state database, so it survives a restart; a running daemon notices "
+        "within seconds. `status` shows it. Pausing when paused keeps the first pause.",
+    )
+    _add_config_arg(pause)
+    pause.add_argument("--reason", default=None, metavar="TEXT",
+                       help="why (shown by `status`)")
+    _add_json_arg(pause)
+
+    resume = commands.add_parser(
+        "resume", help="lift a `pause`: queued files go on",
+        description="Lift a maintenance pause: the daemon starts remote jobs again within "
+        "seconds (or when it starts). Nothing to do when not paused (exit 0).",
+    )
+    _add_config_arg(resume)
+    _add_json_arg(resume)
+
     migrate = commands.add_parser(
         "migrate", help="apply pending database migrations (daemon stopped)",
         description="Apply pending schema migrations to the state database, after a backup "
@@ -150,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="queue, current job, deadlines, recent outcomes")
     _add_config_arg(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--files", action="store_true",
+        help="also list the queued input files not yet in a job (names `withdraw` takes)",
+    )
 
     check = commands.add_parser(
         "check-config", help="validate the config file and that a bearer token is available"
