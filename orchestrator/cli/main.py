@@ -45,6 +45,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def rfc3339_time(text: str) -> Any:
+    from orchestrator.cli.requeue_all import since_arg
+
+    return since_arg(text)
+
+
 def _add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true",
@@ -67,13 +73,20 @@ def _add_admin_commands(commands: Any) -> None:
     _add_json_arg(jobs)
 
     requeue = commands.add_parser(
-        "requeue", help="put a rejected file back into the inbox",
+        "requeue", help="put a rejected file (or --all of them) back into the inbox",
         description="Move FILE from outbox/rejected/ back into inbox/<type>/ (atomically, "
         "under a name that does not clash) and remove its .error.json; the daemon then "
         "claims it like any new file. The type comes from the error record, or --type.",
     )
     _add_config_arg(requeue)
-    requeue.add_argument("file", metavar="FILE", help="a name in outbox/rejected/ or a path to it")
+    requeue.add_argument("file", metavar="FILE", nargs="?", default=None,
+                         help="a name in outbox/rejected/ or a path to it")
+    requeue.add_argument("--all", action="store_true",
+                         help="every rejected file with an error record (see --reason, --since)")
+    requeue.add_argument("--reason", default=None, metavar="CODE",
+                         help="with --all: only files rejected with this reason code")
+    requeue.add_argument("--since", type=rfc3339_time, default=None, metavar="TIME",
+                         help="with --all: only files rejected at or after this RFC 3339 time")
     requeue.add_argument(
         "--type", choices=("tweets", "users"), default=None,
         help="job type, when the error record does not say (or to override it)",
