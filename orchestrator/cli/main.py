@@ -27,6 +27,7 @@ HANDLERS: dict[str, str] = {
     "retry": "orchestrator.cli.retry:retry_command",
     "cancel": "orchestrator.cli.cancel:cancel_command",
     "migrate": "orchestrator.cli.migrate:migrate_command",
+    "withdraw": "orchestrator.cli.withdraw:withdraw_command",
     "pause": "orchestrator.cli.pause:pause_command",
     "resume": "orchestrator.cli.pause:resume_command",
 }
@@ -119,6 +120,18 @@ def _add_admin_commands(commands: Any) -> None:
         help="cancel even though a remote job exists (it is left running, unwatched)",
     )
     _add_json_arg(cancel)
+
+    withdraw = commands.add_parser(
+        "withdraw", help="take a queued file (not yet in a job) out of the queue",
+        description="Move a queued input that no batch carries yet to outbox/rejected/ with "
+        "reason 'withdrawn' (`requeue` brings it back). NAME is the file's name as dropped "
+        "(see `status --files`). A file already in a batch is refused: `cancel BATCH`.",
+    )
+    _add_config_arg(withdraw)
+    withdraw.add_argument("name", metavar="NAME", help="the queued file's name")
+    withdraw.add_argument("--type", choices=("tweets", "users"), default=None,
+                          help="its job type, when files of both types have this name")
+    _add_json_arg(withdraw)
 
     pause = commands.add_parser(
         "pause", help="hold new remote jobs for maintenance (survives a restart)",
