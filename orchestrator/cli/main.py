@@ -108,7 +108,7 @@ def _add_admin_commands(commands: Any) -> None:
     cancel = commands.add_parser(
         "cancel", help="cancel a queued batch; its inputs go to outbox/rejected/",
         description="Cancel a queued batch: its inputs go to outbox/rejected/ with an "
-        ".error.json saying 'cancelled by operator' (`requeue` brings them back). A batch "
+        ".error.json with reason 'cancelled' (`requeue` brings them back). A batch "
         "with a remote job needs --force: X has no cancel endpoint, so that job keeps running "
         "until it completes or expires, and its results are not downloaded. A delivering "
         "batch cannot be cancelled.",

@@ -13,7 +13,8 @@ from orchestrator.core.decision import Decision, RemoteOutcome
 from orchestrator.core.model import Batch, BatchState
 
 S = BatchState
-CANCEL_REASON: Final = "cancelled by operator"
+CANCEL_REASON: Final = "cancelled by operator"  # the sentence (`message`)
+CANCEL_CODE: Final = "cancelled"  # the reason code (error.json `reason`, like `gave_up`)
 # States in which a remote job exists (or its creation request may be on the wire): X has no
 # endpoint to cancel one, so cancelling there only stops tracking it and needs --force.
 REMOTE_STATES: Final = frozenset({S.CREATING, S.UPLOADING, S.WAITING, S.DOWNLOADING})

@@ -322,6 +322,9 @@ class Runner(StepActions):
             affected=self._affected.pop(batch.id, None),
             x_job_id=batch.x_job_id,
             duration_ms=int((self.now() - started).total_seconds() * 1000),
-            reason=decision.reject_reason,
+            # A reason code as in error.json; the sentence apart.
+            reason={BatchState.FAILED: "gave_up", BatchState.CANCELLED: "cancelled"}.get(
+                batch.state),
+            message=decision.reject_reason,
         )
 
