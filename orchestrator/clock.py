@@ -57,5 +57,35 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def rfc3339(value: datetime | str | None) -> str | None:
+    """The one timestamp format shown to people and scripts (status, jobs, error.json):
+    RFC 3339 UTC with `Z`, whole seconds, e.g. `2026-12-02T04:50:00Z`. Accepts a datetime or
+    any stored ISO-8601 text (old `+00:00` records too)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_duration(seconds: float) -> str:
+    """A deadline for people: `6d 23h`, `4h 05m`, `12m 30s`, `42s`; `overdue 5m 00s` when past."""
+    if seconds < 0:
+        return f"overdue {human_duration(-seconds)}"
+    whole = int(seconds)
+    days, hours, minutes, secs = (
+        whole // 86400, whole % 86400 // 3600, whole % 3600 // 60, whole % 60
+    )
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
 def from_iso(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)

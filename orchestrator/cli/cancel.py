@@ -33,7 +33,7 @@ from orchestrator.cli.common import (
 from orchestrator.clock import iso
 from orchestrator.core import operator
 from orchestrator.core.model import Batch, BatchState, InputFile
-from orchestrator.core.operator import CANCEL_REASON, REMOTE_STATES
+from orchestrator.core.operator import CANCEL_CODE, CANCEL_REASON, REMOTE_STATES
 from orchestrator.files.rejected import reject_file
 from orchestrator.layout import Layout
 from orchestrator.store.sqlite import StaleState
@@ -72,7 +72,7 @@ def _error_document(
     # finds the job type and the daemon's rejection pass can finish the move.
     document: dict[str, Any] = {
         "file": item.name, "job_type": str(item.job_type), "input_id": item.id,
-        "claimed_at": iso(item.claimed_at), "stage": str(batch.state), "reason": CANCEL_REASON,
+        "claimed_at": iso(item.claimed_at), "stage": str(batch.state), "reason": CANCEL_CODE,
         "message": f"{item.name}: {CANCEL_REASON} (batch {batch.id} was {batch.state})",
         "batch_id": batch.id, "attempts": batch.attempt, "x_job_ids": x_job_ids,
         "cancelled_at": iso(now),

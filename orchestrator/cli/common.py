@@ -15,11 +15,11 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from orchestrator.cli.status import daemon_pid
-from orchestrator.clock import SystemClock
+from orchestrator.clock import SystemClock, rfc3339
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.layout import Layout
@@ -125,12 +125,9 @@ async def open_store(layout: Layout) -> AsyncIterator[Store]:
 
 
 def short_time(value: datetime | str | None) -> str:
-    """`2026-01-02 03:04:05Z` (UTC, whole seconds) for tables; `-` when unknown."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    """`2026-01-02T03:04:05Z` (RFC 3339 UTC, whole seconds, see clock.rfc3339); `-` when
+    unknown."""
+    return rfc3339(value) or "-"
 
 
 def plural(count: int, word: str) -> str:

@@ -86,7 +86,8 @@ def _outcome(layout: Layout, job_type: JobType, name: str) -> dict[str, Any] | N
 
 async def _demo(workdir: Path, timeout: float) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
-    log_file = open(workdir / "daemon.log", "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
+    log_path = (workdir / "daemon.log").resolve()
+    log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
     rng = random.Random(2026)
     sandbox_config = SandboxConfig(processing_time_s=1.0, affected_fraction=0.15, seed=7)
     clock = SystemClock()
@@ -100,7 +101,8 @@ async def _demo(workdir: Path, timeout: float) -> int:
             layout = Layout.from_config(config)
             service = Service(config, sandbox.token, clock=clock)
             print(f"demo: work folder {workdir}")
-            print(f"demo: sandbox X API at {sandbox.base_url}; daemon log in daemon.log")
+            print(f"demo: sandbox X API at {sandbox.base_url}; daemon log (in the work folder)"
+                  f" {log_path}")
             submitted: dict[str, list[str]] = {}
             async with anyio.create_task_group() as group:
                 ready = anyio.Event()

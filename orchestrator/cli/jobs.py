@@ -20,7 +20,7 @@ from orchestrator.cli.common import (
     short_time,
 )
 from orchestrator.cli.status import daemon_pid
-from orchestrator.clock import SystemClock
+from orchestrator.clock import SystemClock, rfc3339
 from orchestrator.core.model import BatchState, JobType
 from orchestrator.files.inbox import printable
 from orchestrator.layout import Layout
@@ -98,14 +98,15 @@ def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
         for job in jobs:
             if job["status"] is None and job["x_job_id"] == row["x_job_id"]:
                 job["status"] = row["x_status"]
+            job["created_at"] = rfc3339(job["created_at"]) if job["created_at"] else None
         report["jobs"].append({
             "batch_id": row["id"],
             "key": row["key"],
             "job_type": row["job_type"],
             "outcome": row["state"] if BatchState(row["state"]).is_final else "in progress",
             "state": row["state"],
-            "started_at": row["created_at"],
-            "finished_at": row["finished_at"],
+            "started_at": rfc3339(row["created_at"]),
+            "finished_at": rfc3339(row["finished_at"]),
             "duration_s": round(((finished or now) - started).total_seconds(), 3),
             "inputs": len(files),
             "files": [f["name"] for f in files],
@@ -113,7 +114,7 @@ def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
             "affected": affected,
             "attempts": row["attempt"],
             "remote_jobs": jobs,
-            "next_attempt_at": row["next_attempt_at"] if not finished else None,
+            "next_attempt_at": rfc3339(row["next_attempt_at"]) if not finished else None,
             "last_http_status": row["last_http_status"],
             "reason": _reason(row),
         })

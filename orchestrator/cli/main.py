@@ -28,6 +28,9 @@ HANDLERS: dict[str, str] = {
     "cancel": "orchestrator.cli.cancel:cancel_command",
     "migrate": "orchestrator.cli.migrate:migrate_command",
     "backup": "orchestrator.cli.backup:backup_command",
+    "withdraw": "orchestrator.cli.withdraw:withdraw_command",
+    "pause": "orchestrator.cli.pause:pause_command",
+    "resume": "orchestrator.cli.pause:resume_command",
 }
 
 
@@ -42,6 +45,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(text)
     return value
+
+
+def rfc3339_time(text: str) -> Any:
+    from orchestrator.cli.requeue_all import since_arg
+
+    return since_arg(text)
 
 
 def _add_json_arg(parser: argparse.ArgumentParser) -> None:
@@ -66,13 +75,20 @@ def _add_admin_commands(commands: Any) -> None:
     _add_json_arg(jobs)
 
     requeue = commands.add_parser(
-        "requeue", help="put a rejected file back into the inbox",
+        "requeue", help="put a rejected file (or --all of them) back into the inbox",
         description="Move FILE from outbox/rejected/ back into inbox/<type>/ (atomically, "
         "under a name that does not clash) and remove its .error.json; the daemon then "
         "claims it like any new file. The type comes from the error record, or --type.",
     )
     _add_config_arg(requeue)
-    requeue.add_argument("file", metavar="FILE", help="a name in outbox/rejected/ or a path to it")
+    requeue.add_argument("file", metavar="FILE", nargs="?", default=None,
+                         help="a name in outbox/rejected/ or a path to it")
+    requeue.add_argument("--all", action="store_true",
+                         help="every rejected file with an error record (see --reason, --since)")
+    requeue.add_argument("--reason", default=None, metavar="CODE",
+                         help="with --all: only files rejected with this reason code")
+    requeue.add_argument("--since", type=rfc3339_time, default=None, metavar="TIME",
+                         help="with --all: only files rejected at or after this RFC 3339 time")
     requeue.add_argument(
         "--type", choices=("tweets", "users"), default=None,
         help="job type, when the error record does not say (or to override it)",
@@ -93,7 +109,7 @@ def _add_admin_commands(commands: Any) -> None:
     cancel = commands.add_parser(
         "cancel", help="cancel a queued batch; its inputs go to outbox/rejected/",
         description="Cancel a queued batch: its inputs go to outbox/rejected/ with an "
-        ".error.json saying 'cancelled by operator' (`requeue` brings them back). A batch "
+        ".error.json with reason 'cancelled' (`requeue` brings them back). A batch "
         "with a remote job needs --force: X has no cancel endpoint, so that job keeps running "
         "until it completes or expires, and its results are not downloaded. A delivering "
         "batch cannot be cancelled.",
@@ -105,6 +121,38 @@ def _add_admin_commands(commands: Any) -> None:
         help="cancel even though a remote job exists (it is left running, unwatched)",
     )
     _add_json_arg(cancel)
+
+    withdraw = commands.add_parser(
+        "withdraw", help="take a queued file (not yet in a job) out of the queue",
+        description="Move a queued input that no batch carries yet to outbox/rejected/ with "
+        "reason 'withdrawn' (`requeue` brings it back). NAME is the file's name as dropped "
+        "(see `status --files`). A file already in a batch is refused: `cancel BATCH`.",
+    )
+    _add_config_arg(withdraw)
+    withdraw.add_argument("name", metavar="NAME", help="the queued file's name")
+    withdraw.add_argument("--type", choices=("tweets", "users"), default=None,
+                          help="its job type, when files of both types have this name")
+    _add_json_arg(withdraw)
+
+    pause = commands.add_parser(
+        "pause", help="hold new remote jobs for maintenance (survives a restart)",
+        description="Stop the daemon starting new remote jobs (no batch is formed or sent to "
+        "X) until `resume`; jobs in flight finish, and new inbox files are still claimed. "
+        "Stored in the state database, so it survives a restart; a running daemon notices "
+        "within seconds. `status` shows it. Pausing when paused keeps the first pause.",
+    )
+    _add_config_arg(pause)
+    pause.add_argument("--reason", default=None, metavar="TEXT",
+                       help="why (shown by `status`)")
+    _add_json_arg(pause)
+
+    resume = commands.add_parser(
+        "resume", help="lift a `pause`: queued files go on",
+        description="Lift a maintenance pause: the daemon starts remote jobs again within "
+        "seconds (or when it starts). Nothing to do when not paused (exit 0).",
+    )
+    _add_config_arg(resume)
+    _add_json_arg(resume)
 
     migrate = commands.add_parser(
         "migrate", help="apply pending database migrations (daemon stopped)",
@@ -162,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="queue, current job, deadlines, recent outcomes")
     _add_config_arg(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--files", action="store_true",
+        help="also list the queued input files not yet in a job (names `withdraw` takes)",
+    )
 
     check = commands.add_parser(
         "check-config",

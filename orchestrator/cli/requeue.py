@@ -284,5 +284,16 @@ def _requeue(args: argparse.Namespace) -> Outcome:
     return result, "\n".join(lines)
 
 
+def _usage(args: argparse.Namespace) -> Outcome:
+    raise AdminError("give either FILE or --all (--reason and --since go with --all)",
+                     ExitCode.USAGE)
+
+
 def requeue_command(args: argparse.Namespace) -> int:
+    if bool(args.all) == bool(args.file) or (not args.all and (args.reason or args.since)):
+        return run_admin(args, _usage)
+    if args.all:
+        from orchestrator.cli.requeue_all import requeue_all
+
+        return run_admin(args, requeue_all)
     return run_admin(args, _requeue)

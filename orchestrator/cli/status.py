@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.clock import SystemClock
+from orchestrator.clock import SystemClock, human_duration, rfc3339
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
 from orchestrator.files.inbox import printable
@@ -53,26 +53,78 @@ def daemon_pid(state_dir: Path) -> int | None:
     return None
 
 
-def collect(layout: Layout, now: datetime) -> dict[str, Any]:
+# Detail keys that change on every retry of the same problem: ignored when collapsing repeats.
+_VOLATILE_DETAIL = frozenset({"attempt", "retry_in_s", "resume_at", "remaining_s"})
+_TIME_KEYS = ("created_at", "upload_expires_at", "download_expires_at", "next_attempt_at")
+
+
+def collapse_repeats(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive events of the same kind, batch and problem as one row with a `count`
+    (newest first; `first_at` is when the run of repeats began), as the log says it once."""
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        same = {k: v for k, v in event["detail"].items() if k not in _VOLATILE_DETAIL}
+        last = rows[-1] if rows else None
+        if (last is not None and last["kind"] == event["kind"]
+                and last["batch_id"] == event["batch_id"]
+                and last["input_id"] == event["input_id"] and last["_same"] == same):
+            last["count"] += 1
+            last["first_at"] = event["at"]
+            continue
+        rows.append({**event, "count": 1, "first_at": event["at"], "_same": same})
+    for row in rows:
+        del row["_same"]
+    return rows
+
+
+def collect(layout: Layout, now: datetime, *, with_files: bool = False) -> dict[str, Any]:
     report: dict[str, Any] = {
         "daemon_pid": daemon_pid(layout.state_dir),
         "state_db": str(layout.db_path),
     }
     if not layout.db_path.exists():
         report.update(queue={}, current=[], recent=[], failures=[], note="no state database yet")
+        if with_files:
+            report["queued_files"] = []
         return report
     with open_readonly(layout.db_path) as conn:
         queue = reports.input_counts(conn)
         current = reports.open_batches(conn)
         recent = reports.recent_outcomes(conn, 10)
-        failures = reports.recent_events(conn, _RECENT_FAILURE_KINDS, 10)
+        failures = collapse_repeats(reports.recent_events(conn, _RECENT_FAILURE_KINDS, 30))[:10]
+        paused = reports.pause_state(conn)
+        queued = reports.queued_inputs(conn) if with_files else None
     for entry in current:
+        entry["files"] = json.loads(entry["files"] or "[]")
         for key in ("upload_expires_at", "download_expires_at"):
             if entry[key]:
-                left = datetime.fromisoformat(entry[key]) - now
-                entry[key.replace("_at", "_in_s")] = round(left.total_seconds())
-    report.update(queue=queue, current=current, recent=recent, failures=failures)
+                left = round((datetime.fromisoformat(entry[key]) - now).total_seconds())
+                entry[key.replace("_at", "_in_s")] = left
+                entry[key.replace("_at", "_in")] = human_duration(left)
+        for key in _TIME_KEYS:
+            entry[key] = rfc3339(entry[key])
+    for item in recent:
+        item["finished_at"] = rfc3339(item["finished_at"])
+        # The internal stem of a rejected input (`name#rejected-5`) is not a file anyone has.
+        if item["outcome"] != "delivered":
+            item["out_stem"] = None
+    for failure in failures:
+        failure["at"], failure["first_at"] = rfc3339(failure["at"]), rfc3339(failure["first_at"])
+    report.update(queue=queue, current=current, recent=recent, failures=failures,
+                  paused=paused)
+    if queued is not None:
+        for row in queued:
+            row["queued_at"] = rfc3339(row["queued_at"])
+        report["queued_files"] = queued
     return report
+
+
+def _problem_subject(failure: dict[str, Any]) -> str:
+    if failure["batch_id"] is not None:
+        return f"batch {failure['batch_id']}"
+    if failure["input_id"] is not None:
+        return f"input {failure['input_id']}"
+    return "-"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -82,6 +134,13 @@ def render(report: dict[str, Any]) -> str:
     if report.get("note"):
         lines.append(report["note"])
         return "\n".join(lines)
+    paused = report.get("paused")
+    if paused:
+        lines.append(
+            f"PAUSED since {paused['since']} by {paused['by']}"
+            + (f" ({printable(paused['reason'])})" if paused.get("reason") else "")
+            + ": no new remote jobs start; `resume` to continue"
+        )
     lines.append("queue:")
     if not report["queue"]:
         lines.append("  (no inputs yet)")
@@ -92,20 +151,32 @@ def render(report: dict[str, Any]) -> str:
             f"  delivered {states.get('delivered', 0):5}"
             f"  rejected {states.get('rejected', 0):4}"
         )
+    if "queued_files" in report:
+        lines.append("queued files (not yet in a job):")
+        if not report["queued_files"]:
+            lines.append("  none")
+        for row in report["queued_files"]:
+            lines.append(
+                f"  {row['queued_at'] or '-'}  {row['job_type']:6} {printable(row['name'])}"
+                f"  ({row['ids']} IDs, {row['state']})"
+            )
     lines.append("current jobs:")
     if not report["current"]:
         lines.append("  none")
     for job in report["current"]:
         lines.append(
-            f"  batch {job['id']} {job['job_type']} [{printable(job['files'])}]"
+            f"  batch {job['id']} {job['job_type']} [{printable(', '.join(job['files']))}]"
             f" {job['id_count']} IDs:"
             f" {job['state']}, attempt {job['attempt']}, remote {job['x_job_id'] or '-'}"
             f" ({job['x_status'] or '-'}), polls {job['poll_count']}"
         )
-        if "upload_expires_in_s" in job and job["state"] in ("creating", "uploading"):
-            lines.append(f"    upload window closes in {job['upload_expires_in_s']} s")
-        if "download_expires_in_s" in job:
-            lines.append(f"    results must be downloaded within {job['download_expires_in_s']} s")
+        if "upload_expires_in" in job and job["state"] in ("creating", "uploading"):
+            lines.append(f"    upload window closes in {job['upload_expires_in']}")
+        if "download_expires_in" in job:
+            lines.append(
+                f"    results must be downloaded within {job['download_expires_in']}"
+                f" (by {job['download_expires_at']})"
+            )
         if job["next_attempt_at"]:
             lines.append(f"    next step not before {job['next_attempt_at']}")
         if job["last_error"]:
@@ -114,22 +185,26 @@ def render(report: dict[str, Any]) -> str:
     if not report["recent"]:
         lines.append("  none")
     for item in report["recent"]:
-        detail = (
-            f"-> {printable(item['out_stem'])}.jsonl"
-            if item["outcome"] == "delivered"
-            else f"({printable(item['reason'])})"
-        )
+        if item["outcome"] == "delivered":
+            detail = f"-> {printable(item['out_stem'])}.jsonl"
+        else:
+            message = f": {item['message']}" if item.get("message") else ""
+            detail = f"({printable((item['reason'] or '-') + message)})"
         lines.append(
-            f"  {item['finished_at']}  {item['job_type']:6} {printable(item['file'])}:"
+            f"  {item['finished_at'] or '-'}  {item['job_type']:6} {printable(item['file'])}:"
             f" {item['outcome']} {detail}"
         )
     if report["failures"]:
         lines.append("recent problems:")
         for failure in report["failures"]:
             brief = {k: v for k, v in failure["detail"].items() if v is not None}
+            repeated = (
+                f"  x{failure['count']} since {failure['first_at']}"
+                if failure["count"] > 1 else ""
+            )
             lines.append(
-                f"  {failure['at']}  {failure['kind']}  batch {failure['batch_id']}"
-                f"  {json.dumps(brief, sort_keys=True)}"
+                f"  {failure['at']}  {failure['kind']}  {_problem_subject(failure)}"
+                f"  {printable(json.dumps(brief, sort_keys=True))}{repeated}"
             )
     return "\n".join(lines)
 
@@ -142,7 +217,7 @@ def status_command(args: argparse.Namespace) -> int:
         return 2
     layout = Layout.from_config(config)
     try:
-        report = collect(layout, SystemClock().now())
+        report = collect(layout, SystemClock().now(), with_files=args.files)
     except sqlite3.Error as error:
         print(f"compliance-orchestrator: cannot read {layout.db_path}: {error}", file=sys.stderr)
         return 1

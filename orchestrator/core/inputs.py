@@ -87,3 +87,26 @@ def batch_finished(
         moves.append(InputMove(item.input_id, I.REJECTED, "input.rejected", detail,
                                rejected=True))
     return moves
+
+
+WITHDRAW_REASON: Final = "withdrawn"
+
+
+def withdraw_refusal(
+    name: str, state: InputState, covered: int, open_batches: Sequence[int]
+) -> str | None:
+    """Why a queued input cannot be withdrawn (`withdraw NAME`), None when it can: only a
+    queued input no batch carries, none of whose IDs have gone through a job, moves
+    QUEUED -> REJECTED (INPUT_ALLOWED). A batch's inputs are the batch's: `cancel BATCH`."""
+    if open_batches:
+        first = open_batches[0]
+        return (f"{name} is in batch {first} already; withdraw it with "
+                f"`cancel {first}` (all of that batch's inputs go to outbox/rejected/)")
+    if state is I.CLAIMED:
+        return f"{name} is being checked right now; try again in a few seconds"
+    if state is not I.QUEUED:
+        return f"{name} is {state}: only a queued file can be withdrawn"
+    if covered:
+        return (f"{name} is split into parts and {covered} of its IDs have been through a "
+                "job already; let it finish")
+    return None

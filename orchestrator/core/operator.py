@@ -1,17 +1,20 @@
 """PURE: the transitions an operator's command asks for (`cancel`, `retry`), as Decisions the
-store persists exactly like the daemon's own (compare-and-set, event row, input cascade)."""
+store persists exactly like the daemon's own (compare-and-set, event row, input cascade), and
+the maintenance pause (`pause`, `resume`) as guarded setting changes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from orchestrator.core.decision import Decision, RemoteOutcome
 from orchestrator.core.model import Batch, BatchState
 
 S = BatchState
-CANCEL_REASON: Final = "cancelled by operator"
+CANCEL_REASON: Final = "cancelled by operator"  # the sentence (`message`)
+CANCEL_CODE: Final = "cancelled"  # the reason code (error.json `reason`, like `gave_up`)
 # States in which a remote job exists (or its creation request may be on the wire): X has no
 # endpoint to cancel one, so cancelling there only stops tracking it and needs --force.
 REMOTE_STATES: Final = frozenset({S.CREATING, S.UPLOADING, S.WAITING, S.DOWNLOADING})
@@ -50,4 +53,44 @@ def clear_wait(batch: Batch, now: datetime, *, last_error: str | None) -> Decisi
                 "stage_retries": batch.stage_retries, "stage_waits": batch.stage_waits,
                 "last_error": last_error},
         guard={"next_attempt_at": due},
+    )
+
+
+# ---- maintenance pause -----------------------------------------------------------------
+
+PAUSE_KEY: Final = "pause"
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    """A change of one persisted operator setting, applied by Store.change_setting only if
+    the row still reads as it did (`expected_since`: its `since`, None for absent)."""
+
+    key: str
+    value: Mapping[str, Any] | None  # None: delete the row
+    event: str
+    detail: Mapping[str, Any]
+    expected_since: str | None
+
+
+def pause(
+    current: Mapping[str, Any] | None, now: datetime, *, by: str, reason: str | None
+) -> SettingChange | None:
+    """Hold new remote work (no new QUEUED -> CREATING) until `resume`. None when already
+    paused: the first pause's time and reason stand."""
+    if current is not None:
+        return None
+    since = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    value = {"since": since, "by": by, "reason": reason}
+    return SettingChange(PAUSE_KEY, value, "operator.pause", value, expected_since=None)
+
+
+def resume(current: Mapping[str, Any] | None) -> SettingChange | None:
+    """Lift the pause. None when not paused."""
+    if current is None:
+        return None
+    return SettingChange(
+        PAUSE_KEY, None, "operator.resume", {"paused_since": current.get("since"),
+                                             "paused_by": current.get("by")},
+        expected_since=current.get("since"),
     )

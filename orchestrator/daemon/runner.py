@@ -28,7 +28,7 @@ from orchestrator.daemon.deliver import cleanup_after
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import RunnerSettings
 from orchestrator.daemon.metrics import Metrics
-from orchestrator.daemon.scheduler import Scheduler
+from orchestrator.daemon.scheduler import PAUSE_RECHECK_S, Scheduler
 from orchestrator.daemon.steps import LANE, StepActions, Stopping
 from orchestrator.errors import OrchestratorError
 from orchestrator.layout import Layout
@@ -169,6 +169,9 @@ class Runner(StepActions):
                     await self._sleep((until - self.now()).total_seconds())
                 return batch
             case machine.StartAttempt(attempt=attempt):
+                if await self.scheduler.maintenance_pause():  # `pause`: nothing new goes out
+                    await self._sleep(PAUSE_RECHECK_S)
+                    return batch
                 self._fresh_intents.add((batch.id, attempt))
                 return await self._persist(batch, machine.start_attempt(batch, attempt))
             case machine.Abandon(error=error):
@@ -321,6 +324,9 @@ class Runner(StepActions):
             affected=self._affected.pop(batch.id, None),
             x_job_id=batch.x_job_id,
             duration_ms=int((self.now() - started).total_seconds() * 1000),
-            reason=decision.reject_reason,
+            # A reason code as in error.json; the sentence apart.
+            reason={BatchState.FAILED: "gave_up", BatchState.CANCELLED: "cancelled"}.get(
+                batch.state),
+            message=decision.reject_reason,
         )
 

@@ -13,17 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
 
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
+from orchestrator.core.operator import PAUSE_KEY
 from orchestrator.files.batchfiles import MAX_LINE_BYTES, Slice, build_body
 from orchestrator.layout import InputFiles, Layout
 from orchestrator.logs import file_fields
 from orchestrator.store.sqlite import Store
 
 log = structlog.get_logger(__name__)
+
+# While an operator's `pause` holds, how often lanes look whether it was lifted (real seconds
+# at most, as the runner's sleeps are capped too).
+PAUSE_RECHECK_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,7 @@ class Scheduler:
         self.limits = limits
         self._wake_at: datetime | None = None
         self._swept = False
+        self._paused: dict[str, Any] | None = None
 
     async def next_batch(self, job_types: tuple[JobType, ...]) -> Batch | None:
         """The oldest unfinished batch of these types, else a new one from the queue."""
@@ -58,6 +65,10 @@ class Scheduler:
             if batch.state in (BatchState.QUEUED, BatchState.CREATING, BatchState.UPLOADING):
                 await self.ensure_body(batch)
             return batch
+        if await self.maintenance_pause():
+            # No new batch while paused: queued files stay withdrawable by name.
+            self._wake_at = self.store.clock.now() + timedelta(seconds=PAUSE_RECHECK_S)
+            return None
         queued = [
             i for i in await self.store.inputs_in([InputState.QUEUED]) if i.job_type in job_types
         ]
@@ -75,6 +86,20 @@ class Scheduler:
             if self._should_wait(head, members):
                 return None
         return await self._form(head.job_type, members)
+
+    async def maintenance_pause(self) -> bool:
+        """Whether an operator's `pause` holds (re-read from the database each time, so a
+        `pause`/`resume` from another process counts within PAUSE_RECHECK_S); logged on change."""
+        paused = await self.store.setting(PAUSE_KEY)
+        if paused != self._paused:
+            if paused is not None:
+                log.warning("scheduler.paused", since=paused.get("since"), by=paused.get("by"),
+                            reason=paused.get("reason"),
+                            detail="no new remote jobs start until `resume`")
+            else:
+                log.info("scheduler.resumed")
+            self._paused = paused
+        return paused is not None
 
     def idle_wait_s(self, default: float) -> float:
         """How long an idle lane may sleep before the queue needs another look."""

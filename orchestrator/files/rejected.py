@@ -15,13 +15,13 @@ import re
 import shutil
 import stat
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from orchestrator.clock import SYSTEM_CLOCK, Clock
-from orchestrator.core.model import format_timestamp
+from orchestrator.clock import SYSTEM_CLOCK, Clock, rfc3339
 from orchestrator.files.atomic import (
     COPY_BUFFER,
     DEFAULT_MIN_FREE_BYTES,
@@ -73,6 +73,16 @@ def unique_name(
             return candidate
     raise FileExistsError(errno.EEXIST, f"no free name like {name!r} in {directory.name}/")
 
+
+
+def _one_time_format(record: dict[str, Any]) -> dict[str, Any]:
+    """Every top-level `*_at` timestamp in the one format people see (clock.rfc3339: RFC 3339
+    UTC with `Z`), whichever producer wrote it; anything unparseable stays as it is."""
+    for key, value in record.items():
+        if key.endswith("_at") and isinstance(value, str | datetime):
+            with contextlib.suppress(ValueError):
+                record[key] = rfc3339(value)
+    return record
 
 
 def safe_basename(name: str) -> str:
@@ -280,7 +290,8 @@ def reject_file(
     record["file"] = final
     if final != name:
         record["original_name"] = name
-    record.setdefault("rejected_at", format_timestamp(clock.now()))
+    record.setdefault("rejected_at", clock.now())
+    record = _one_time_format(record)
     if not stat.S_ISREG(st.st_mode):
         record.setdefault("entry_kind", entry_kind(st.st_mode))
     atomic_write_json(rejected_dir / (final + ERROR_SUFFIX), record)

@@ -3,6 +3,7 @@ the writes). Every method is one SELECT on the store's connection; none changes 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -149,3 +150,12 @@ class Queries:
             "SELECT id, kind, batch_id, input_id, from_state, to_state FROM events"
             " WHERE id > ? ORDER BY id", (event_id,),
         )
+
+    async def setting(self, key: str) -> dict[str, Any] | None:
+        """An operator setting's value (see migrations/0004), None when unset."""
+        row = await self._fetch_one("SELECT value_json FROM settings WHERE key = ?", (key,))
+        return None if row is None else dict(json.loads(row["value_json"]))
+
+    async def queued_inputs(self) -> list[InputFile]:
+        """Inputs waiting for a batch (claimed or queued), oldest first."""
+        return await self.inputs_in([InputState.CLAIMED, InputState.QUEUED])

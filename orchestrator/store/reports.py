@@ -42,12 +42,13 @@ def input_counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
 
 
 def open_batches(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Unfinished batches, oldest first, with the names of their files."""
+    """Unfinished batches, oldest first, with the names of their files (a JSON list)."""
     return [dict(row) for row in conn.execute(
         "SELECT id, job_type, state, attempt, x_job_id, x_status, id_count, created_at,"  # noqa: S608
         " upload_expires_at, download_expires_at, next_attempt_at, poll_count, last_error,"
-        " last_http_status, (SELECT GROUP_CONCAT(i.name, ', ') FROM batch_inputs bi"
-        " JOIN inputs i ON i.id = bi.input_id WHERE bi.batch_id = batches.id) AS files"
+        " last_http_status, (SELECT json_group_array(i.name) FROM (SELECT DISTINCT i.id, i.name"
+        " FROM batch_inputs bi JOIN inputs i ON i.id = bi.input_id"
+        " WHERE bi.batch_id = batches.id ORDER BY i.id) i) AS files"
         f" FROM batches WHERE state NOT IN ({_FINAL}) ORDER BY id"
     )]
 
@@ -56,7 +57,8 @@ def recent_outcomes(conn: sqlite3.Connection, limit: int = 10) -> list[dict[str,
     """The last inputs delivered or rejected, newest first."""
     return [dict(row) for row in conn.execute(
         "SELECT i.name AS file, i.job_type, i.state AS outcome, i.id_count AS ids,"  # noqa: S608
-        " i.finished_at, i.out_stem, json_extract(i.error_json, '$.message') AS reason"
+        " i.finished_at, i.out_stem, json_extract(i.error_json, '$.reason') AS reason,"
+        " json_extract(i.error_json, '$.message') AS message"
         f" FROM inputs i WHERE i.state IN ({_FINISHED_INPUTS})"
         " ORDER BY i.finished_at DESC, i.id DESC LIMIT ?", (limit,),
     )]
@@ -119,3 +121,22 @@ def remote_jobs_by_batch(
              "status": job["final_status"], "created_at": job["created_at"]}
         )
     return found
+
+
+def pause_state(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The maintenance pause ({since, by, reason}), None when running (or on a database from
+    before migration 4, which has no settings table: it cannot be paused)."""
+    try:
+        row = conn.execute("SELECT value_json FROM settings WHERE key = 'pause'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else dict(json.loads(row["value_json"]))
+
+
+def queued_inputs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Inputs waiting for a batch (claimed or queued), oldest first: the names `withdraw`
+    takes."""
+    return [dict(row) for row in conn.execute(
+        "SELECT id, name, job_type, state, id_count AS ids, queued_at FROM inputs"
+        " WHERE state IN ('claimed', 'queued') ORDER BY id"
+    )]

@@ -25,6 +25,7 @@ from orchestrator.core.decision import Decision
 from orchestrator.core.inputs import CarriedInput, batch_finished, check_input_move
 from orchestrator.core.machine import ALLOWED
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
+from orchestrator.core.operator import SettingChange
 from orchestrator.errors import OrchestratorError
 from orchestrator.store.queries import Queries
 from orchestrator.store.rows import BATCH_COLUMNS, INPUT_COLUMNS, BatchPart, db_value
@@ -118,6 +119,27 @@ class Store(Queries):
                 await self._event(note.kind, batch_id=note.batch_id, input_id=note.input_id,
                                   from_state=note.from_state, to_state=note.to_state,
                                   detail=note.detail)
+
+    async def change_setting(self, change: SettingChange) -> None:
+        """Persist an operator setting change and its event in one transaction, only if the
+        row still reads as the core saw it (else StaleState, nothing written)."""
+        async with self.transaction():
+            row = await self._fetch_one(
+                "SELECT value_json FROM settings WHERE key = ?", (change.key,)
+            )
+            since = None if row is None else json.loads(row["value_json"]).get("since")
+            if (row is None) != (change.expected_since is None) or since != change.expected_since:
+                raise StaleState(f"setting {change.key!r} changed meanwhile")
+            if change.value is None:
+                await self.conn.execute("DELETE FROM settings WHERE key = ?", (change.key,))
+            else:
+                await self.conn.execute(
+                    "INSERT OR REPLACE INTO settings (key, value_json, updated_at)"
+                    " VALUES (?, ?, ?)",
+                    (change.key, json.dumps(dict(change.value), sort_keys=True),
+                     iso(self.clock.now())),
+                )
+            await self._event(change.event, detail=change.detail)
 
     # ---- inputs ---------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ async def test_cancel_a_queued_batch_rejects_its_inputs_with_a_record(
     rejected = tmp_path / "outbox/rejected"
     assert (rejected / "queued.txt").read_bytes() == b"11\n22\n33\n"  # untouched
     record = json.loads((rejected / "queued.txt.error.json").read_text())
-    assert record["reason"] == "cancelled by operator"
+    assert record["reason"] == "cancelled"
     assert record["job_type"] == "tweets" and record["input_id"] == item["id"]
     assert record["batch_id"] == batch_id and record["stage"] == "queued"
     assert batch_row(tmp_path, batch_id)["state"] == "cancelled"
@@ -196,4 +196,4 @@ async def test_a_crash_between_database_and_files_is_finished_by_the_daemon(
         await store.close()
     assert (tmp_path / "outbox/rejected/half.txt").read_bytes() == b"5\n"
     record = json.loads((tmp_path / "outbox/rejected/half.txt.error.json").read_text())
-    assert record["reason"] == "cancelled by operator" and record["job_type"] == "tweets"
+    assert record["reason"] == "cancelled" and record["job_type"] == "tweets"

@@ -143,7 +143,9 @@ def test_demo_runs_end_to_end_and_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "matches sandbox truth" in result.stdout
     assert "rejected" in result.stdout
-    log = (tmp_path / "demo" / "daemon.log").read_text()
+    log_path = (tmp_path / "demo" / "daemon.log").resolve()
+    assert f"daemon log (in the work folder) {log_path}" in result.stdout  # a full path
+    log = log_path.read_text()
     assert "X-Goog-Signature" not in log and "sandbox-token" not in log
 
 

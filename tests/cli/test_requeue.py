@@ -9,7 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from admin_helpers import assert_no_secrets, db, layout_of, offline_config, run_cli
+from admin_helpers import (
+    arun_cli,
+    assert_no_secrets,
+    db,
+    layout_of,
+    make_batch,
+    offline_config,
+    run_cli,
+)
 
 from orchestrator.files.rejected import reject_file
 from orchestrator.logs import reset_logging
@@ -276,3 +284,76 @@ def test_a_different_file_of_the_same_size_is_no_reason_to_skip_a_requeue(
     assert run.code == 0, run.err
     assert listing(layout.inbox / "tweets") == ["x (2).txt", "x.txt"]
     assert (layout.inbox / "tweets" / "x (2).txt").read_bytes() == b"1\n"
+
+
+def test_requeue_all_filters_by_reason_and_time_and_moves_each_safely(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    reject(tmp_path, "old.txt", b"1\n", job_type="tweets", reason="empty",
+           rejected_at="2026-01-01T00:00:00.000Z")
+    reject(tmp_path, "new.txt", b"2\n", job_type="users", reason="empty",
+           rejected_at="2026-06-01T00:00:00.000Z")
+    reject(tmp_path, "bad.txt", b"x\n", job_type="tweets", reason="invalid_lines",
+           rejected_at="2026-06-01T00:00:00.000Z")
+    (tmp_path / "outbox/rejected/stray.txt").write_bytes(b"no record: not ours to judge")
+    run = run_cli(capsys, "requeue", "--all", "--reason", "empty", "--since",
+                  "2026-03-01T00:00:00Z", "--config", config, "--json")
+    assert run.code == 0, run.err
+    assert [r["file"] for r in run.json["requeued"]] == ["new.txt"] and not run.json["failed"]
+    assert listing(tmp_path / "inbox/users") == ["new.txt"]
+    assert (tmp_path / "inbox/users/new.txt").read_bytes() == b"2\n"
+
+    rest = run_cli(capsys, "requeue", "--all", "--config", config)
+    assert rest.code == 0, rest.err
+    assert rest.out.startswith("requeued 2 files")
+    assert listing(tmp_path / "inbox/tweets") == ["bad.txt", "old.txt"]
+    assert listing(tmp_path / "outbox/rejected") == ["stray.txt"]
+
+    none = run_cli(capsys, "requeue", "--all", "--config", config, "--json")
+    assert none.code == 0 and none.json["requeued"] == []
+
+
+async def test_requeue_all_notes_each_file_in_the_event_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    await make_batch(tmp_path)  # a state database to note the requeues in
+    reject(tmp_path, "a.txt", b"1\n", job_type="tweets", input_id=1)
+    reject(tmp_path, "b.txt", b"2\n", job_type="tweets")
+    run = await arun_cli(capsys, "requeue", "--all", "--config", config, "--json")
+    assert run.code == 0 and run.json["warnings"] == [], run.out
+    notes = db(tmp_path, "SELECT input_id, detail_json FROM events"
+               " WHERE kind = 'operator.requeue' ORDER BY id")
+    assert [n["input_id"] for n in notes] == [1, None]
+    assert all('"all": true' in n["detail_json"] for n in notes)
+
+
+def test_requeue_all_reports_a_file_it_cannot_move_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    reject(tmp_path, "fine.txt", b"1\n", job_type="tweets")
+    reject(tmp_path, "typeless.txt", b"2\n")  # no job type in its record
+    run = run_cli(capsys, "requeue", "--all", "--config", config, "--json")
+    assert run.code == 1
+    assert [r["file"] for r in run.json["requeued"]] == ["fine.txt"]
+    assert [f["file"] for f in run.json["failed"]] == ["typeless.txt"]
+    assert "typeless.txt" in run.err
+    assert listing(tmp_path / "inbox/tweets") == ["fine.txt"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["requeue"], ["requeue", "a.txt", "--all"], ["requeue", "a.txt", "--reason", "empty"],
+])
+def test_requeue_needs_exactly_one_of_file_and_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert run_cli(capsys, *argv, "--config", offline_config(tmp_path)).code == 2
+
+
+def test_requeue_since_must_be_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli(capsys, "requeue", "--all", "--since", "yesterday", "--config",
+                offline_config(tmp_path))
+    assert exited.value.code == 2

@@ -10,6 +10,7 @@ from orchestrator.core.inputs import (
     InputMoveNotAllowed,
     batch_finished,
     check_input_move,
+    withdraw_refusal,
 )
 from orchestrator.core.model import BatchState, InputState
 
@@ -81,3 +82,11 @@ def test_cancelled_rejects_with_the_reason_and_never_requeues() -> None:
 def test_only_final_batch_states_cascade() -> None:
     with pytest.raises(ValueError, match="not final"):
         batch_finished(7, BatchState.WAITING, [carried(1)])
+
+
+def test_withdraw_only_a_queued_input_no_batch_carries() -> None:
+    assert withdraw_refusal("a", InputState.QUEUED, 0, []) is None
+    assert "`cancel 4`" in (withdraw_refusal("a", InputState.BATCHED, 0, [4]) or "")
+    assert "checked right now" in (withdraw_refusal("a", InputState.CLAIMED, 0, []) or "")
+    assert "let it finish" in (withdraw_refusal("a", InputState.QUEUED, 5, []) or "")
+    assert "only a queued file" in (withdraw_refusal("a", InputState.DELIVERED, 0, []) or "")

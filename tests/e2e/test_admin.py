@@ -88,7 +88,7 @@ async def test_cancel_a_queued_batch_while_the_daemon_runs_then_requeue_it(
         assert run.json["from_state"] == "queued" and run.json["daemon_pid"]
         assert [r["rejected_as"] for r in run.json["rejected"]] == ["cancel-me.txt"]
         record = json.loads((tmp_path / "outbox/rejected/cancel-me.txt.error.json").read_text())
-        assert record["reason"] == "cancelled by operator" and record["job_type"] == "tweets"
+        assert record["reason"] == "cancelled" and record["job_type"] == "tweets"
 
         run = await arun_cli(capsys, "requeue", "cancel-me.txt", "--config", config.source)
         outputs.append(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -298,3 +299,23 @@ def test_a_fifo_swapped_in_after_the_lstat_is_never_opened_blocking(
         pytest.fail("reject_file blocked on opening a FIFO")
     assert len(outcome) == 1 and isinstance(outcome[0], SourceChanged)
     assert src.is_fifo() and names(other_fs) == []
+
+
+def test_error_record_times_are_all_rfc3339_utc_z(tmp_path: Path) -> None:
+    """Whichever producer wrote them (ISO with +00:00 and microseconds, a datetime, a local
+    offset), error.json's `*_at` fields read one way; other text is left alone."""
+    spool, rejected = tmp_path / "spool", tmp_path / "rejected"
+    spool.mkdir()
+    rejected.mkdir()
+    src = spool / "x.tweets"
+    src.write_bytes(b"1\n")
+    error = {"reason": "gave_up", "claimed_at": "2026-12-02T04:50:00.123456+00:00",
+             "gave_up_at": "2026-12-02T06:50:00+02:00", "batch_created_at": "not a time",
+             "message": "at 2026-12-02T04:50:00.123456+00:00"}
+    reject_file(src, rejected, "x.txt", error)
+    doc = record(rejected, "x.txt")
+    assert doc["claimed_at"] == "2026-12-02T04:50:00Z"
+    assert doc["gave_up_at"] == "2026-12-02T04:50:00Z"
+    assert doc["batch_created_at"] == "not a time"
+    assert doc["message"] == "at 2026-12-02T04:50:00.123456+00:00"  # prose is not rewritten
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["rejected_at"])
