@@ -657,6 +657,10 @@ class StoreMachine(RuleBasedStateMachine):
             assert found is not None and found.state is state
         assert {b: B(s) for b, s in self.batch_trail.items()} == self.batches
 
+    def last_part_delivering(self, iid: int) -> bool:
+        return any(self.batches[b] is B.DELIVERING and iid in {p[0] for p in parts}
+                   for b, parts in self.parts.items())
+
     @invariant()
     def inputs_sit_where_their_batches_say(self) -> None:
         carried: dict[int, list[BatchState]] = {}
@@ -669,6 +673,10 @@ class StoreMachine(RuleBasedStateMachine):
                     # Done: delivered once every ID went through done batches, never before.
                     if covered >= total:
                         assert have is I.DELIVERED, (batch_id, iid, have)
+                    elif self.last_part_delivering(iid):
+                        # Its last part is in a later batch that is delivering right now:
+                        # delivered one by one there, before that batch is done.
+                        assert have in (I.BATCHED, I.DELIVERED), (batch_id, iid, have)
                     else:
                         assert have in (I.QUEUED, I.BATCHED, I.REJECTED), (batch_id, iid, have)
                 elif state in (B.FAILED, B.CANCELLED):
