@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from daemon_helpers import make_ids
 
-from orchestrator.clock import SystemClock
 from orchestrator.core import machine
 from orchestrator.core.model import (
     Batch,
@@ -28,24 +26,11 @@ from orchestrator.core.model import (
 from orchestrator.daemon.deliver import deliver_batch
 from orchestrator.daemon.intake import Intake
 from orchestrator.files.inbox import Candidate
-from orchestrator.layout import Layout
 from orchestrator.store.sqlite import Store
 
 
 def text(ids: list[str]) -> bytes:
     return "".join(f"{i}\n" for i in ids).encode()
-
-
-@pytest.fixture
-async def intake(tmp_path: Path) -> AsyncIterator[Intake]:
-    layout = Layout(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
-    layout.ensure()
-    layout.inbox_for(JobType.TWEETS).mkdir(parents=True)
-    store = await Store.open(layout.db_path, SystemClock())
-    try:
-        yield Intake(store, layout)
-    finally:
-        await store.close()
 
 
 async def batched(intake: Intake, path: Path) -> tuple[InputFile, Batch]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +22,16 @@ from daemon_helpers import (
     write_config,
 )
 
-from orchestrator.clock import SystemClock
 from orchestrator.core.model import InputState, JobType
 from orchestrator.daemon import claim_recovery
 from orchestrator.daemon import intake as intake_module
 from orchestrator.daemon.intake import Intake
 from orchestrator.files.inbox import Candidate
-from orchestrator.layout import Layout
 from orchestrator.sandbox import Sandbox, SandboxConfig
-from orchestrator.store.sqlite import Store
 
 
 def text(ids: list[str]) -> bytes:
     return "".join(f"{i}\n" for i in ids).encode()
-
-
-@pytest.fixture
-async def intake(tmp_path: Path) -> AsyncIterator[Intake]:
-    layout = Layout(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
-    layout.ensure()
-    layout.inbox_for(JobType.TWEETS).mkdir(parents=True)
-    store = await Store.open(layout.db_path, SystemClock())
-    try:
-        yield Intake(store, layout)
-    finally:
-        await store.close()
 
 
 def candidate(path: Path) -> Candidate:
