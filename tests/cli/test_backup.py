@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -15,6 +16,15 @@ from orchestrator.cli.main import main
 from orchestrator.sandbox import Sandbox
 
 
+def _command_output(captured: str) -> str:
+    """The command's own output: the daemon in this process may log to stdout meanwhile."""
+    lines = [line for line in captured.splitlines() if not _LOG_LINE.match(line)]
+    return "\n".join(lines).strip()
+
+
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
+
+
 async def test_backup_while_the_daemon_runs_prints_a_private_usable_copy(
     tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -25,11 +35,11 @@ async def test_backup_while_the_daemon_runs_prints_a_private_usable_copy(
         capsys.readouterr()
         code = await anyio.to_thread.run_sync(
             main, ["backup", "--config", str(config_path), "--to", str(tmp_path / "bk")])
-        text = capsys.readouterr().out.strip()
+        text = _command_output(capsys.readouterr().out)
         code_json = await anyio.to_thread.run_sync(
             main, ["backup", "--config", str(config_path), "--to", str(tmp_path / "bk2"),
                    "--json"])
-        answer = json.loads(capsys.readouterr().out)
+        answer = json.loads(_command_output(capsys.readouterr().out))
     assert code == 0 and code_json == 0
     path = Path(text)
     assert path.parent == tmp_path / "bk" and path.name.startswith("state-")
