@@ -166,7 +166,11 @@ class JobsConfig:
         default=2_000_000_000, metadata=_rule(lambda v: v >= 64, "an integer >= 64")
     )
     pack_files: bool = True
-    pack_wait_s: float = field(default=0.0, metadata=_NON_NEGATIVE)
+    # A pack with room left waits until no file of its type was queued for pack_quiet_s (and
+    # no claim pass is in progress), but never longer than pack_wait_s after its oldest file
+    # was queued (core/packing.py): a burst becomes one job, a trickle cannot stall it.
+    pack_quiet_s: float = field(default=1.0, metadata=_NON_NEGATIVE)
+    pack_wait_s: float = field(default=60.0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True, slots=True)

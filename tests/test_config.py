@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import Config, ConfigError, HealthConfig, load_config
+from orchestrator.core.packing import PackTiming
+from orchestrator.daemon.settings import packing_of
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 EXAMPLE = REPO / "config.example.toml"
@@ -58,6 +60,30 @@ def test_example_config_shows_every_key() -> None:
         if field.name != "source"
     }
     assert {section: set(keys) for section, keys in example.items()} == expected
+
+
+def test_bursts_wait_a_quiet_second_bounded_by_a_minute_by_default(tmp_path: Path) -> None:
+    jobs = load_config(write(tmp_path, "")).jobs
+    assert (jobs.pack_quiet_s, jobs.pack_wait_s) == (1.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("toml", "quiet", "wait"),
+    [
+        ("pack_quiet_s = 0.2\npack_wait_s = 5", 0.2, 5.0),
+        ("pack_quiet_s = 0", 0.0, 60.0),
+        # The old way to submit at once still loads: the wait bounds the quiet period to 0.
+        ("pack_wait_s = 0", 0.0, 0.0),
+        # A quiet period longer than the wait is a fixed wait for company (the wait bounds it).
+        ("pack_quiet_s = 30\npack_wait_s = 10", 10.0, 10.0),
+    ],
+)
+def test_pack_timing_is_read_and_the_wait_bounds_the_quiet_period(
+    tmp_path: Path, toml: str, quiet: float, wait: float
+) -> None:
+    limits = packing_of(load_config(write(tmp_path, f"[jobs]\n{toml}\n")))
+    timing = PackTiming(quiet_s=limits.pack_quiet_s, wait_s=limits.pack_wait_s)
+    assert (timing.effective_quiet_s, timing.wait_s) == (quiet, wait)
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
@@ -168,6 +194,10 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
         ('[inbox]\ninvalid_lines = "skip"', ['inbox.invalid_lines = "skip"', '"reject"']),
         ('[inbox]\nuse_watcher = "yes"', ['inbox.use_watcher = "yes"', "true or false"]),
         ("[inbox]\nmin_age_s = -1", ["inbox.min_age_s = -1", ">= 0"]),
+        ("[jobs]\npack_quiet_s = -1", ["jobs.pack_quiet_s = -1", ">= 0"]),
+        ("[jobs]\npack_wait_s = -0.5", ["jobs.pack_wait_s = -0.5", ">= 0"]),
+        ('[jobs]\npack_quiet_s = "2s"', ['jobs.pack_quiet_s = "2s"', "number"]),
+        ("[jobs]\npack_wait_s = inf", ["jobs.pack_wait_s = inf", "finite number"]),
         ("[api]\nconnect_timeout_s = true", ["api.connect_timeout_s = true", "number"]),
         ("[api]\nread_timeout_s = inf", ["api.read_timeout_s = inf", "finite number"]),
         ("[api]\nread_timeout_s = 0", ["api.read_timeout_s = 0", "greater than 0"]),

@@ -2,7 +2,8 @@
 
 FIFO by claim order. X runs one job at a time and a job takes minutes whatever its size, so
 small files of the same type are *packed* into one job (up to the per-job limits), and a file
-above the limits is *split* into parts that run as jobs in sequence.
+above the limits is *split* into parts that run as jobs in sequence. A pack with room left
+waits while its burst is still arriving (core/packing.py decides how long).
 
 Upload bodies are built (temp + rename) before the batch row is written; `ensure_body`
 rebuilds a missing one from the batch's parts, so no crash window loses it.
@@ -20,6 +21,8 @@ import structlog
 
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
 from orchestrator.core.operator import PAUSE_KEY
+from orchestrator.core.packing import PackTiming, hold_until
+from orchestrator.daemon.arrivals import Arrivals
 from orchestrator.files.batchfiles import MAX_LINE_BYTES, Slice, build_body
 from orchestrator.layout import InputFiles, Layout
 from orchestrator.logs import file_fields
@@ -37,6 +40,7 @@ class PackingLimits:
     max_ids_per_job: int = 100_000_000
     max_bytes_per_job: int = 2_000_000_000
     pack_wait_s: float = 0.0
+    pack_quiet_s: float = 0.0
     enabled: bool = True
 
     @property
@@ -45,10 +49,12 @@ class PackingLimits:
 
 
 class Scheduler:
-    def __init__(self, store: Store, layout: Layout, limits: PackingLimits) -> None:
+    def __init__(self, store: Store, layout: Layout, limits: PackingLimits,
+                 arrivals: Arrivals | None = None) -> None:
         self.store = store
         self.layout = layout
         self.limits = limits
+        self.arrivals = arrivals or Arrivals()
         self._wake_at: datetime | None = None
         self._swept = False
         self._paused: dict[str, Any] | None = None
@@ -82,8 +88,8 @@ class Scheduler:
             return await self._next_part(head, done)
         members = [head]
         if self.limits.enabled:
-            members = self._pack(head, queued)
-            if self._should_wait(head, members):
+            members, full = self._pack(head, queued)
+            if self._should_wait(head, members, full):
                 return None
         return await self._form(head.job_type, members)
 
@@ -116,7 +122,8 @@ class Scheduler:
         except FileNotFoundError:
             return 0
 
-    def _pack(self, head: InputFile, queued: list[InputFile]) -> list[InputFile]:
+    def _pack(self, head: InputFile, queued: list[InputFile]) -> tuple[list[InputFile], bool]:
+        """FIFO members of head's pack, and whether it is full (the limits admit no more)."""
         members = [head]
         ids, size = head.id_count or 0, self._body_bytes(head)
         for item in queued[1:]:
@@ -125,21 +132,25 @@ class Scheduler:
             item_ids, item_bytes = item.id_count or 0, self._body_bytes(item)
             if (ids + item_ids > self.limits.max_ids
                     or size + item_bytes > self.limits.max_bytes_per_job):
-                break  # FIFO: never jump a file that doesn't fit
+                return members, True  # FIFO: never jump a file that doesn't fit
             members.append(item)
             ids, size = ids + item_ids, size + item_bytes
-        return members
+        return members, ids >= self.limits.max_ids
 
-    def _should_wait(self, head: InputFile, members: list[InputFile]) -> bool:
-        """Hold a small batch back for company while its oldest file is young enough."""
-        if self.limits.pack_wait_s <= 0 or head.queued_at is None:
+    def _should_wait(self, head: InputFile, members: list[InputFile], full: bool) -> bool:
+        """Hold a pack with room left back while its burst is still arriving."""
+        stamps = [m.queued_at for m in members if m.queued_at is not None]
+        if not stamps:
             return False
-        if sum(m.id_count or 0 for m in members) >= self.limits.max_ids:
+        until = hold_until(
+            PackTiming(quiet_s=self.limits.pack_quiet_s, wait_s=self.limits.pack_wait_s),
+            now=self.store.clock.now(), oldest_queued_at=min(stamps),
+            newest_queued_at=max(stamps), arriving=self.arrivals.arriving(head.job_type),
+            full=full,
+        )
+        if until is None:
             return False
-        ready_at = head.queued_at + timedelta(seconds=self.limits.pack_wait_s)
-        if self.store.clock.now() >= ready_at:
-            return False
-        self._wake_at = ready_at
+        self._wake_at = until
         return True
 
     async def _form(self, job_type: JobType, members: list[InputFile]) -> Batch:

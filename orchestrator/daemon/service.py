@@ -21,6 +21,7 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, load_config
 from orchestrator.core.model import JobType
 from orchestrator.daemon import systemd
+from orchestrator.daemon.arrivals import Arrivals
 from orchestrator.daemon.burst import drained
 from orchestrator.daemon.health import Condition, HealthServer, Verdict, judge
 from orchestrator.daemon.intake import Intake
@@ -198,6 +199,8 @@ class Service:
             min_free_bytes=config.inbox.min_free_bytes, settle_s=config.inbox.min_age_s,
         )
         await intake.recover()
+        # A burst's pack waits for the files of the claim pass in progress (scheduler.py).
+        arrivals = Arrivals(on_settled=wakeup.notify)
         async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:
             xapi = XApi(
                 http, config.api.base_url, self.token, clock=self.clock,
@@ -210,7 +213,7 @@ class Service:
                 session=http,
                 layout=layout,
                 intake=intake,
-                scheduler=Scheduler(store, layout, packing_of(config)),
+                scheduler=Scheduler(store, layout, packing_of(config), arrivals),
                 policy=policy_of(config),
                 settings=settings_of(config),
                 lanes=lanes_for(config.jobs.concurrency),
@@ -242,6 +245,7 @@ class Service:
                 try:
                     await intake.claim(candidate)
                 finally:
+                    arrivals.done(candidate)
                     self._changed.notify()
 
             async def reject_entry(entry: InvalidEntry) -> None:
@@ -255,7 +259,7 @@ class Service:
                     scanner, claim, reject_entry,
                     rescan_interval_s=config.inbox.rescan_interval_s,
                     use_watcher=config.inbox.use_watcher, stop_event=self._stop,
-                    task_status=task_status,
+                    on_scan=arrivals.scanned, task_status=task_status,
                 )
                 inbox_done.set()
 

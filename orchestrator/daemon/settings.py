@@ -46,5 +46,6 @@ def packing_of(config: Config) -> PackingLimits:
         max_ids_per_job=jobs.max_ids_per_job,
         max_bytes_per_job=jobs.max_bytes_per_job,
         pack_wait_s=jobs.pack_wait_s,
+        pack_quiet_s=jobs.pack_quiet_s,
         enabled=jobs.pack_files,
     )

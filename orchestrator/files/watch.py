@@ -109,12 +109,15 @@ async def watch_inbox(
     rescan_interval_s: float,
     use_watcher: bool,
     stop_event: anyio.Event | None = None,
+    on_scan: Callable[[list[Candidate]], None] = lambda candidates: None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Scan and dispatch until `stop_event` is set (or cancelled).
 
     `on_candidate` is awaited for each stable file, in order, on every scan while the file
     stays in the inbox (claiming moves it out); `on_invalid` once per unchanged invalid entry.
+    `on_scan` hears each scan's stable files before the first of them is handed on (the
+    scheduler holds a burst's pack until they are all claimed).
     A callback that raises is logged and retried on the next scan. `task_status.started()`
     comes after the first scan and its callbacks.
     """
@@ -164,6 +167,7 @@ async def watch_inbox(
                     watcher.start()  # (re)watch: a deleted root takes its inotify watch along
                 first = False
 
+                on_scan(candidates)
                 for candidate in candidates:
                     if stopping():
                         break
