@@ -131,7 +131,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "inbox.rescan_interval_s": 5.0,
     "inbox.use_watcher": True,
     "jobs.pack_files": True,
-    "jobs.pack_wait_s": 0.0,
+    "jobs.pack_quiet_s": 1.0,
+    "jobs.pack_wait_s": 60.0,
     "poll.initial_interval_s": 5.0,
     "poll.max_interval_s": 60.0,
     "poll.backoff_factor": 1.5,
@@ -139,10 +140,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 # Tuned but realistic: producers write `name.part` and rename (the documented protocol), so a
 # short quiet period is enough; the first poll comes soon and backs off to the same 60 s cap.
+# A pack is formed 0.1 s after the claim pass (files renamed within one scan still share it).
 TUNED_SETTINGS: dict[str, Any] = {
     **DEFAULT_SETTINGS,
     "inbox.min_age_s": 0.2,
     "poll.initial_interval_s": 0.25,
+    "jobs.pack_quiet_s": 0.1,
 }
 
 

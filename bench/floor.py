@@ -1,8 +1,12 @@
-"""The floor: what moving the same bytes through the same sandbox costs without the daemon.
+"""The floor: what moving the same bytes costs without the daemon.
 
 A job is created and polled with plain urllib calls (not timed); the timed part is one raw
 streaming PUT of the file to the job's upload URL and one raw GET of its result file, with
 curl when present (C, streaming from and to disk), else a bare aiohttp loop.
+
+The floor that counts is taken against `RawServer` (bench/rawserver.py: bytes in, bytes out,
+no signing, no emulation); the same transfer through the sandbox is reported beside it, so
+that the emulator's own cost is never mistaken for the daemon's.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
@@ -106,8 +112,10 @@ def tool() -> str:
     return "curl" if shutil.which("curl") else "aiohttp"
 
 
-def transfer(base_url: str, token: str, path: Path, workdir: Path) -> dict[str, float]:
-    """Timed PUT + GET of `path` through a fresh job; returns seconds and result bytes."""
+def transfer(base_url: str, token: str, path: Path, workdir: Path,
+             keep: Path | None = None) -> dict[str, float]:
+    """Timed PUT + GET of `path` through a fresh job; returns seconds and result bytes.
+    `keep`: where to leave the result file (else it is removed)."""
     job = create_job(base_url, token, f"floor-{time.time_ns()}")
     started = time.perf_counter()
     put(job["upload_url"], path)
@@ -118,5 +126,37 @@ def transfer(base_url: str, token: str, path: Path, workdir: Path) -> dict[str, 
     get(job["download_url"], dest)
     get_s = time.perf_counter() - started
     size = dest.stat().st_size
-    dest.unlink()
+    if keep is None:
+        dest.unlink()
+    else:
+        dest.rename(keep)
     return {"put_s": put_s, "get_s": get_s, "total_s": put_s + get_s, "result_bytes": size}
+
+
+class RawServer:
+    """bench/rawserver.py as a child process on 127.0.0.1, serving `result` on every GET."""
+
+    def __init__(self, result: Path) -> None:
+        self.result = result
+        self.process: subprocess.Popen[bytes] | None = None
+        self.base_url = ""
+        self.token = "raw-server-ignores-the-token"  # noqa: S105 - not a secret
+
+    def __enter__(self) -> RawServer:
+        script = Path(__file__).with_name("rawserver.py")
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), "--result", str(self.result)],
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"raw server exited with {self.process.wait()}")
+        self.base_url = json.loads(line)["base_url"]
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
