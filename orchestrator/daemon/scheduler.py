@@ -135,7 +135,7 @@ class Scheduler:
                 return members, True  # FIFO: never jump a file that doesn't fit
             members.append(item)
             ids, size = ids + item_ids, size + item_bytes
-        return members, ids >= self.limits.max_ids
+        return members, ids >= self.limits.max_ids or size >= self.limits.max_bytes_per_job
 
     def _should_wait(self, head: InputFile, members: list[InputFile], full: bool) -> bool:
         """Hold a pack with room left back while its burst is still arriving."""
