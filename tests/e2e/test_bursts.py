@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 from daemon_helpers import drained, drop, load, make_ids, read_results, running_service
 from resilience_helpers import write_config_ex
@@ -33,6 +34,7 @@ async def test_files_dropped_at_once_share_exactly_one_job(
     async with running_service(config) as service:
         for name, lines in ids.items():  # a producer writing a batch, as fast as it can
             drop(tmp_path, "tweets", name, lines)
+            await anyio.sleep(0)  # with the daemon scanning and claiming beside it
         await drained(service)
     assert len(sandbox.jobs()) == 1
     assert creates(sandbox) == 1
@@ -45,8 +47,9 @@ async def test_files_dropped_at_once_share_exactly_one_job(
 async def test_a_copy_without_part_names_is_one_job_too(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
-    """`cp *.txt inbox/tweets/`: the files appear under their own names, written in place;
-    each becomes stable min_age_s after its last write, a few milliseconds apart."""
+    """`cp *.txt inbox/tweets/`: the files appear under their own names, written in place,
+    and become stable one after another, so many scans each claim a few (with
+    pack_quiet_s = 0 this very copy made 5 jobs): the quiet period bridges the passes."""
     config = load(write_config_ex(tmp_path, sandbox.base_url, min_age_s=0.3, pack_wait_s=30.0,
                                   extra={"jobs": {"pack_quiet_s": 1.0}}))
     folder = tmp_path / "inbox" / "tweets"
@@ -55,6 +58,7 @@ async def test_a_copy_without_part_names_is_one_job_too(
         for n in range(30):
             (folder / f"copy-{n:02}.txt").write_text(
                 "".join(f"{i}\n" for i in make_ids(8000 + n, 15)))
+            await anyio.sleep(0.05)  # a copy of 30 files over 1.5 s: many scans, many passes
         await drained(service)
     assert creates(sandbox) == 1
     assert sandbox.jobs()[0]["uploaded_ids"] == 30 * 15
