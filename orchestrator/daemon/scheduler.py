@@ -58,6 +58,7 @@ class Scheduler:
         self._wake_at: datetime | None = None
         self._swept = False
         self._paused: dict[str, Any] | None = None
+        self._held: int | None = None  # the head of the pack last held back (logged once)
 
     async def next_batch(self, job_types: tuple[JobType, ...]) -> Batch | None:
         """The oldest unfinished batch of these types, else a new one from the queue."""
@@ -150,6 +151,12 @@ class Scheduler:
         )
         if until is None:
             return False
+        if self._held != head.id:  # once per pack head, not on every wake-up
+            self._held = head.id
+            log.debug("batch.held", job_type=str(head.job_type), files=len(members),
+                      until=until.isoformat(),
+                      claiming=self.arrivals.arriving(head.job_type),
+                      detail="waiting for more files of the same burst to share the job")
         self._wake_at = until
         return True
 
