@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -125,12 +126,19 @@ def transfer(base_url: str, token: str, path: Path, workdir: Path,
     started = time.perf_counter()
     get(job["download_url"], dest)
     get_s = time.perf_counter() - started
+    # Not part of the floor (curl does not fsync), but the daemon writes its outbox durably:
+    # how long making the downloaded bytes durable takes, for the notes.
+    started = time.perf_counter()
+    with open(dest, "rb") as handle:
+        os.fsync(handle.fileno())
+    fsync_s = time.perf_counter() - started
     size = dest.stat().st_size
     if keep is None:
         dest.unlink()
     else:
         dest.rename(keep)
-    return {"put_s": put_s, "get_s": get_s, "total_s": put_s + get_s, "result_bytes": size}
+    return {"put_s": put_s, "get_s": get_s, "total_s": put_s + get_s, "result_bytes": size,
+            "fsync_s": fsync_s}
 
 
 class RawServer:
