@@ -146,6 +146,9 @@ class Polled:
     job: RemoteJob
     estimate: Estimate | None = None  # as in UploadFinished, for the next poll
     spacing_s: float | None = None
+    # When the request was sent: the job was complete by then. Recorded as completed_at, so
+    # the next jobs' estimates do not creep up by every response's latency.
+    asked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +303,7 @@ def _on_polled(
     if status == RemoteStatus.COMPLETE:
         return Decision(
             S.DOWNLOADING, "job.status",
-            {**fresh_stage(), "x_status": status, "completed_at": now,
+            {**fresh_stage(), "x_status": status, "completed_at": polled.asked_at or now,
              "poll_count": batch.poll_count + 1},
             detail={"status": str(status), "polls": batch.poll_count + 1},
             remote_outcome=RemoteOutcome(str(status)),

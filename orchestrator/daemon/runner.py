@@ -207,8 +207,9 @@ class Runner(StepActions):
             case machine.Poll():
                 await self._respect_budget("get")
                 assert batch.x_job_id is not None
+                asked = self.now()
                 job = await self.xapi.get_job(batch.x_job_id)
-                return machine.Polled(job, *await self._poll_context(batch))
+                return machine.Polled(job, *await self._poll_context(batch), asked_at=asked)
             case machine.Download():
                 return await self._download(batch)
             case machine.Deliver():

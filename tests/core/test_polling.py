@@ -178,3 +178,16 @@ def test_a_pending_poll_uses_the_estimate_and_the_budget_spacing() -> None:
     late = machine.decide(batch, machine.Polled(in_progress(), exact(20.0), spacing_s=45.0),
                           NOW, POLICY, random.Random(1))
     assert late.changes["next_attempt_at"] - NOW == timedelta(seconds=45)
+
+
+def test_completion_is_recorded_when_the_request_was_sent() -> None:
+    import random
+
+    done = RemoteJob(**{**{f: getattr(in_progress(), f) for f in RemoteJob.__slots__},
+                        "status": RemoteStatus.COMPLETE})
+    asked = NOW - timedelta(milliseconds=300)  # a slow answer must not lengthen the history
+    decision = machine.decide(waiting_batch(), machine.Polled(done, asked_at=asked), NOW,
+                              POLICY, random.Random(1))
+    assert decision.changes["completed_at"] == asked
+    plain = machine.decide(waiting_batch(), machine.Polled(done), NOW, POLICY, random.Random(1))
+    assert plain.changes["completed_at"] == NOW
