@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from orchestrator.core.limits import DEFAULT_RATE_RESERVE, RATE_LIMIT_REQUESTS, UPLOAD_WINDOW_S
+from orchestrator.core.limits import (
+    DEFAULT_RATE_RESERVE,
+    RATE_LIMIT_REQUESTS,
+    RATE_WINDOW_S,
+    UPLOAD_WINDOW_S,
+)
 from orchestrator.credentials import WHERE_THE_TOKEN_GOES
 from orchestrator.errors import ConfigError
 
@@ -184,6 +189,9 @@ class PollConfig:
         metadata=_rule(lambda v: 0 <= v < RATE_LIMIT_REQUESTS,
                        f"an integer from 0 to {RATE_LIMIT_REQUESTS - 1}"),
     )
+    # X's rate-limit window (15 minutes). Only an emulator running on a scaled clock (the
+    # bench's time-scaled rows) has another: the static poll spacing is derived from it.
+    rate_window_s: float = field(default=RATE_WINDOW_S, metadata=_POSITIVE)
 
 
 @dataclass(frozen=True, slots=True)

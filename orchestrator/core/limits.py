@@ -18,7 +18,10 @@ UPLOAD_WINDOW_S: Final = 900.0
 DEFAULT_RATE_RESERVE: Final = 10
 
 
-def poll_spacing_s(reserve: int = DEFAULT_RATE_RESERVE) -> float:
+def poll_spacing_s(
+    reserve: int = DEFAULT_RATE_RESERVE, window_s: float = RATE_WINDOW_S
+) -> float:
     """Shortest interval between polls of one job after another that stays within one
-    endpoint's budget while keeping `reserve` requests per window free."""
-    return RATE_WINDOW_S / max(1, RATE_LIMIT_REQUESTS - reserve)
+    endpoint's budget while keeping `reserve` requests per window free. `window_s` differs
+    from X's only for an emulator whose clock is scaled (config `poll.rate_window_s`)."""
+    return window_s / max(1, RATE_LIMIT_REQUESTS - reserve)

@@ -23,6 +23,7 @@ from typing import Any, Final
 from orchestrator.core.decision import CLEAR_REMOTE, Decision, RemoteOutcome, fresh_stage
 from orchestrator.core.limits import poll_spacing_s
 from orchestrator.core.model import Batch, BatchState, RemoteJob, RemoteStatus
+from orchestrator.core.polling import Estimate, next_poll_s, poll_interval
 from orchestrator.core.retry import GiveUp, RetryPolicy, retry_decision
 from orchestrator.errors import (
     AuthError,
@@ -134,12 +135,20 @@ class UploadSessionStarted:
 
 @dataclass(frozen=True, slots=True)
 class UploadFinished:
-    pass
+    # When the job should end (earlier jobs of its type) and the rate budget's spacing now:
+    # what the first poll is timed by (core.polling). None: the no-history schedule.
+    estimate: Estimate | None = None
+    spacing_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Polled:
     job: RemoteJob
+    estimate: Estimate | None = None  # as in UploadFinished, for the next poll
+    spacing_s: float | None = None
+    # When the request was sent: the job was complete by then. Recorded as completed_at, so
+    # the next jobs' estimates do not creep up by every response's latency.
+    asked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,18 +182,6 @@ def download_deadline(batch: Batch, policy: Policy) -> datetime | None:
     if batch.download_expires_at is None:
         return None
     return batch.download_expires_at - timedelta(seconds=policy.download_margin_s)
-
-
-def poll_interval(poll_count: int, policy: Policy, age_s: float | None = None) -> float:
-    """Short at first, growing geometrically, capped: a quick job is noticed quickly and a
-    long one costs few requests. With the job's age known, also at most a fixed share of it
-    (but never below the first interval, nor below the rate-limit spacing)."""
-    interval = min(policy.poll_max_s,
-                   policy.poll_initial_s * policy.poll_factor ** min(poll_count, 60))
-    if age_s is not None:
-        floor = max(policy.poll_initial_s, policy.poll_min_spacing_s)
-        interval = min(interval, max(floor, age_s * policy.poll_age_fraction))
-    return interval
 
 
 def plan(batch: Batch, now: datetime, policy: Policy) -> Step:
@@ -276,15 +273,18 @@ def decide(
         case UploadSessionStarted(session_url=url) if state is S.UPLOADING:
             return Decision(S.UPLOADING, "upload.session_started", {"upload_session_url": url},
                             level="debug")
-        case UploadFinished() if state is S.UPLOADING:
+        case UploadFinished(estimate=est, spacing_s=spacing) if state is S.UPLOADING:
+            first = next_poll_s(0.0, 0, policy, est, spacing)
+            expected = {} if est is None else {"expected_s": round(est.expected_s, 1)}
             return Decision(
                 S.WAITING, "upload.completed",
                 {**fresh_stage(), "uploaded_at": now, "poll_count": 0,
-                 "next_attempt_at": now + timedelta(seconds=policy.poll_initial_s)},
-                detail={"bytes": batch.upload_bytes, "ids": batch.id_count},
+                 "next_attempt_at": now + timedelta(seconds=first)},
+                detail={"bytes": batch.upload_bytes, "ids": batch.id_count,
+                        "first_poll_in_s": round(first, 2), **expected},
             )
-        case Polled(job=job) if state is S.WAITING:
-            return _on_polled(batch, job, now, policy, rng)
+        case Polled() if state is S.WAITING:
+            return _on_polled(batch, obs, now, policy, rng)
         case Downloaded(affected=affected) if state is S.DOWNLOADING:
             return Decision(S.DELIVERING, "download.completed", fresh_stage(),
                             detail={"affected": affected})
@@ -296,13 +296,14 @@ def decide(
 
 
 def _on_polled(
-    batch: Batch, job: RemoteJob, now: datetime, policy: Policy, rng: random.Random
+    batch: Batch, polled: Polled, now: datetime, policy: Policy, rng: random.Random
 ) -> Decision:
+    job = polled.job
     status = job.status
     if status == RemoteStatus.COMPLETE:
         return Decision(
             S.DOWNLOADING, "job.status",
-            {**fresh_stage(), "x_status": status, "completed_at": now,
+            {**fresh_stage(), "x_status": status, "completed_at": polled.asked_at or now,
              "poll_count": batch.poll_count + 1},
             detail={"status": str(status), "polls": batch.poll_count + 1},
             remote_outcome=RemoteOutcome(str(status)),
@@ -319,8 +320,12 @@ def _on_polled(
             detail={"x_job_id": job.id, "status": "expired"},
         )
     # created / in_progress / a status we don't know yet: keep polling, less often over time.
-    age_s = (now - batch.uploaded_at).total_seconds() if batch.uploaded_at else None
-    interval = poll_interval(batch.poll_count + 1, policy, age_s)
+    if batch.uploaded_at is None:  # not after an upload of ours: the plain schedule
+        interval = poll_interval(batch.poll_count + 1, policy, None)
+    else:
+        age_s = (now - batch.uploaded_at).total_seconds()
+        interval = next_poll_s(age_s, batch.poll_count + 1, policy, polled.estimate,
+                               polled.spacing_s)
     changed = str(status) != (batch.x_status or "")
     return Decision(
         S.WAITING, "job.status",

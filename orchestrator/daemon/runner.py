@@ -19,10 +19,11 @@ import aiohttp
 import anyio
 import structlog
 
-from orchestrator.core import machine
+from orchestrator.core import machine, polling
 from orchestrator.core.decision import Decision
 from orchestrator.core.machine import Policy
 from orchestrator.core.model import Batch, BatchState, JobType
+from orchestrator.core.polling import Estimate
 from orchestrator.daemon.activity import Activity
 from orchestrator.daemon.deliver import cleanup_after
 from orchestrator.daemon.intake import Intake
@@ -199,16 +200,31 @@ class Runner(StepActions):
             case machine.CreateJob(name=name):
                 return await self._create(batch, name)
             case machine.Upload():
-                return await self._upload(batch)
+                uploaded = await self._upload(batch)
+                if isinstance(uploaded, machine.UploadFinished):
+                    return machine.UploadFinished(*await self._poll_context(batch))
+                return uploaded
             case machine.Poll():
                 await self._respect_budget("get")
                 assert batch.x_job_id is not None
-                return machine.Polled(await self.xapi.get_job(batch.x_job_id))
+                asked = self.now()
+                job = await self.xapi.get_job(batch.x_job_id)
+                return machine.Polled(job, *await self._poll_context(batch), asked_at=asked)
             case machine.Download():
                 return await self._download(batch)
             case machine.Deliver():
                 return await self._deliver(batch)
         raise AssertionError(f"unexpected step {step!r}")
+
+    async def _poll_context(self, batch: Batch) -> tuple[Estimate | None, float | None]:
+        """What times the next status request (core.polling): when jobs of this type and size
+        ended before, and the spacing that keeps the `get` budget's rest lasting the window
+        (None before X's headers said anything, or once the window reset: the static floor)."""
+        history = await self.store.job_durations(batch.job_type)
+        spacing = self.xapi.budget.spacing(
+            "get", self.clock.now().timestamp(), reserve=self.settings.rate_reserve
+        )
+        return polling.estimate(history, batch.id_count), spacing if spacing > 0 else None
 
     async def _observe(self, batch: Batch, observation: machine.Observation) -> Batch:
         decision = machine.decide(batch, observation, self.now(), self.policy, self.rng)

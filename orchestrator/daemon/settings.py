@@ -22,7 +22,7 @@ def policy_of(config: Config) -> Policy:
         poll_initial_s=poll.initial_interval_s,
         poll_max_s=poll.max_interval_s,
         poll_factor=poll.backoff_factor,
-        poll_min_spacing_s=poll_spacing_s(poll.rate_reserve),
+        poll_min_spacing_s=poll_spacing_s(poll.rate_reserve, poll.rate_window_s),
         retry=RetryPolicy(
             max_stage_retries=jobs.max_stage_retries,
             backoff_initial_s=jobs.backoff_initial_s,

@@ -9,7 +9,9 @@ from typing import Any
 
 import aiosqlite
 
+from orchestrator.clock import from_iso
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
+from orchestrator.core.polling import RECENT_JOBS, Sample
 from orchestrator.store.rows import (
     FINAL_BATCH_STATES,
     BatchPart,
@@ -159,3 +161,19 @@ class Queries:
     async def queued_inputs(self) -> list[InputFile]:
         """Inputs waiting for a batch (claimed or queued), oldest first."""
         return await self.inputs_in([InputState.CLAIMED, InputState.QUEUED])
+
+    async def job_durations(self, job_type: JobType, limit: int = RECENT_JOBS) -> list[Sample]:
+        """The newest remote jobs of `job_type` seen complete, newest first: their ID count
+        and the seconds from the upload's end to the poll that saw them complete (the poll
+        schedule's history, core.polling). A job resubmitted since has no times (CLEAR_REMOTE)."""
+        rows = await self._fetch_all(
+            "SELECT id_count, uploaded_at, completed_at FROM batches"
+            " WHERE job_type = ? AND uploaded_at IS NOT NULL AND completed_at IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?", (job_type, limit),
+        )
+        samples = []
+        for row in rows:
+            uploaded, completed = from_iso(row["uploaded_at"]), from_iso(row["completed_at"])
+            if uploaded is not None and completed is not None:
+                samples.append(Sample(row["id_count"], (completed - uploaded).total_seconds()))
+        return samples
