@@ -115,7 +115,8 @@ def atomic_output(dest: Path) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes `dest` (fsynced) only if the block ends without error."""
     tmp = temp_path_for(dest)
     # 0o666 & ~umask, like any new file; mkstemp's 0600 would hide results from readers.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    # Read-write, so a writer may os.pread() what it wrote (to hash it without reopening).
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     with _into_place(tmp, dest), os.fdopen(fd, "wb", buffering=COPY_BUFFER) as out:
         yield out
         out.flush()
