@@ -19,7 +19,7 @@ from typing import BinaryIO
 from orchestrator.files.atomic import Progress
 
 MAX_RESULT_LINE_BYTES = 1024 * 1024  # a result object is ~150 bytes
-READ_BUFFER = 1024 * 1024  # fits the L2 cache: the passes over a block stay there
+READ_BUFFER = 256 * 1024  # fits the L2 cache: the passes over a block stay there
 NO_REASON = "(none)"  # by_reason key for objects without a string "reason"
 
 # What a fast-path line may hold besides its "\n": printable ASCII without the backslash. So
