@@ -1,9 +1,11 @@
 """Result lines a block at a time: the fast path of normalising and counting result files.
 
 Nearly every line X sends has one compact shape (`{"id":"…","action":"…","created_at":"…",
-["redacted_at":"…",]"reason":"…"}`, plain ASCII values). A block of such lines (and blank
-lines) is checked with one `translate` and one regex `findall` over the whole block, counted
-from what the regex captured, and then copied as it is: no per-line Python objects, no parse.
+["redacted_at":"…",]"reason":"…"}`, plain ASCII values). A block of such lines is checked
+with one `translate` and one regex `fullmatch` over the whole block, counted with a few
+`bytes.count` on the little the translate kept, and then copied as it is: no per-line Python
+objects, no parse. Blocks with blank lines or undocumented reasons take a regex `findall`
+(one small capture per line) instead.
 Any other block is handed back to the caller's line-by-line path, which decides what each
 line is (results.py: a corrupt line is an IntegrityError naming it).
 """
@@ -32,41 +34,63 @@ _HEAD = (
     rb'\{"id":"[0-9]{1,64}+","action":' + _VALUE + rb',"created_at":' + _VALUE
     + rb'(?:,"redacted_at":' + _VALUE + rb')?+,"reason":"'
 )
-# The documented reasons differ in their third letter: capturing just that letter yields
-# one-byte strings, which CPython never allocates (they are cached singletons).
 KNOWN_REASONS = ("deleted", "deactivated", "suspended", "protected", "scrub_geo", "bounced")
-_BY_THIRD = tuple((reason[2:3].encode(), reason) for reason in KNOWN_REASONS)
-assert len({third for third, _ in _BY_THIRD}) == len(KNOWN_REASONS)
-# One match per line: `^` (multiline) anchors it at a line start, the possessive `?+` makes a
-# blank line the empty match. Possessive quantifiers never backtrack, so a line that is not
-# in the shape fails at once.
-_KNOWN_LINES = re.compile(
-    rb"^(?:" + _HEAD + rb"(?=(?:" + "|".join(KNOWN_REASONS).encode() + rb')")..(.)[^"]*+"\})?+\n',
-    re.MULTILINE,
+# Lines exactly as X writes them (action "delete", timestamps of digits and -+.:TZ, a
+# documented reason), no blank line: one fullmatch checks a whole block. No value can then
+# hold a newline, so each repetition is one line. Possessive quantifiers never backtrack, so
+# a line not in the shape fails at once.
+_TIME = rb'"[-+.0-9:TZ]{0,64}+"'
+_X_BLOCK = re.compile(
+    rb'(?:\{"id":"[0-9]{1,64}+","action":"delete","created_at":' + _TIME
+    + rb'(?:,"redacted_at":' + _TIME + rb')?+,"reason":"(?:'
+    + "|".join(KNOWN_REASONS).encode() + rb')"\}\n)*+'
 )
-# Any plain reason (an undocumented one, or ""): the capture keeps the closing quote, so that
-# an empty reason (b'"') differs from a blank line (b'').
+# Counting without a pass per reason: the translate that checks the bytes also keeps these
+# letters, which in such a block only the reasons hold (not the keys, "delete", digits or
+# timestamps), one of each at most per reason. From how often each occurs (a tiny residue:
+# a few bytes per line), the count of every reason follows; "deleted" holds none of them.
+_LETTERS = b"vupbg"
+_LETTERS_NL = _LETTERS + b"\n"
+_DROP = bytes(c for c in _PLAIN if c not in _LETTERS)
+_LETTERS_OF = {reason: bytes(c for c in reason.encode() if c in _LETTERS)
+               for reason in KNOWN_REASONS}
+assert _LETTERS_OF == {"deleted": b"", "deactivated": b"v", "suspended": b"up",
+                       "protected": b"p", "scrub_geo": b"ubg", "bounced": b"bu"}
+
+
+def _reasons_from_letters(residue: bytes, lines: int) -> dict[str, int]:
+    """Per reason, the lines of an _X_BLOCK block, from the letters its residue holds."""
+    v, u, p, b, g = (residue.count(letter) for letter in (b"v", b"u", b"p", b"b", b"g"))
+    counts = {"deactivated": v, "scrub_geo": g, "bounced": b - g, "suspended": u - b}
+    counts["protected"] = p - counts["suspended"]
+    counts["deleted"] = lines - sum(counts.values())
+    return {reason: n for reason, n in counts.items() if n}
+
+
+# Any other block of plain lines (blank lines, undocumented reasons, an empty one): one match
+# per line, `^` (multiline) anchoring it at a line start, a blank line the empty match. The
+# capture keeps the closing quote, so an empty reason (b'"') differs from a blank line (b'').
 _ANY_LINES = re.compile(rb"^(?:" + _HEAD + rb'([^"]{0,65536}+")\})?+\n', re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    """buf[start:end]: whole lines (ending with "\\n" unless `terminated` is False, the file's
-    last line). `newlines`: their count if the bytes are known to be _PLAIN, else -1."""
+    """buf[start:end]: whole lines (ending with "\n" unless `terminated` is False, the file's
+    last line). `residue`: their bytes less _DROP, if already known."""
 
     buf: bytes
     start: int
     end: int
-    newlines: int = -1
+    residue: bytes | None = None
     terminated: bool = True
 
     def data(self) -> bytes | memoryview:
         if self.start == 0 and self.end == len(self.buf):
             return self.buf
-        return memoryview(self.buf)[self.start : self.end]  # no copy of a 1 MiB block
+        return memoryview(self.buf)[self.start : self.end]  # no copy of the block
 
     def lines(self) -> list[bytes]:
-        """The lines without their "\\n" (for the line-by-line path)."""
+        """The lines without their "\n" (for the line-by-line path)."""
         pieces = self.buf[self.start : self.end].split(b"\n")
         if self.terminated:
             pieces.pop()  # the empty piece after the final "\n"
@@ -98,10 +122,10 @@ def regions(stream: BinaryIO, limit: int = MAX_RESULT_LINE_BYTES) -> Iterator[Re
             if len(carry) > limit:
                 raise LineTooLong
             continue
-        # One translate over the whole read: if only newlines are left, every line in it is
-        # plain, and they are counted too.
-        rest = chunk.translate(None, _PLAIN)
-        plain = rest.count(b"\n") == len(rest)
+        # One translate over the whole read (newlines, letters and bytes not _PLAIN are
+        # left); its residue is cut to the body's lines below (the head's newline is the
+        # first one, the tail after the last has none).
+        residue = chunk.translate(None, _DROP)
         start = 0
         if carry:
             head, carry = carry + chunk[: first + 1], b""
@@ -109,9 +133,8 @@ def regions(stream: BinaryIO, limit: int = MAX_RESULT_LINE_BYTES) -> Iterator[Re
             start = first + 1
         end = chunk.rfind(b"\n") + 1
         if end > start:
-            # The head's newline is the only one before `start`; the tail after `end` has none.
-            newlines = len(rest) - (1 if start else 0) if plain else -1
-            yield Region(chunk, start, end, newlines)
+            cut = residue.find(b"\n") + 1 if start else 0
+            yield Region(chunk, start, end, residue[cut : residue.rfind(b"\n") + 1])
         carry = chunk[end:]
         if len(carry) > limit:
             raise LineTooLong
@@ -122,22 +145,18 @@ def regions(stream: BinaryIO, limit: int = MAX_RESULT_LINE_BYTES) -> Iterator[Re
 def scan_region(region: Region) -> Scan | None:
     """Counts of a region whose every line is blank or in X's compact shape; None otherwise
     (the caller then goes line by line)."""
-    newlines = region.newlines
-    if newlines < 0:
-        if not region.terminated:
-            return None  # a last line without "\n": the line path adds it
-        rest = region.buf[region.start : region.end].translate(None, _PLAIN)
-        newlines = len(rest)
-        if rest.count(b"\n") != newlines:
-            return None
-    # Every match starts at a line start and ends with a "\n", and matches never overlap. As
-    # many matches as newlines means one per line, each a whole line (a value can hold no
-    # newline: that match would contain two, leaving some newline without a match).
-    found = _KNOWN_LINES.findall(region.buf, region.start, region.end)
-    if len(found) == newlines:
-        thirds = b"".join(found)  # blank lines captured b""
-        by_reason = {reason: n for third, reason in _BY_THIRD if (n := thirds.count(third))}
-        return Scan(newlines, newlines - len(thirds), by_reason)
+    if not region.terminated:
+        return None  # a last line without "\n": the line path adds it
+    residue = region.residue
+    if residue is None:
+        residue = region.buf[region.start : region.end].translate(None, _DROP)
+    if residue.translate(None, _LETTERS_NL):
+        return None  # a byte that is not _PLAIN
+    newlines = residue.count(b"\n")
+    if _X_BLOCK.fullmatch(region.buf, region.start, region.end):
+        return Scan(newlines, 0, _reasons_from_letters(residue, newlines))
+    # Every match starts at a line start and ends with a "\n", and matches never overlap: as
+    # many matches as newlines means one per line, each a whole line.
     found = _ANY_LINES.findall(region.buf, region.start, region.end)
     if len(found) != newlines:
         return None

@@ -115,3 +115,24 @@ def test_reasons_that_look_alike_are_told_apart(tmp_path: Path) -> None:
     report = normalise_results(raw, tmp_path / "out")
     assert report.by_reason == {r: 1 for r in reasons}
     assert NO_REASON not in report.by_reason
+
+
+def test_documented_reasons_are_counted_in_bulk_exactly(tmp_path: Path) -> None:
+    """Blocks of nothing but X's lines (both timestamp styles, every documented reason in
+    uneven shares): the counts come from the letters the reasons hold; they must be exact."""
+    styles = ("2019-08-10T12:22:39.022Z", "2019-03-02T03:37:59+00:00")
+    rows = []
+    for n in range(40_000):
+        reason = resultblocks.KNOWN_REASONS[n % 11 % 6]
+        stamp = styles[n % 2]
+        redaction = f',"redacted_at":"{stamp}"' if n % 3 else ""
+        rows.append(f'{{"id":"{n}","action":"delete","created_at":"{stamp}"{redaction},'
+                    f'"reason":"{reason}"}}\n'.encode())
+    content = b"".join(rows)
+    raw = tmp_path / "raw"
+    raw.write_bytes(content)
+    expected, reasons, _ = _reference(content)
+    report = normalise_results(raw, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == content == expected
+    assert report.by_reason == dict(reasons) and len(reasons) == 6
+    assert count_results(tmp_path / "out") == ResultCounts(40_000, dict(reasons))
