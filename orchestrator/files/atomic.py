@@ -159,6 +159,31 @@ def atomic_write_file(
                 shutil.copyfileobj(inp, out, COPY_BUFFER)
 
 
+def atomic_write_files(files: list[tuple[Path, bytes]]) -> None:
+    """atomic_write_file(dest, data=...) for many files, with one fsync per folder instead of
+    one per file (a pack of 1,000 inputs is split into 1,000 files). Each file is whole and
+    durable before any is renamed into place; on an error no temp file is left."""
+    placed: list[tuple[Path, Path]] = []
+    try:
+        for dest, data in files:
+            tmp = temp_path_for(dest)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            placed.append((tmp, dest))
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        for tmp, dest in placed:
+            tmp.replace(dest)
+    except BaseException:
+        for tmp, _ in placed:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    for folder in {dest.parent for _, dest in placed}:
+        fsync_dir(folder)
+
+
 class _Mismatch(Exception):
     """The bytes copied are not the ones expected (raised inside atomic_output to discard)."""
 
