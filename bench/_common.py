@@ -73,6 +73,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f}x"
     if unit == "calls":
         return f"{value:g} calls"
+    if unit == "MB/s":
+        return f"{value:.0f} MB/s"
     return f"{value:g} {unit}".strip()
 
 

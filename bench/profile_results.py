@@ -1,8 +1,10 @@
 """Profile what the daemon does with a big result file after downloading it (b's tail).
 
     .venv/bin/python bench/profile_results.py [IDS]     # default 10,000,000 IDs
+    .venv/bin/python bench/profile_results.py --cached [ROWS]   # bench (g)'s file, 2.8M rows
 
-Runs one job of IDS IDs through a sandbox process by hand, keeps its raw result file, then
+Runs one job of IDS IDs through a sandbox process by hand (or takes the cached result file of
+bench (g), in X's recorded shape, with `--cached`), keeps its raw result file, then
 times and profiles (cProfile) the steps the daemon runs on it for a single-input batch, in
 the same order: `normalise_results` (download -> spool results), `atomic_write_file` (spool
 -> outbox), `count_results` (the manifest's counts) and a SHA-256 of the output. The daemon
@@ -16,6 +18,7 @@ import cProfile
 import hashlib
 import io
 import pstats
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +30,7 @@ if str(_ROOT) not in sys.path:
 
 from bench import floor  # noqa: E402
 from bench._common import cached_id_file, make_workspace, sandbox  # noqa: E402
+from bench.results_path import cached_result_file  # noqa: E402
 from orchestrator.files.atomic import atomic_write_file  # noqa: E402
 from orchestrator.files.batchfiles import count_results  # noqa: E402
 from orchestrator.files.results import normalise_results  # noqa: E402
@@ -41,15 +45,20 @@ def _sha256(path: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    ids = int(argv[0]) if argv else 10_000_000
+    cached = bool(argv) and argv[0] == "--cached"
+    args = argv[1:] if cached else argv
+    ids = int(args[0]) if args else (2_800_000 if cached else 10_000_000)
     workdir, cleanup = make_workspace(keep=False)
     try:
         raw = workdir / "raw.json"
-        with sandbox(workdir / "sb", "--processing-time", "0") as sb:
-            job = floor.create_job(sb.base_url, sb.token, "profile")
-            floor.put(job["upload_url"], cached_id_file(ids))
-            floor.wait_complete(sb.base_url, sb.token, job["id"])
-            floor.get(job["download_url"], raw)
+        if cached:
+            shutil.copyfile(cached_result_file(ids), raw)
+        else:
+            with sandbox(workdir / "sb", "--processing-time", "0") as sb:
+                job = floor.create_job(sb.base_url, sb.token, "profile")
+                floor.put(job["upload_url"], cached_id_file(ids))
+                floor.wait_complete(sb.base_url, sb.token, job["id"])
+                floor.get(job["download_url"], raw)
         results, target = workdir / "results.jsonl", workdir / "outbox.jsonl"
         steps: list[tuple[str, Callable[[], object]]] = [
             ("normalise_results (download -> spool)", lambda: normalise_results(raw, results)),
@@ -57,7 +66,8 @@ def main(argv: list[str]) -> int:
             ("count_results (manifest counts)", lambda: count_results(target)),
             ("sha256 of the output", lambda: _sha256(target)),
         ]
-        print(f"{ids:,} IDs; raw result file {raw.stat().st_size / 1e6:.0f} MB")
+        what = "rows (cached, X's shape)" if cached else "IDs"
+        print(f"{ids:,} {what}; raw result file {raw.stat().st_size / 1e6:.0f} MB")
         for label, step in steps:
             started = time.perf_counter()
             step()

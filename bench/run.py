@@ -28,7 +28,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p
 )
 
-from bench import end_to_end, latency, packing, polling, scale, validate  # noqa: E402
+from bench import (  # noqa: E402
+    end_to_end,
+    latency,
+    packing,
+    polling,
+    results_path,
+    scale,
+    validate,
+)
 from bench._common import Figure, fmt, machine_info, make_workspace  # noqa: E402
 
 
@@ -42,10 +50,11 @@ class Sizes:
     default_samples: int  # (e) default-config drops
     poll_cases: list[polling.Case]
     backlog: scale.Slice  # (h)
+    result_rows: int = 2_800_000  # (g): the affected rows of a 10M-ID job (issue 11)
 
 
 FULL = Sizes(10_000_000, 1_000_000, 1000, 15, 20, 20, polling.full_cases(), scale.FULL)
-QUICK = Sizes(1_000_000, 100_000, 100, 5, 5, 2, polling.quick_cases(), scale.QUICK)
+QUICK = Sizes(1_000_000, 100_000, 100, 5, 5, 2, polling.quick_cases(), scale.QUICK, 280_000)
 
 
 def benchmarks(sizes: Sizes) -> dict[str, Callable[[Path], list[Figure]]]:
@@ -55,6 +64,7 @@ def benchmarks(sizes: Sizes) -> dict[str, Callable[[Path], list[Figure]]]:
         "d": lambda w: packing.measure(w / "d", sizes.files, sizes.subset),
         "e": lambda w: latency.measure(w / "e", sizes.samples, sizes.default_samples),
         "f": lambda w: polling.measure(w / "f", sizes.poll_cases),
+        "g": lambda w: results_path.measure(w / "g", sizes.result_rows),
         "h": lambda w: scale.measure(w, sizes.backlog),
     }
 
@@ -85,7 +95,7 @@ def table(figures: list[Figure]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", default="a,b,d,e,f,h",
+    parser.add_argument("--only", default="a,b,d,e,f,g,h",
                         help="comma-separated benchmarks to run (default: %(default)s; "
                              "b also measures c's 1M/10M peaks, d c's 1,000 files)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")

@@ -8,17 +8,23 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
-from orchestrator.files.atomic import Progress, atomic_output
-from orchestrator.files.results import PROGRESS_LINES, line_reason
+from orchestrator.files.atomic import Progress, atomic_output, atomic_write_files
+from orchestrator.files.resultblocks import regions, report_progress, scan_region
+from orchestrator.files.results import MAX_RESULT_LINE_BYTES, PROGRESS_LINES, line_reason
 
 BLOCK = 4 << 20
 # A normalised line is at most 19 digits + "\n": the bytes limit turns into an ID count.
 MAX_LINE_BYTES = 20
+# Compacting can lengthen a line a little (a number written back in another notation), so the
+# download's line limit is not a limit on the normalised file; this only bounds memory.
+_COUNT_LINE_LIMIT = 8 * MAX_RESULT_LINE_BYTES
 
 _T = TypeVar("_T")
 
@@ -128,21 +134,64 @@ class ResultCounts:
 
 
 def count_results(path: Path, progress: Progress | None = None) -> ResultCounts:
-    by_reason: dict[str, int] = {}
-    affected = 0
-    with open(path, "rb") as stream:
-        for line in _reporting(stream, progress):
-            body = line.strip()
-            if body:
-                affected += 1
-                reason = line_reason(body)  # same spelling as normalise_results
-                by_reason[reason] = by_reason.get(reason, 0) + 1
-    return ResultCounts(affected, by_reason)
+    """Affected rows and counts by reason of a normalised result file (blank lines skipped),
+    a block at a time where the lines are in X's shape (resultblocks.py)."""
+    by_reason: Counter[str] = Counter()
+    affected = line_no = 0
+    with open(path, "rb", buffering=0) as stream:
+        # Our own compact lines: any length normalising let through is fine here.
+        for region in regions(stream, limit=_COUNT_LINE_LIMIT):
+            scan = scan_region(region)
+            if scan is not None:
+                by_reason.update(scan.by_reason)
+                affected += scan.lines - scan.blank
+                lines = scan.lines
+            else:
+                pieces = region.lines()
+                lines = len(pieces)
+                for line in pieces:
+                    body = line.strip()
+                    if body:
+                        affected += 1
+                        by_reason[line_reason(body)] += 1  # same spelling as normalising
+            report_progress(progress, PROGRESS_LINES, line_no, line_no + lines)
+            line_no += lines
+    return ResultCounts(affected, dict(by_reason))
+
+
+# A normalised line that starts like this has that id: normalising leaves no repeated keys.
+_LEADING_ID = re.compile(rb'\{"id":"([0-9]{1,64})"')
+
+
+def _row_id(line: bytes) -> str:
+    """The `_id_key` of a normalised result line's id (parsed only when not X's shape)."""
+    match = _LEADING_ID.match(line)
+    return _id_key(match.group(1).decode("ascii") if match else str(json.loads(line)["id"]))
 
 
 def _id_key(value: str) -> str:
     """IDs compare as numbers: "007" in an input and "7" from X are the same ID."""
     return value.lstrip("0") or "0"
+
+
+# A pack this small is split in memory, without the scratch database: its IDs (at most this
+# many, ~100 bytes each in a dict) and its results (at most this many bytes) are held.
+IN_MEMORY_IDS = 200_000
+IN_MEMORY_RESULT_BYTES = 16 << 20
+
+
+def _is_small(results: Path, members: Sequence[tuple[Slice, Path]]) -> bool:
+    if results.stat().st_size > IN_MEMORY_RESULT_BYTES:
+        return False
+    whole = [piece.path for piece, _ in members if piece.count < 0]
+    known = sum(piece.count for piece, _ in members if piece.count >= 0)
+    if known > IN_MEMORY_IDS or sum(p.stat().st_size for p in whole) > 20 * IN_MEMORY_IDS:
+        return False
+    for path in whole:  # a few MB at most: count the lines
+        with open(path, "rb") as stream:
+            while block := stream.read(BLOCK):
+                known += block.count(b"\n")
+    return known <= IN_MEMORY_IDS
 
 
 def split_results(
@@ -154,11 +203,14 @@ def split_results(
     """Write, for each (IDs slice, destination), the result rows whose id is in that slice.
 
     An ID present in two inputs appears in both outputs: exactly what one job per input
-    would have produced. `index` (empty, on disk) keeps memory flat however many IDs.
+    would have produced. `index` (empty, on disk) keeps memory flat however many IDs; a
+    small pack (the usual one: many small files) does without it.
     `progress()` is called every PROGRESS_LINES lines read or written.
     """
+    if _is_small(results, members):
+        return _split_in_memory(results, members, progress)
     with open(results, "rb") as stream:
-        index.add((_id_key(str(json.loads(line)["id"])), line.rstrip(b"\n"))
+        index.add((_row_id(line), line.rstrip(b"\n"))
                   for line in _reporting(stream, progress) if line.strip())
     counts = []
     for piece, dest in members:
@@ -168,3 +220,32 @@ def split_results(
                 out.write(line + b"\n")
         counts.append(count_results(dest, progress))
     return counts
+
+
+def _split_in_memory(
+    results: Path, members: Sequence[tuple[Slice, Path]], progress: Progress | None
+) -> list[ResultCounts]:
+    """split_results for a small pack, with the same rows in the same order: a row goes to
+    each member once per time its ID occurs there; byte-identical rows of one ID count once
+    (see store.scratch for why)."""
+    holders: dict[str, list[int]] = {}  # ID -> the members holding it, once per occurrence
+    for number, (piece, _) in enumerate(members):
+        for value in _reporting(iter_slice_ids(piece), progress):
+            holders.setdefault(_id_key(value), []).append(number)
+    outputs: list[list[bytes]] = [[] for _ in members]
+    seen: set[tuple[str, bytes]] = set()
+    with open(results, "rb") as stream:
+        for line in _reporting(stream, progress):
+            if not line.strip():
+                continue
+            key = _row_id(line)
+            row = (key, line.rstrip(b"\n"))
+            if row in seen:
+                continue
+            seen.add(row)
+            for number in holders.get(key, ()):
+                outputs[number].append(row[1] + b"\n")
+    atomic_write_files([(dest, b"".join(lines)) for (_, dest), lines in
+                        zip(members, outputs, strict=True)])
+    return [ResultCounts(len(lines), dict(Counter(line_reason(line) for line in lines)))
+            for lines in outputs]

@@ -171,9 +171,14 @@ async def _download_once(
                     written = await _stream_body(
                         resp, handle, checksum, start, -1 if total is None else total, progress
                     )
-                finally:
-                    # Also after a broken transfer: the prefix on disk is what resumes.
+                except BaseException:
+                    # A broken transfer: the prefix on disk is what the next call resumes.
                     await asyncio.to_thread(_fsync, handle)
+                    raise
+                # A complete file is not fsynced: it is normalised at once and then deleted
+                # (its pages need never reach the disk). Should a crash lose some of it, the
+                # next call resumes from what is there and the crc32c, taken over the bytes
+                # on disk, tells.
             finally:
                 # Synchronous, so that even a repeated cancellation closes the file.
                 handle.close()

@@ -13,6 +13,7 @@ import pytest
 from orchestrator.files.atomic import (
     atomic_output,
     atomic_write_file,
+    atomic_write_files,
     atomic_write_json,
     cleanup_temp_files,
 )
@@ -115,3 +116,13 @@ def test_cleanup_can_spare_fresh_temp_files(tmp_path: Path) -> None:
     (tmp_path / ".tmp-x-1234").write_text("being written")
     assert cleanup_temp_files(tmp_path, min_age_s=3600) == 0
     assert cleanup_temp_files(tmp_path) == 1
+
+
+def test_many_files_are_placed_whole_or_not_at_all(tmp_path: Path) -> None:
+    (tmp_path / "b").write_bytes(b"old")
+    atomic_write_files([(tmp_path / "a", b"1\n"), (tmp_path / "b", b"2\n")])
+    assert (tmp_path / "a").read_bytes() == b"1\n" and (tmp_path / "b").read_bytes() == b"2\n"
+    with pytest.raises(OSError):  # the second folder does not exist: nothing is replaced
+        atomic_write_files([(tmp_path / "a", b"new"), (tmp_path / "missing" / "c", b"3")])
+    assert (tmp_path / "a").read_bytes() == b"1\n"
+    assert names(tmp_path) == ["a", "b"]  # no temp file left

@@ -11,9 +11,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from orchestrator.files import batchfiles
 from orchestrator.files.batchfiles import ResultCounts, Slice, count_results, split_results
 from orchestrator.files.results import NO_REASON, normalise_results
 from orchestrator.store.scratch import ResultIndex
+
+
+@pytest.fixture(params=["in-memory", "scratch-db"])
+def split_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of splitting a pack must give the same: in memory (small packs) and through
+    the scratch database (large ones)."""
+    if request.param == "scratch-db":
+        monkeypatch.setattr(batchfiles, "IN_MEMORY_IDS", 0)
+    return str(request.param)
 
 
 def _row(ident: str, action: str, reason: object, **extra: object) -> bytes:
@@ -59,7 +71,7 @@ def _packed_batch(tmp_path: Path) -> tuple[list[bytes], list[ResultCounts]]:
 
 
 def test_packed_and_single_file_batches_deliver_the_same_rows_and_counts(
-    tmp_path: Path,
+    tmp_path: Path, split_way: str,
 ) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
@@ -98,7 +110,9 @@ def test_a_null_or_missing_reason_is_spelt_the_same_in_both_paths(tmp_path: Path
     assert NO_REASON == "(none)"
 
 
-def test_an_id_in_two_packed_inputs_gets_its_rows_once_per_occurrence(tmp_path: Path) -> None:
+def test_an_id_in_two_packed_inputs_gets_its_rows_once_per_occurrence(
+    tmp_path: Path, split_way: str,
+) -> None:
     """A pack uploads a shared ID once per input; X repeats its rows per occurrence. Each
     input must get what its own job would have answered, no more."""
     ids_a, ids_b = tmp_path / "a.ids", tmp_path / "b.ids"

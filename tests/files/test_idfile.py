@@ -53,6 +53,9 @@ def test_clean_file_is_copied_as_is_with_counts_and_hashes(tmp_path: Path) -> No
         pytest.param(b"\n\n1\n\n  \n2\n\n", b"1\n2\n", id="blank-lines"),
         pytest.param(b"1\n2", b"1\n2\n", id="no-final-newline"),
         pytest.param(b"9999999999999999999\n", b"9999999999999999999\n", id="19-digits"),
+        # As long as the input, yet not the input: its hash must not be reused for the body.
+        pytest.param(b"1\n\n2", b"1\n2\n", id="same-length-not-same-bytes"),
+        pytest.param(b"12\n345\n6\n" * 3, b"12\n345\n6\n" * 3, id="mixed-widths"),
     ],
 )
 def test_normalises_harmless_variations(tmp_path: Path, content: bytes, expected: bytes) -> None:
@@ -281,6 +284,8 @@ def test_any_block_size_gives_the_line_by_line_result(
         assert error.details["reason"] == ("invalid_lines" if bad else "empty")
         return
     assert (tmp_path / "out").read_bytes() == expected
+    assert report.output_sha256 == hashlib.sha256(expected).hexdigest()
+    assert report.input_sha256 == hashlib.sha256(content).hexdigest()
     assert report.id_count == expected.count(b"\n")
     assert report.bad_line_count == len(bad)
     assert [b.line_no for b in report.bad_lines] == bad[:10]
