@@ -31,6 +31,7 @@ HANDLERS: dict[str, str] = {
     "withdraw": "orchestrator.cli.withdraw:withdraw_command",
     "pause": "orchestrator.cli.pause:pause_command",
     "resume": "orchestrator.cli.pause:resume_command",
+    "submit": "orchestrator.cli.submit:submit_command",
 }
 
 
@@ -153,6 +154,21 @@ def _add_admin_commands(commands: Any) -> None:
     )
     _add_config_arg(resume)
     _add_json_arg(resume)
+
+    submit = commands.add_parser(
+        "submit", help="copy a file into the inbox safely (optionally as a named dataset)",
+        description="Copy FILE into the inbox folder of its type under a temp dotfile name, "
+        "fsync it, then give it its final name (never replacing a waiting file). With "
+        "--dataset NAME the file is named NAME@<UTC time><suffix>: each delivery of the "
+        "dataset is then compared with its previous one. The inbox must exist and be writable.",
+    )
+    _add_config_arg(submit)
+    submit.add_argument("file", type=Path, metavar="FILE", help="the file to submit")
+    submit.add_argument("--type", required=True, choices=("tweets", "users"),
+                        help="the job type: which inbox folder it goes to")
+    submit.add_argument("--dataset", default=None, metavar="NAME",
+                        help="a dataset name (letters, digits, . _ -; at most 64)")
+    _add_json_arg(submit)
 
     migrate = commands.add_parser(
         "migrate", help="apply pending database migrations (daemon stopped)",
