@@ -4,9 +4,10 @@ The copy is written under a dotfile name in the inbox folder itself (the daemon 
 dotfiles), fsynced, then hard-linked to its final name, which fails instead of replacing a
 file already waiting there, and the temp name is removed: the daemon sees the whole file or
 nothing. With `--dataset NAME` the name is `NAME@<UTC time><suffix>` (core/datasets.py), so
-each delivery is compared with the dataset's previous one. Needs no state database and no
-running daemon; the inbox must already exist and be writable (it is never created here: a
-misspelt path would otherwise swallow files nobody watches).
+each delivery is compared with the dataset's previous one; a `-2`, `-3`... is added when that
+name waits in the inbox or was delivered already (two submits within a second). Needs no
+state database and no running daemon; the inbox must already exist and be writable (it is
+never created here: a misspelt path would otherwise swallow files nobody watches).
 """
 
 from __future__ import annotations
@@ -72,8 +73,18 @@ def _copy_to_temp(src: Path, folder: Path, name: str) -> Path:
     return tmp
 
 
-def submit(src: Path, folder: Path, dataset: str | None) -> Path:
-    """Copy `src` into `folder` under its final name; return that path."""
+def _outbox_has(outbox: Path | None, name: str) -> bool:
+    """A delivery under this stem exists already: the daemon would deliver as `stem-2`."""
+    if outbox is None:
+        return False
+    stem = Path(name).stem
+    return any((outbox / f"{stem}{suffix}").exists()
+               for suffix in (".jsonl", ".manifest.json"))
+
+
+def submit(src: Path, folder: Path, dataset: str | None, outbox: Path | None = None) -> Path:
+    """Copy `src` into `folder` under its final name; return that path. A dataset's name
+    also avoids stems already delivered to `outbox`, so it names its own results."""
     now = SystemClock().now()
     suffix = "".join(src.suffixes[-1:])
     first = dataset_file_name(dataset, now, suffix) if dataset else src.name
@@ -82,6 +93,8 @@ def submit(src: Path, folder: Path, dataset: str | None) -> Path:
         for attempt in range(MAX_NAME_TRIES if dataset else 1):
             name = dataset_file_name(dataset, now, suffix, attempt) if dataset else first
             target = folder / name
+            if dataset and _outbox_has(outbox, name):
+                continue
             try:
                 os.link(tmp, target)  # never replaces: EEXIST instead
             except FileExistsError:
@@ -109,7 +122,7 @@ def _submit(args: argparse.Namespace) -> Outcome:
         raise AdminError(f"{src.name}: the daemon ignores this name (a dotfile, *.part or "
                          f"*.tmp); rename the file first", EXIT_USAGE)
     folder = _inbox_folder(layout, JobType(args.type))
-    target = submit(src, folder, dataset)
+    target = submit(src, folder, dataset, layout.outbox_for(JobType(args.type)))
     result: dict[str, Any] = {"path": str(target), "name": target.name, "bytes": st.st_size,
                               "type": args.type, "dataset": dataset}
     shown = f" (dataset {dataset})" if dataset else ""

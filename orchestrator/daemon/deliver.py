@@ -23,6 +23,7 @@ import structlog
 from orchestrator import __version__
 from orchestrator.clock import iso
 from orchestrator.core.model import Batch, InputFile, InputState
+from orchestrator.daemon.datasets import after_delivery, dataset_delta
 from orchestrator.files.atomic import (
     Progress,
     atomic_output,
@@ -242,8 +243,12 @@ async def _deliver_input(
         target.unlink(missing_ok=True)  # first: a crash must not leave results without a record
         await _reject_changed(store, item, change)
         return None
+    delta = await dataset_delta(layout, item, target, now, progress)
+    if delta is not None:
+        manifest["delta"] = delta
     # The manifest goes last: its presence (naming this batch) marks the input delivered.
     await anyio.to_thread.run_sync(atomic_write_json, manifest_path, manifest)
+    await after_delivery(layout, item)
     return {"file": item.name, "input_id": item.id, "results": target.name,
             "affected": counts.affected, "submitted": item.id_count}
 
