@@ -29,10 +29,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from bench import (  # noqa: E402
+    delta,
     end_to_end,
     latency,
     packing,
     polling,
+    records,
     results_path,
     scale,
     validate,
@@ -66,6 +68,8 @@ def benchmarks(sizes: Sizes) -> dict[str, Callable[[Path], list[Figure]]]:
         "f": lambda w: polling.measure(w / "f", sizes.poll_cases),
         "g": lambda w: results_path.measure(w / "g", sizes.result_rows),
         "h": lambda w: scale.measure(w, sizes.backlog),
+        "j": lambda w: delta.measure(w / "j", sizes.big_ids, sizes.small_ids),
+        "k": lambda w: records.measure(w / "k", sizes.small_ids),
     }
 
 
@@ -95,7 +99,7 @@ def table(figures: list[Figure]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", default="a,b,d,e,f,g,h",
+    parser.add_argument("--only", default="a,b,d,e,f,g,h,j,k",
                         help="comma-separated benchmarks to run (default: %(default)s; "
                              "b also measures c's 1M/10M peaks, d c's 1,000 files)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
