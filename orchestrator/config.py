@@ -229,6 +229,13 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputsConfig:
+    # For a JSON Lines input, also write <stem>.compliant.jsonl: the input minus the objects
+    # X says to delete, with `geo` removed where the reason is scrub_geo.
+    compliant_copy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionConfig:
     # Event rows (the per-file history) older than this are deleted, once their input and
     # batch are final; about 15 rows per file. 0: keep forever.
@@ -245,6 +252,7 @@ _SECTIONS: dict[str, type] = {
     "health": HealthConfig,
     "service": ServiceConfig,
     "retention": RetentionConfig,
+    "outputs": OutputsConfig,
 }
 
 
@@ -259,6 +267,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
     source: Path | None = None  # the file this was loaded from
 
     def for_logging(self) -> dict[str, Any]:

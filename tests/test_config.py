@@ -157,7 +157,7 @@ def test_for_logging_is_plain_json(tmp_path: Path) -> None:
     assert data["paths"]["inbox"] == str(tmp_path / "in")
     assert data["jobs"]["max_attempts"] == 5
     assert set(data) == {"api", "paths", "inbox", "jobs", "poll", "log", "health", "service",
-                         "retention",
+                         "retention", "outputs",
                          "source"}
 
 

@@ -23,6 +23,7 @@ import structlog
 from orchestrator import __version__
 from orchestrator.clock import iso
 from orchestrator.core.model import Batch, InputFile, InputState
+from orchestrator.daemon.compliant import compliant_copy_of
 from orchestrator.daemon.datasets import after_delivery, dataset_delta
 from orchestrator.files.atomic import (
     Progress,
@@ -85,7 +86,8 @@ class _Ready:
 
 
 async def deliver_batch(
-    store: Store, layout: Layout, batch: Batch, *, progress: Progress = _no_progress
+    store: Store, layout: Layout, batch: Batch, *, progress: Progress = _no_progress,
+    compliant_copy: bool = False,
 ) -> list[dict[str, Any]]:
     """Place every part's results; write the outbox for inputs whose last part this is.
 
@@ -130,7 +132,7 @@ async def deliver_batch(
             if await _changed_after_claim(store, layout, item):
                 continue  # rejected: intake moves the whole file to outbox/rejected/
             summary = await _deliver_input(store, layout, batch, entry, len(every_part),
-                                           progress)
+                                           progress, compliant_copy)
             if summary is None:
                 continue  # changed while it was delivered: rejected the same way
             summaries.append(summary)
@@ -174,7 +176,7 @@ async def _reject_changed(store: Store, item: InputFile, change: str) -> None:
 
 async def _deliver_input(
     store: Store, layout: Layout, batch: Batch, entry: _Ready, inputs_in_batch: int,
-    progress: Progress,
+    progress: Progress, compliant_copy: bool = False,
 ) -> dict[str, Any] | None:
     """Write the input's results and then its manifest; None if the input changed meanwhile
     (rejected, nothing left in the outbox)."""
@@ -246,6 +248,10 @@ async def _deliver_input(
     delta = await dataset_delta(layout, item, target, now, progress)
     if delta is not None:
         manifest["delta"] = delta
+    if compliant_copy:
+        copied = await compliant_copy_of(layout, item, target, progress)
+        if copied is not None:
+            manifest["compliant_copy"] = copied
     # The manifest goes last: its presence (naming this batch) marks the input delivered.
     await anyio.to_thread.run_sync(atomic_write_json, manifest_path, manifest)
     await after_delivery(layout, item)

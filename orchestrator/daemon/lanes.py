@@ -15,6 +15,7 @@ class RunnerSettings:
     idle_check_s: float = 5.0
     max_sleep_s: float = 5.0
     download_warn_lead_s: float = 86400.0  # warn once when the results expire sooner
+    compliant_copy: bool = False  # [outputs] compliant_copy: also <stem>.compliant.jsonl
 
 
 def lanes_for(concurrency: str) -> list[list[JobType]]:

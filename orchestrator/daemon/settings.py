@@ -37,6 +37,7 @@ def settings_of(config: Config) -> RunnerSettings:
         upload_chunk_bytes=config.jobs.upload_chunk_bytes,
         rate_reserve=config.poll.rate_reserve,
         download_warn_lead_s=config.jobs.download_warn_lead_s,
+        compliant_copy=config.outputs.compliant_copy,
     )
 
 

@@ -215,7 +215,8 @@ class StepActions:
 
     async def _deliver(self, batch: Batch) -> machine.Observation:
         summaries = await deliver_batch(
-            self.store, self.layout, batch, progress=self.activity.pulse(LANE.get())
+            self.store, self.layout, batch, progress=self.activity.pulse(LANE.get()),
+            compliant_copy=self.settings.compliant_copy,
         )
         for summary in summaries:
             if summary.pop("pending", False):

@@ -79,3 +79,53 @@ class ResultIndex:
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class ReasonIndex:
+    """The reasons X gives, by ID (`deleted`, `scrub_geo`, ...), for writing a compliant
+    copy of an input in its own order: looked up a block of IDs at a time, memory flat."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.unlink(missing_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=OFF")
+        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.execute("CREATE TABLE reasons (id TEXT NOT NULL, reason TEXT NOT NULL,"
+                           " PRIMARY KEY (id, reason)) WITHOUT ROWID")
+
+    def add(self, rows: Iterable[tuple[str, str]]) -> None:
+        """Store (id, reason) pairs, in one transaction."""
+        self._conn.execute("BEGIN")
+        self._conn.executemany("INSERT OR IGNORE INTO reasons (id, reason) VALUES (?, ?)", rows)
+        self._conn.execute("COMMIT")
+
+    def reasons_for(self, ids: Iterable[str]) -> dict[str, set[str]]:
+        """{id: reasons} for those of `ids` X listed (one block of an input at a time)."""
+        found: dict[str, set[str]] = {}
+        self._conn.execute("CREATE TEMP TABLE wanted (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        try:
+            self._conn.execute("BEGIN")
+            self._conn.executemany("INSERT OR IGNORE INTO wanted (id) VALUES (?)",
+                                   ((value,) for value in ids))
+            self._conn.execute("COMMIT")
+            for key, reason in self._conn.execute(
+                "SELECT r.id, r.reason FROM wanted w CROSS JOIN reasons r ON r.id = w.id"
+            ):
+                found.setdefault(key, set()).add(reason)
+        finally:
+            self._conn.execute("DROP TABLE wanted")
+        return found
+
+    def close(self) -> None:
+        self._conn.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> ReasonIndex:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
