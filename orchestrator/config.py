@@ -122,6 +122,12 @@ class InboxConfig:
     rescan_interval_s: float = field(default=5.0, metadata=_POSITIVE)
     use_watcher: bool = True
     invalid_lines: Literal["reject", "drop"] = "reject"
+    # What the files in inbox/tweets and inbox/users hold: "auto" (by content: `{` opens JSON
+    # Lines, a header naming an ID column is CSV/TSV, else one ID per line), or fixed.
+    tweets_format: Literal["auto", "ids", "jsonl", "csv"] = "auto"
+    users_format: Literal["auto", "ids", "jsonl", "csv"] = "auto"
+    # A CSV column to take IDs from, tried before `id`, `tweet_id` and `user_id`.
+    id_column: str = ""
     duplicate_content: Literal["process", "link"] = "process"
     link_max_age_s: float = field(default=86400.0, metadata=_NON_NEGATIVE)
     # A bigger file is rejected (`too_large`) without being copied anywhere.

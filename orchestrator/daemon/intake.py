@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,9 @@ from orchestrator.files.claim import (
     read_and_normalise,
     still_changing,
 )
-from orchestrator.files.idfile import IdFileReport, Policy, normalise_id_file
+from orchestrator.files.idfile import IdFileReport, Policy
 from orchestrator.files.inbox import Candidate, InvalidEntry, changed_since, display_name
+from orchestrator.files.records import DEFAULT_ID_COLUMNS, normalise_input
 from orchestrator.layout import InputFiles, Layout
 from orchestrator.logs import WarnOnce
 from orchestrator.redact import redact_text
@@ -75,8 +76,11 @@ class Intake:
         on_queued: Callable[[], None] = lambda: None, max_input_bytes: int = 4 << 30,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, settle_s: float = 0.0,
         backoff: ClaimBackoff | None = None,
+        formats: Mapping[JobType, str] | None = None, id_column: str = "",
     ) -> None:
         self.store = store
+        self.formats = dict(formats or {})
+        self.id_columns = ((id_column,) if id_column else ()) + DEFAULT_ID_COLUMNS
         self.max_input_bytes = max_input_bytes
         self.min_free_bytes = min_free_bytes
         self.settle_s = settle_s  # a changed claimed file must be quiet this long (min_age_s)
@@ -201,8 +205,10 @@ class Intake:
     async def _validate(self, item: InputFile) -> None:
         src = self.layout.spool / item.spool_name
         dest = self.layout.spool / item.ids_name
-        work = functools.partial(read_and_normalise, src, dest, normalise=normalise_id_file,
-                                 policy=self.invalid_lines, display_name=item.name)
+        work = functools.partial(read_and_normalise, src, dest, normalise=normalise_input,
+                                 policy=self.invalid_lines, display_name=item.name,
+                                 fmt=self.formats.get(item.job_type, "auto"),
+                                 id_columns=self.id_columns)
         try:
             before, outcome, after = await anyio.to_thread.run_sync(work)
         except OSError as error:

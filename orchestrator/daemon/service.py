@@ -197,6 +197,9 @@ class Service:
             link_max_age_s=config.inbox.link_max_age_s, on_queued=queued,
             max_input_bytes=config.inbox.max_input_bytes,
             min_free_bytes=config.inbox.min_free_bytes, settle_s=config.inbox.min_age_s,
+            formats={JobType.TWEETS: config.inbox.tweets_format,
+                     JobType.USERS: config.inbox.users_format},
+            id_column=config.inbox.id_column,
         )
         await intake.recover()
         # A burst's pack waits for the files of the claim pass in progress (scheduler.py).

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import msgspec
 
@@ -42,6 +42,7 @@ from orchestrator.files.idfile import (
     _open_regular,
     describe_bad_id,
     excerpt,
+    normalise_id_file,
 )
 
 InputFormat = Literal["ids", "jsonl", "csv"]
@@ -197,7 +198,8 @@ def _jsonl_line(state: _Collector, raw: bytes, line_no: int) -> None:
         return
     ids = _ids_of(line)
     if not ids and line.data is None and line.errors is None:
-        state.bad_row(line_no, "no `id`, `data` or `errors` key", raw)
+        state.bad_row(line_no, "a JSON object with no `id`, `data` or `errors` key (not a Tweet"
+                      " or user object, nor an API response page)", raw)
         return
     body = bytearray()
     for value in ids:
@@ -426,3 +428,29 @@ def extract_ids(
         output_sha256=state.out_hash.hexdigest(),
         blank_line_count=state.blank,
     )
+
+
+def normalise_input(
+    src: Path,
+    dest: Path,
+    *,
+    fmt: str = "auto",
+    id_columns: tuple[str, ...] = DEFAULT_ID_COLUMNS,
+    policy: Policy = "reject",
+    display_name: str | None = None,
+    **options: Any,
+) -> IdFileReport:
+    """Any input a user may drop, as an upload body: a plain ID list (`normalise_id_file`),
+    JSON Lines or CSV/TSV, by `fmt` ("auto": detected from the first bytes)."""
+    chosen = sniff_file(src, display_name, id_columns) if fmt == "auto" else fmt
+    if chosen == "ids":
+        return normalise_id_file(src, dest, policy=policy, display_name=display_name,
+                                 **options)
+    if chosen == "jsonl":
+        reader: Literal["jsonl", "csv"] = "jsonl"
+    elif chosen == "csv":
+        reader = "csv"
+    else:
+        raise ValueError(f"unknown input format {fmt!r}")
+    return extract_ids(src, dest, reader, policy=policy, id_columns=id_columns,
+                       display_name=display_name, progress=options.get("progress"))

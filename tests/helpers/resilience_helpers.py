@@ -44,12 +44,15 @@ def write_config_ex(
 ) -> Path:
     """`daemon_helpers.write_config`, plus keys its template has no placeholder for
     (e.g. `extra={"jobs": {"download_margin_s": 1.0}, "api": {"read_timeout_s": 1.0}}`):
-    an existing key is replaced, a missing one is added to its section."""
+    an existing key is replaced, a missing one is added to its section (and a missing
+    section at the end)."""
     path = write_config(workdir, base_url, **overrides)
     if not extra:
         return path
     lines = path.read_text().splitlines()
     for section, values in extra.items():
+        if f"[{section}]" not in lines:
+            lines.append(f"[{section}]")
         header = lines.index(f"[{section}]")
         end = next((i for i in range(header + 1, len(lines)) if lines[i].startswith("[")),
                    len(lines))
