@@ -18,8 +18,6 @@ import contextlib
 import errno
 import filecmp
 import os
-import secrets
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from orchestrator.cli.common import (
 from orchestrator.clock import SYSTEM_CLOCK, Clock
 from orchestrator.core.model import JobType
 from orchestrator.errors import ExitCode
-from orchestrator.files.atomic import COPY_BUFFER, candidate_names, copy_mode, fsync_dir
+from orchestrator.files.atomic import candidate_names, copy_beside, fsync_dir
 from orchestrator.files.inbox import is_ignored_name, printable
 from orchestrator.files.rejected import ERROR_SUFFIX, read_record
 from orchestrator.layout import Layout
@@ -118,23 +116,10 @@ def _rename_first_free(src: Path, folder: Path, wanted: str) -> Path:
 
 
 def _copy_beside(src: Path, st: os.stat_result, folder: Path) -> Path:
-    """A durable copy of `src` in `folder` under a dotfile name the inbox ignores."""
-    tmp = folder / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, COPY_BUFFER)
-            out.flush()
-            # Keep the producer's timestamps, not its mode: root makes this copy, and a
-            # setuid/setgid bit on it would hand root's rights to whoever owns the file.
-            os.fchmod(out.fileno(), copy_mode(st.st_mode))
-            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.fsync(out.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return tmp
+    """A durable copy of `src` in `folder` under a dotfile name the inbox ignores. It keeps
+    the producer's timestamps, not its setuid/setgid bits: root makes this copy, and such a
+    bit on it would hand root's rights to whoever owns the file."""
+    return copy_beside(src, folder, TEMP_PREFIX, like=st)
 
 
 def _sweep_stale_temps(folder: Path, clock: Clock) -> None:

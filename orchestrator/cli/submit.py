@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,12 @@ from orchestrator.clock import SystemClock
 from orchestrator.config import load_config
 from orchestrator.core.datasets import NAME_RULE, dataset_file_name, valid_dataset_name
 from orchestrator.core.model import JobType
-from orchestrator.files.atomic import COPY_BUFFER, fsync_dir
+from orchestrator.files.atomic import copy_beside, fsync_dir
 from orchestrator.files.inbox import is_ignored_name
 from orchestrator.layout import Layout
 
 MAX_NAME_TRIES = 100
+TEMP_PREFIX = ".submit-"
 
 
 def _source(path: Path) -> os.stat_result:
@@ -58,21 +58,6 @@ def _inbox_folder(layout: Layout, job_type: JobType) -> Path:
     return folder
 
 
-def _copy_to_temp(src: Path, folder: Path, name: str) -> Path:
-    tmp = folder / f".{name}.submit-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, COPY_BUFFER)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return tmp
-
-
 def _outbox_has(outbox: Path | None, name: str) -> bool:
     """A delivery under this stem exists already: the daemon would deliver as `stem-2`."""
     if outbox is None:
@@ -88,7 +73,7 @@ def submit(src: Path, folder: Path, dataset: str | None, outbox: Path | None = N
     now = SystemClock().now()
     suffix = "".join(src.suffixes[-1:])
     first = dataset_file_name(dataset, now, suffix) if dataset else src.name
-    tmp = _copy_to_temp(src, folder, first)
+    tmp = copy_beside(src, folder, TEMP_PREFIX)
     try:
         for attempt in range(MAX_NAME_TRIES if dataset else 1):
             name = dataset_file_name(dataset, now, suffix, attempt) if dataset else first

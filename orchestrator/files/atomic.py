@@ -314,3 +314,27 @@ def candidate_names(name: str, *, reserve_bytes: int = 0) -> Iterator[str]:
             raise ValueError(f"no room for a file name with reserve {reserve_bytes}")
         yield truncate_name(stem, room) + marker + suffix
         n += 1
+
+
+def copy_beside(src: Path, folder: Path, prefix: str, *, like: os.stat_result | None = None,
+                ) -> Path:
+    """A durable copy of `src` in `folder` under a fresh dotfile name starting with `prefix`
+    (the inbox ignores dotfiles), for the caller to link or rename into place. With `like`,
+    the copy takes that file's timestamps and its mode without setuid/setgid/sticky bits;
+    without, a new file's mode (0666 less the umask)."""
+    tmp = folder / f"{prefix}{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                 0o600 if like is not None else 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, COPY_BUFFER)
+            out.flush()
+            if like is not None:
+                os.fchmod(out.fileno(), copy_mode(like.st_mode))
+                os.utime(out.fileno(), ns=(like.st_atime_ns, like.st_mtime_ns))
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp

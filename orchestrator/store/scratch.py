@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 # Every distinct result row is kept: X answers one ID with several rows (scrub_geo and
 # delete). Byte-identical rows of one ID are one row: a pack uploads an ID once per input
@@ -33,8 +34,10 @@ _MEMBER_ROWS = (
 _DROP_MEMBER = "DROP TABLE member"
 
 
-class ResultIndex:
-    """Result lines keyed by ID, in download order; see _SCHEMA for how repeats count."""
+class _ScratchFile:
+    """A throw-away SQLite file: no journal, no fsync, removed when closed."""
+
+    schema = ""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -42,7 +45,26 @@ class ResultIndex:
         self._conn = sqlite3.connect(path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=OFF")
         self._conn.execute("PRAGMA synchronous=OFF")
-        self._conn.execute(_SCHEMA)
+        self._conn.execute(self.schema)
+
+    def close(self) -> None:
+        self._conn.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ResultIndex(_ScratchFile):
+    """Result lines keyed by ID, in download order; see _SCHEMA for how repeats count."""
+
+    schema = _SCHEMA
 
     def add(self, rows: Iterable[tuple[str, bytes]]) -> None:
         """Store (id, line) pairs in download order, in one transaction."""
@@ -67,32 +89,12 @@ class ResultIndex:
             with contextlib.suppress(sqlite3.ProgrammingError):
                 self._conn.execute(_DROP_MEMBER)
 
-    def close(self) -> None:
-        self._conn.close()
-        self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> ResultIndex:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class ReasonIndex:
+class ReasonIndex(_ScratchFile):
     """The reasons X gives, by ID (`deleted`, `scrub_geo`, ...), for writing a compliant
     copy of an input in its own order: looked up a block of IDs at a time, memory flat."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.unlink(missing_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=OFF")
-        self._conn.execute("PRAGMA synchronous=OFF")
-        self._conn.execute("CREATE TABLE reasons (id TEXT NOT NULL, reason TEXT NOT NULL,"
-                           " PRIMARY KEY (id, reason)) WITHOUT ROWID")
+    schema = ("CREATE TABLE reasons (id TEXT NOT NULL, reason TEXT NOT NULL,"
+              " PRIMARY KEY (id, reason)) WITHOUT ROWID")
 
     def add(self, rows: Iterable[tuple[str, str]]) -> None:
         """Store (id, reason) pairs, in one transaction."""
@@ -116,16 +118,3 @@ class ReasonIndex:
         finally:
             self._conn.execute("DROP TABLE wanted")
         return found
-
-    def close(self) -> None:
-        self._conn.close()
-        self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> ReasonIndex:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
