@@ -194,6 +194,9 @@ async def _download_once(
     started = clock.monotonic()
     status: int | None = None
     written = 0
+    # Before the request, so that nothing stands between the answer's head and reading its
+    # body (aiohttp drops what it buffered when the connection breaks meanwhile).
+    checksum = await asyncio.to_thread(_begin, dest, existing, sink)
     try:
         async with session.get(signed(url), headers=headers, allow_redirects=False) as resp:
             status = resp.status
@@ -201,6 +204,8 @@ async def _download_once(
                 raise _RestartDownload
             if status == 200:
                 start, total = 0, resp.content_length
+                if existing:  # the whole object after all: the prefix read does not count
+                    checksum = await asyncio.to_thread(_begin, dest, 0, sink)
             elif status == 206 and existing:
                 start, total = _content_range(resp, url)
                 if start != existing:
@@ -208,7 +213,6 @@ async def _download_once(
             else:
                 await raise_storage_error("download", url, resp)
             expected_crc = _expected_crc32c(resp)
-            checksum = await asyncio.to_thread(_begin, dest, start, sink)
             handle = _open_at(dest, start)
             try:
                 try:
