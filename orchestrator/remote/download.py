@@ -2,6 +2,10 @@
 
 The crc32c in `x-goog-hash` covers the whole object, so a resumed download is checked over
 the bytes already on disk plus the new ones. See storage.py for how signed URLs are handled.
+
+The body is handed to a worker thread in batches while the next batch arrives; each piece is
+written to the file (what a resume starts from), run through crc32c and given to an optional
+sink (the results normaliser) in the same pass, so nothing reads the file again.
 """
 
 from __future__ import annotations
