@@ -30,7 +30,7 @@ from orchestrator.daemon.deliver import deliver_batch
 from orchestrator.daemon.lanes import RunnerSettings
 from orchestrator.errors import IntegrityError, RemoteJobEnded, UploadSessionGone
 from orchestrator.files.atomic import atomic_write_file
-from orchestrator.files.results import normalise_results
+from orchestrator.files.results import ResultStream
 from orchestrator.layout import Layout
 from orchestrator.remote.download import download
 from orchestrator.remote.upload import start_resumable, upload_resumable, upload_simple
@@ -183,18 +183,23 @@ class StepActions:
         started = self.clock.monotonic()
         partial = files.raw.stat().st_size if files.raw.exists() else 0
         meter = self.activity.meter(batch, "download", baseline=partial, resumed_bytes_count=True)
-        with self.activity.metrics.storage_request("download"):
-            report = await download(
-                self.session, batch.download_url, files.raw, progress=meter, clock=self.clock
-            )
+        # Normalised as it arrives (one pass: crc32c, check, count, hash, write); placed only
+        # once the download's length and crc32c are checked.
+        stream = ResultStream(files.results, self.activity.pulse(LANE.get()))
         try:
-            results = await anyio.to_thread.run_sync(
-                normalise_results, files.raw, files.results, self.activity.pulse(LANE.get())
-            )
+            with self.activity.metrics.storage_request("download"):
+                report = await download(
+                    self.session, batch.download_url, files.raw, progress=meter,
+                    clock=self.clock, sink=stream,
+                )
+            results = await anyio.to_thread.run_sync(stream.finish)
         except IntegrityError:
+            stream.abort()
             files.raw.unlink(missing_ok=True)
             files.results.unlink(missing_ok=True)
             raise
+        finally:
+            stream.abort()  # a no-op once finished
         # Kept for delivery, which then need not parse and hash the results again.
         report_json = json.dumps({"affected": results.affected, "by_reason": results.by_reason,
                                   "output_sha256": results.output_sha256})

@@ -114,32 +114,52 @@ def regions(stream: BinaryIO, limit: int = MAX_RESULT_LINE_BYTES) -> Iterator[Re
     reads is a small region of its own). Reads return what is there (a FIFO's round, too).
     An unfinished line longer than `limit` raises LineTooLong.
     """
-    carry = b""
+    cutter = LineCutter(limit)
     while chunk := stream.read(READ_BUFFER):
+        yield from cutter.push(chunk)
+    yield from cutter.end()
+
+
+class LineCutter:
+    """Bytes pushed in pieces of any size (a file's reads, a socket's), cut into regions of
+    whole lines: one or two per piece, a line that spans pieces being a small region of its
+    own. An unfinished line longer than `limit` raises LineTooLong."""
+
+    __slots__ = ("carry", "limit")
+
+    def __init__(self, limit: int = MAX_RESULT_LINE_BYTES) -> None:
+        self.limit = limit
+        self.carry = b""
+
+    def push(self, chunk: bytes) -> Iterator[Region]:
         first = chunk.find(b"\n")
         if first < 0:
-            carry += chunk
-            if len(carry) > limit:
+            self.carry += chunk
+            if len(self.carry) > self.limit:
                 raise LineTooLong
-            continue
-        # One translate over the whole read (newlines, letters and bytes not _PLAIN are
+            return
+        # One translate over the whole piece (newlines, letters and bytes not _PLAIN are
         # left); its residue is cut to the body's lines below (the head's newline is the
         # first one, the tail after the last has none).
         residue = chunk.translate(None, _DROP)
         start = 0
-        if carry:
-            head, carry = carry + chunk[: first + 1], b""
+        if self.carry:
+            head, self.carry = self.carry + chunk[: first + 1], b""
             yield Region(head, 0, len(head))
             start = first + 1
         end = chunk.rfind(b"\n") + 1
         if end > start:
             cut = residue.find(b"\n") + 1 if start else 0
             yield Region(chunk, start, end, residue[cut : residue.rfind(b"\n") + 1])
-        carry = chunk[end:]
-        if len(carry) > limit:
+        self.carry = chunk[end:]
+        if len(self.carry) > self.limit:
             raise LineTooLong
-    if carry:
-        yield Region(carry, 0, len(carry), terminated=False)
+
+    def end(self) -> Iterator[Region]:
+        """The last line, when the bytes did not end with "\n"."""
+        if self.carry:
+            carry, self.carry = self.carry, b""
+            yield Region(carry, 0, len(carry), terminated=False)
 
 
 def scan_region(region: Region) -> Scan | None:

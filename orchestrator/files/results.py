@@ -11,9 +11,8 @@ in download order. Output is one compact JSON object per line.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -27,21 +26,22 @@ from orchestrator.files.resultblocks import (
     MAX_RESULT_LINE_BYTES,
     NO_REASON,
     READ_BUFFER,
+    LineCutter,
     LineTooLong,
     Region,
     drop_blank_lines,
-    regions,
     report_progress,
     scan_region,
 )
+from orchestrator.files.writebehind import WriteBehind
 
 __all__ = [
-    "MAX_RESULT_LINE_BYTES", "NO_REASON", "PROGRESS_LINES", "ResultReport", "iter_results",
+    "MAX_RESULT_LINE_BYTES", "NO_REASON", "PROGRESS_LINES", "ResultReport", "ResultStream",
+    "iter_results",
     "line_reason", "normalise_results", "parse_result_line", "reason_key",
 ]
 
 PROGRESS_LINES = 16384  # line loops call progress() once per this many lines
-WRITEBACK_BYTES = 8 << 20  # the written results are handed to writeback this often
 
 
 # The exact compact shape X writes, with plain ASCII string values (no escapes). A line that
@@ -113,32 +113,17 @@ def _compact(obj: dict[str, Any]) -> bytes:
 
 
 class _Normaliser:
-    """What one pass over a download has written and counted so far."""
+    """What one pass over a download has written and counted so far. The writing and the
+    sha256 are done by a helper thread (WriteBehind), in order."""
 
     def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.hash = hashlib.sha256()
+        self.out = WriteBehind(out)
         self.by_reason: Counter[str] = Counter()
         self.affected = self.blank = self.out_bytes = self.line_no = 0
-        self.flushed = 0  # bytes handed to the kernel for writing back so far
 
     def write(self, data: bytes | memoryview) -> None:
-        self.out.write(data)
-        self.hash.update(data)
+        self.out.put(data)
         self.out_bytes += len(data)
-        if self.out_bytes - self.flushed >= WRITEBACK_BYTES:
-            self.start_writeback()
-
-    def start_writeback(self) -> None:
-        """Have the kernel start writing what is written so far (without waiting), so the
-        final fsync finds little left to do instead of a whole file's worth."""
-        self.out.flush()
-        if hasattr(os, "posix_fadvise"):
-            # DONTNEED starts writeback of dirty pages (and drops clean ones: the results are
-            # delivered by a hard link and counted here, not read again).
-            os.posix_fadvise(self.out.fileno(), self.flushed, self.out_bytes - self.flushed,
-                             os.POSIX_FADV_DONTNEED)
-        self.flushed = self.out_bytes
 
     def region(self, region: Region) -> int:
         """Check, count and write one region; returns its number of lines."""
@@ -150,30 +135,104 @@ class _Normaliser:
             self.blank += scan.blank
             return scan.lines
         lines = region.lines()
-        for offset, line in enumerate(lines, start=self.line_no + 1):
+        written = [
             self.line(line, offset, len(line) + region.terminated)
+            for offset, line in enumerate(lines, start=self.line_no + 1)
+        ]
+        self.write(b"".join(written))  # one hand-off per region, not per line
         return len(lines)
 
-    def line(self, line: bytes, line_no: int, length: int) -> None:
+    def line(self, line: bytes, line_no: int, length: int) -> bytes:
+        """The normalised line ("\n" included; b"" for a blank line)."""
         if length > MAX_RESULT_LINE_BYTES:
             raise _too_long(line_no)
         body = line.strip()
         if not body:
             self.blank += 1
-            return
+            return b""
         match = _CANONICAL.fullmatch(body)
         if match:
             self.by_reason[match.group(1).decode("ascii")] += 1
-            self.write(body + b"\n")
+            out = body + b"\n"
         else:
             obj = parse_result_line(body, line_no)
             self.by_reason[reason_key(obj)] += 1
-            self.write(_compact(obj))
+            out = _compact(obj)
         self.affected += 1
+        return out
 
 
 def _too_long(line_no: int) -> IntegrityError:
     return IntegrityError(f"result line {line_no} is longer than {MAX_RESULT_LINE_BYTES} bytes")
+
+
+class ResultStream:
+    """A result body normalised as it arrives, block by block, into `dest` (atomically).
+
+    `begin()` starts (or starts over: what was fed before is discarded), `feed()` takes the
+    body's bytes in order in pieces of any size, `finish()` writes the last line, fsyncs and
+    renames into place, `abort()` drops the temp file. A line that is not a result raises
+    IntegrityError from `feed()` or `finish()`, naming its line. Not thread-safe: one thread
+    at a time (the download's worker thread) calls it.
+    """
+
+    def __init__(self, dest: Path, progress: Progress | None = None) -> None:
+        self.dest = dest
+        self.progress = progress
+        self._output: contextlib.ExitStack | None = None
+        self._state: _Normaliser | None = None
+        self._cutter = LineCutter()
+
+    def begin(self) -> None:
+        self.abort()
+        stack = contextlib.ExitStack()
+        out = stack.enter_context(atomic_output(self.dest))
+        self._output, self._state, self._cutter = stack, _Normaliser(out), LineCutter()
+
+    def feed(self, block: bytes) -> None:
+        state = self._state
+        assert state is not None, "feed() before begin()"
+        try:
+            for region in self._cutter.push(block):
+                self._region(state, region)
+        except LineTooLong:
+            raise _too_long(state.line_no + 1) from None
+
+    def finish(self) -> ResultReport:
+        state, stack = self._state, self._output
+        assert state is not None and stack is not None, "finish() before begin()"
+        for region in self._cutter.end():
+            self._region(state, region)
+        state.out.close()  # every block written and hashed
+        self._output = self._state = None
+        stack.close()  # flush, fsync, rename into place, fsync the folder
+        return ResultReport(
+            affected=state.affected,
+            by_reason=dict(state.by_reason),
+            output_bytes=state.out_bytes,
+            output_sha256=state.out.hash.hexdigest(),
+            blank_lines=state.blank,
+        )
+
+    def abort(self) -> None:
+        """Drop what was written (the temp file); `dest` stays as it was."""
+        stack, state = self._output, self._state
+        self._output = self._state = None
+        if state is not None:
+            with contextlib.suppress(Exception):
+                state.out.close()  # the helper is done with the file before it goes
+        if stack is not None:
+            with contextlib.suppress(_Aborted):
+                stack.__exit__(_Aborted, _Aborted(), None)
+
+    def _region(self, state: _Normaliser, region: Region) -> None:
+        lines = state.region(region)
+        report_progress(self.progress, PROGRESS_LINES, state.line_no, state.line_no + lines)
+        state.line_no += lines
+
+
+class _Aborted(Exception):
+    """Thrown into the temp file's context so that it is removed, not placed."""
 
 
 def normalise_results(raw: Path, dest: Path, progress: Progress | None = None) -> ResultReport:
@@ -182,22 +241,15 @@ def normalise_results(raw: Path, dest: Path, progress: Progress | None = None) -
     Raises IntegrityError on the first line that is not a result object (nothing is written).
     `progress()` is called every PROGRESS_LINES lines.
     """
-    with open(raw, "rb", buffering=0) as inp, atomic_output(dest) as out:
-        state = _Normaliser(out)
+    stream = ResultStream(dest, progress)
+    with open(raw, "rb", buffering=0) as inp:
+        stream.begin()
         try:
-            for region in regions(inp):
-                lines = state.region(region)
-                report_progress(progress, PROGRESS_LINES, state.line_no, state.line_no + lines)
-                state.line_no += lines
-        except LineTooLong:
-            raise _too_long(state.line_no + 1) from None
-    return ResultReport(
-        affected=state.affected,
-        by_reason=dict(state.by_reason),
-        output_bytes=state.out_bytes,
-        output_sha256=state.hash.hexdigest(),
-        blank_lines=state.blank,
-    )
+            while chunk := inp.read(READ_BUFFER):
+                stream.feed(chunk)
+            return stream.finish()
+        finally:
+            stream.abort()
 
 
 def iter_results(path: Path) -> Iterator[dict[str, Any]]:

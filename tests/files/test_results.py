@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import IntegrityError, RetryableError
-from orchestrator.files.results import iter_results, normalise_results
+from orchestrator.files.results import ResultStream, iter_results, normalise_results
 
 # Verbatim shapes of real downloads (x-compliance-api.md §4), blank line included.
 TWEETS = (
@@ -151,3 +151,56 @@ def test_fast_copy_and_parsed_path_agree(
     report = normalise(tmp_path, line.encode() + b"\n")
     assert (tmp_path / "out.jsonl").read_bytes() == line.encode() + b"\n"
     assert report.by_reason == {reason: 1}
+
+
+# -- ResultStream: the same normalising, fed as the bytes arrive ------------------------------
+
+
+def _x_lines(count: int) -> bytes:
+    return b"".join(
+        b'{"id":"%d","action":"delete","created_at":"2019-08-10T12:22:39.022Z",'
+        b'"reason":"%s"}\n' % (1160164553482756096 + n, b"suspended" if n % 3 else b"deleted")
+        + (b"\n" if n % 997 == 0 else b"")
+        for n in range(count)
+    )
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096, 65537, 1 << 20])
+def test_a_stream_fed_in_any_pieces_writes_what_normalising_the_file_writes(
+    tmp_path: Path, piece: int
+) -> None:
+    body = _x_lines(5000 if piece > 1 else 300) + USERS  # ends without a newline
+    expected = normalise(tmp_path, body)
+    stream = ResultStream(tmp_path / "streamed.jsonl")
+    stream.begin()
+    for at in range(0, len(body), piece):
+        stream.feed(body[at : at + piece])
+    assert not (tmp_path / "streamed.jsonl").exists()
+    assert stream.finish() == expected
+    assert (tmp_path / "streamed.jsonl").read_bytes() == (tmp_path / "out.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("piece", [4096, 65537, 1 << 20])
+def test_a_bad_row_inside_a_block_is_named_by_its_line(tmp_path: Path, piece: int) -> None:
+    lines = _x_lines(8000).split(b"\n")
+    bad = 6001  # 0-based: line 6002, deep inside a block of X's shape
+    lines[bad] = lines[bad].replace(b'"id":"', b'"id":', 1)
+    body = b"\n".join(lines)
+    stream = ResultStream(tmp_path / "streamed.jsonl")
+    stream.begin()
+    with pytest.raises(IntegrityError, match=f"result line {bad + 1} "):
+        for at in range(0, len(body), piece):
+            stream.feed(body[at : at + piece])
+    stream.abort()
+    assert list(tmp_path.iterdir()) == []  # the temp file is gone
+
+
+def test_beginning_again_discards_what_was_fed(tmp_path: Path) -> None:
+    stream = ResultStream(tmp_path / "streamed.jsonl")
+    stream.begin()
+    stream.feed(TWEETS[:100])
+    stream.begin()  # a download that could not resume starts over from byte 0
+    stream.feed(TWEETS)
+    report = stream.finish()
+    assert (tmp_path / "streamed.jsonl").read_bytes() == TWEETS.replace(b"\n\n", b"\n")
+    assert report.affected == 3 and [p.name for p in tmp_path.iterdir()] == ["streamed.jsonl"]

@@ -10,6 +10,7 @@ from remote_helpers import Recorder, assert_no_secret, completed_job, results_of
 
 from orchestrator.core.model import JobType
 from orchestrator.errors import DownloadExpired, IntegrityError, PermanentError, RetryableError
+from orchestrator.files.results import ResultStream, normalise_results
 from orchestrator.remote.download import download
 from orchestrator.remote.xapi import XApi
 from orchestrator.sandbox import Sandbox
@@ -134,3 +135,83 @@ async def test_download_faults_are_retryable(
     assert_no_secret(str(caught.value), job.download_url)
     await download(session, job.download_url, dest)
     assert results_of(dest) == sb.expected_results("tweets", ids)
+
+
+# -- one pass: the body normalised as it arrives ---------------------------------------------
+
+
+async def test_results_normalised_in_the_same_pass_survive_a_truncated_transfer(
+    sb: Sandbox, api: XApi, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    job, ids = await completed_job(api, session, tmp_path, count=20000)
+    dest, results = tmp_path / "download", tmp_path / "results.jsonl"
+    sb.faults.add("download", "truncate", after_bytes=150_000)
+    stream = ResultStream(results)
+    with pytest.raises(RetryableError):
+        await download(session, job.download_url, dest, sink=stream)
+    stream.abort()
+    assert not results.exists() and list(tmp_path.glob(".tmp-*")) == []  # nothing placed
+    partial = dest.stat().st_size
+    assert partial <= 150_000  # what aiohttp handed over before the break
+
+    stream = ResultStream(results)
+    report = await download(session, job.download_url, dest, sink=stream)
+    stream.finish()
+    assert report.resumed_from == partial and report.crc32c_checked
+    assert results_of(results) == sb.expected_results("tweets", ids)
+
+
+@pytest.mark.parametrize("cut", [1, 3000, 100_001])
+async def test_a_resumed_download_feeds_the_prefix_on_disk_first(
+    api: XApi, session: aiohttp.ClientSession, tmp_path: Path, cut: int
+) -> None:
+    """After kill -9 only the file on disk is left: the next process's sink is fed that
+    prefix (cut anywhere, mid-line included), then the rest; the output is the whole body's."""
+    job, _ = await completed_job(api, session, tmp_path, count=20000)
+    whole = tmp_path / "whole"
+    await download(session, job.download_url, whole)
+    expected = normalise_results(whole, tmp_path / "expected.jsonl")
+    dest, results = tmp_path / "download", tmp_path / "results.jsonl"
+    dest.write_bytes(whole.read_bytes()[:cut])
+
+    stream = ResultStream(results)
+    report = await download(session, job.download_url, dest, sink=stream)
+    assert not results.exists()  # placed only by finish(), once the crc32c is checked
+    normalised = stream.finish()
+    assert report.resumed_from == cut and report.crc32c_checked
+    assert results.read_bytes() == (tmp_path / "expected.jsonl").read_bytes()
+    assert normalised == expected and normalised.affected > 0
+
+
+async def test_a_restarted_download_starts_the_sink_over(
+    sb: Sandbox, api: XApi, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    job, ids = await completed_job(api, session, tmp_path)
+    dest, results = tmp_path / "download", tmp_path / "results.jsonl"
+    await download(session, job.download_url, dest)  # complete: a range past its end is 416
+    stream = ResultStream(results)
+    report = await download(session, job.download_url, dest, sink=stream)
+    normalised = stream.finish()
+    assert report.resumed_from == 0
+    assert normalised.affected == len(results_of(results)) == len(sb.expected_results(
+        "tweets", ids))
+
+
+async def test_a_corrupt_line_ends_the_download_with_its_line_number(
+    api: XApi, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    job, _ = await completed_job(api, session, tmp_path, count=20000)
+    whole = tmp_path / "whole"
+    await download(session, job.download_url, whole)
+    body = whole.read_bytes()
+    lines = body.split(b"\n")
+    middle = len(lines) // 2  # well inside a block, far from any piece's edge
+    lines[middle] = lines[middle][:20] + b"\x00" + lines[middle][21:]
+    dest = tmp_path / "download"
+    dest.write_bytes(b"\n".join(lines)[: len(body) // 2 + 5000])  # a resumed prefix
+    stream = ResultStream(tmp_path / "results.jsonl")
+    with pytest.raises(IntegrityError) as caught:
+        await download(session, job.download_url, dest, sink=stream)
+    stream.abort()
+    assert f"result line {middle + 1} " in str(caught.value)
+    assert not (tmp_path / "results.jsonl").exists()
