@@ -46,7 +46,7 @@ async def test_a_file_written_to_while_it_is_validated_is_not_queued_until_quiet
     path = tmp_path / "inbox" / "tweets" / "slow.txt"
     path.write_bytes(text(first))
     writer = open(path, "ab")  # noqa: SIM115 (the producer's open file, kept across the claim)
-    real = intake_module.normalise_id_file
+    real = intake_module.validate_id_file
     appended = False
 
     def write_meanwhile(*args: Any, **kwargs: Any) -> Any:
@@ -58,7 +58,7 @@ async def test_a_file_written_to_while_it_is_validated_is_not_queued_until_quiet
             writer.flush()
         return report
 
-    monkeypatch.setattr(intake_module, "normalise_id_file", write_meanwhile)
+    monkeypatch.setattr(intake_module, "validate_id_file", write_meanwhile)
     try:
         with structlog.testing.capture_logs() as logs:
             claimed = await intake.claim(candidate(path))

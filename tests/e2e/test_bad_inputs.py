@@ -491,7 +491,7 @@ async def test_a_full_spool_disk_defers_validation_instead_of_rejecting(
     tmp_path: Path, sandbox: Sandbox, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writing the upload body can fail for our reasons (ENOSPC): never the input's fault."""
-    real = intake_module.normalise_id_file
+    real = intake_module.validate_id_file
     failures = iter([True, True])
 
     def full_disk(*args: Any, **kwargs: Any) -> Any:
@@ -499,7 +499,7 @@ async def test_a_full_spool_disk_defers_validation_instead_of_rejecting(
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(intake_module, "normalise_id_file", full_disk)
+    monkeypatch.setattr(intake_module, "validate_id_file", full_disk)
     ids = make_ids(70, 20)
     with structlog.testing.capture_logs() as logs:
         async with running_service(config) as service:
