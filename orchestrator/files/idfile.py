@@ -318,7 +318,7 @@ class _HashThread(threading.Thread):
     """sha256 of the blocks handed to update(), computed in a second thread: hashlib releases
     the GIL, so hashing overlaps the checks of the next block (at most `depth` blocks wait)."""
 
-    def __init__(self, depth: int = 2) -> None:
+    def __init__(self, depth: int = 1) -> None:
         super().__init__(name="sha256", daemon=True)
         self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._digest = hashlib.sha256()

@@ -30,8 +30,6 @@ from orchestrator.remote.storage import (
 )
 
 RESUMABLE_QUANTUM = 256 * 1024  # GCS: non-final chunks are multiples of this
-# Disk reads of an upload body: each is a hop to a worker thread, so fewer, larger ones.
-READ_CHUNK = 4 * IO_CHUNK
 # A resumable chunk that the storage acknowledges without taking a byte, this many times in
 # a row, is a broken session rather than a slow one.
 MAX_STALLED_CHUNKS = 3
@@ -101,7 +99,7 @@ class _FileSlice:
         while True:
             handle = self._handle
             block = (b"" if handle is None or handle.closed else
-                     await asyncio.to_thread(handle.read, min(READ_CHUNK, self._left)))
+                     await asyncio.to_thread(handle.read, min(IO_CHUNK, self._left)))
             if block or self._closed or not self._next_file():
                 break
         if not block:
