@@ -132,3 +132,33 @@ async def test_rejecting_a_file_that_is_its_own_body_moves_it_whole(
                                               "message": "gone.txt: a test"})
     assert (layout.rejected / "gone.txt").read_bytes() == content
     assert spool_files(layout) == []
+
+
+async def test_a_crash_between_validating_and_queueing_needs_no_copy_on_recovery(
+    store: Store, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 after the read pass, before the queue row: nothing was written but the claim,
+    so recovery reads the file again; a `.ids` copy an older version left is removed."""
+    content = ids_text(8, 60)
+    path = layout.inbox_for(JobType.TWEETS) / "crash.txt"
+    path.write_bytes(content)
+    st = path.stat()
+    first = Intake(store, layout)
+
+    async def killed(item: InputFile, fields: object) -> None:
+        del item, fields
+
+    monkeypatch.setattr(first, "_queue", killed)
+    claimed = await first.claim(Candidate(
+        path, JobType.TWEETS, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+    assert claimed is not None
+    stale = layout.spool / claimed.copy_name
+    stale.write_bytes(content)  # as an older version's validation would have left it
+    item = await store.get_input(claimed.id)
+    assert item is not None and item.state is InputState.CLAIMED
+
+    await Intake(store, layout).recover()
+    item = await store.get_input(claimed.id)
+    assert item is not None and item.state is InputState.QUEUED and item.body_is_input
+    assert spool_files(layout) == [item.spool_name]
+    assert (layout.spool / item.ids_name).read_bytes() == content
