@@ -141,11 +141,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "poll.rate_reserve": 10,
 }
 # Tuned but realistic: producers write `name.part` and rename (the documented protocol), so a
-# short quiet period is enough; the first poll comes soon and backs off to the same 60 s cap.
+# renamed-in file is complete and the quiet period only has to outlast the rename's own
+# events (50 ms); the first poll comes soon and backs off to the same 60 s cap.
 # A pack is formed 0.1 s after the claim pass (files renamed within one scan still share it).
 TUNED_SETTINGS: dict[str, Any] = {
     **DEFAULT_SETTINGS,
-    "inbox.min_age_s": 0.2,
+    "inbox.min_age_s": 0.05,
     "poll.initial_interval_s": 0.25,
     "jobs.pack_quiet_s": 0.1,
 }

@@ -11,8 +11,9 @@ reads every 0.25 s:
 
 - the daemon's VmRSS and VmHWM (/proc/<pid>/status), and its VmHWM at each job's end;
 - the bytes allocated under the daemon's spool folder (spool + scratch: claimed inputs,
-  normalised IDs, pack bodies, downloads and results all live there) and its inbox, against
-  the input's size.
+  normalised copies where a file needs them, split-part bodies, downloads and results all
+  live there; a pack is streamed from its members, with no body of its own) and its inbox,
+  against the input's size.
 
 Memory is flat if the peak after the last job is within 25 MB of the peak after the first
 one; disk if spool + scratch never exceeds 2x the input. The cost model (jobs, API calls,

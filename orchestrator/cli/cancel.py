@@ -87,7 +87,7 @@ def _move_files(
 ) -> tuple[list[dict[str, str]], list[str]]:
     placed, warnings = [], []
     for item in inputs:
-        (layout.spool / item.ids_name).unlink(missing_ok=True)
+        (layout.spool / item.copy_name).unlink(missing_ok=True)
         try:
             try:
                 dest = reject_file(layout.spool / item.spool_name, layout.rejected, item.name,

@@ -79,7 +79,7 @@ async def _withdraw(layout: Layout, args: argparse.Namespace) -> Outcome:
                              "have put it into a batch); nothing done: look again with "
                              "`status --files`") from None
     warnings = []
-    (layout.spool / item.ids_name).unlink(missing_ok=True)
+    (layout.spool / item.copy_name).unlink(missing_ok=True)
     try:
         dest = reject_file(layout.spool / item.spool_name, layout.rejected, item.name, document)
     except OSError as error:

@@ -175,6 +175,17 @@ class InputFile:
     finished_at: datetime | None = None
 
     @property
+    def body_is_input(self) -> bool:
+        """Validated, and its upload body is the claimed file byte for byte (no copy made)."""
+        return self.body_sha256 is not None and self.body_sha256 == self.input_sha256
+
+    @property
     def ids_name(self) -> str:
-        """The normalised upload body made from this input, in the spool."""
+        """The normalised upload body made from this input, in the spool: the claimed file
+        itself when that is already normalised, else its `.ids` copy."""
+        return self.spool_name if self.body_is_input else f"{self.spool_name}.ids"
+
+    @property
+    def copy_name(self) -> str:
+        """The `.ids` copy's name (whether or not one exists): what is safe to delete."""
         return f"{self.spool_name}.ids"

@@ -143,7 +143,7 @@ class Deduper:
             item.id, [InputState.CLAIMED], InputState.DELIVERED, event="outbox.linked",
             detail={"twin_input_id": intent["input_id"], "results": dest.name},
         )
-        for leftover in (item.spool_name, item.ids_name):
+        for leftover in (item.spool_name, item.copy_name):
             (self.layout.spool / leftover).unlink(missing_ok=True)
         self.warnings.resolved(log, ("link", str(item.id)), "outbox.link_resumed", file=item.name)
         log.info("outbox.linked", file=item.name, input_id=item.id,

@@ -204,7 +204,7 @@ class Intake:
 
     async def _validate(self, item: InputFile) -> None:
         src = self.layout.spool / item.spool_name
-        dest = self.layout.spool / item.ids_name
+        dest = self.layout.spool / item.copy_name  # written only if the body is not `src`
         work = functools.partial(read_and_normalise, src, dest, normalise=normalise_input,
                                  policy=self.invalid_lines, display_name=item.name,
                                  fmt=self.formats.get(item.job_type, "auto"),
@@ -243,6 +243,8 @@ class Intake:
                                      "message": f"{item.name}: {type(outcome).__name__}: "
                                                 f"{outcome}"})
             return
+        if outcome.body_is_input:
+            dest.unlink(missing_ok=True)  # a copy from an earlier validation: not needed now
         self.warnings.resolved(log, ("validate", str(item.id)), "input.validation_resumed",
                                file=item.name)
         self.warnings.resolved(log, ("changing", str(item.id)), "input.stopped_changing",
@@ -377,5 +379,5 @@ class Intake:
             if (self.layout.spool / item.spool_name).exists():
                 await self.finish_rejection(item.id)
         for item in await self.store.inputs_in([InputState.DELIVERED]):
-            for leftover in (item.spool_name, item.ids_name):
+            for leftover in (item.spool_name, item.copy_name):
                 (self.layout.spool / leftover).unlink(missing_ok=True)

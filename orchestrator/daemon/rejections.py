@@ -77,7 +77,7 @@ class Rejections:
                 self._deferred_rejections.discard(input_id)
                 return True
             src = self.layout.spool / item.spool_name
-            (self.layout.spool / item.ids_name).unlink(missing_ok=True)
+            (self.layout.spool / item.copy_name).unlink(missing_ok=True)
             if not src.exists():
                 self._deferred_rejections.discard(input_id)
                 return True

@@ -5,8 +5,9 @@ small files of the same type are *packed* into one job (up to the per-job limits
 above the limits is *split* into parts that run as jobs in sequence. A pack with room left
 waits while its burst is still arriving (core/packing.py decides how long).
 
-Upload bodies are built (temp + rename) before the batch row is written; `ensure_body`
-rebuilds a missing one from the batch's parts, so no crash window loses it.
+A split part's upload body is built (temp + rename) before the batch row is written;
+`ensure_body` rebuilds a missing one from the batch's parts, so no crash window loses it. A
+pack writes no body: the upload streams its members' files end to end (`upload_body`).
 """
 
 from __future__ import annotations
@@ -169,9 +170,13 @@ class Scheduler:
                 job_type, parts, upload_name=head.ids_name, id_count=ids,
                 upload_bytes=self._body_bytes(head),
             )
+        # A pack's body is its members' normalised files end to end, streamed from them at
+        # upload time (upload_body): nothing is copied. The name is only the batch's label.
         name = self.layout.input_files(members[0].spool_name).pack_ids.name
-        pieces = [Slice(self.layout.spool / m.ids_name) for m in members]
-        batch = await self._form_with_body(job_type, parts, name, pieces)
+        batch = await self.store.form_batch(
+            job_type, parts, upload_name=name, id_count=ids,
+            upload_bytes=sum(self._body_bytes(m) for m in members),
+        )
         log.info("batch.packed", batch_id=batch.id, job_type=str(job_type), ids=ids,
                  **file_fields([m.name for m in members], [m.id for m in members]))
         return batch
@@ -206,8 +211,13 @@ class Scheduler:
         database, so a file claimed meanwhile is never mistaken for garbage."""
         present = [p.name for p in self.layout.spool.iterdir()
                    if p.is_file() and not p.name.startswith(".tmp-")]
-        live_inputs = {i.spool_name for i in await self.store.inputs_in(
-            [InputState.CLAIMING, InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED])}
+        live = await self.store.inputs_in(
+            [InputState.CLAIMING, InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED])
+        live_inputs = {i.spool_name for i in live}
+        # A `.ids` copy an older version made of a file that is its own upload body.
+        # (Queued or batched only: a claimed input's copy may be a validation in flight.)
+        stale_copies = {i.copy_name for i in live if i.body_is_input
+                        and i.state in (InputState.QUEUED, InputState.BATCHED)}
         # A rejected input's own file waits in the spool until it can be moved; nothing else
         # of it is needed any more.
         live_files = {i.spool_name for i in await self.store.inputs_in([InputState.REJECTED])}
@@ -216,7 +226,8 @@ class Scheduler:
                                *(p.name for p in self.layout.batch_files(batch.id).all)})
         removed = []
         for name in present:
-            if name in live_files or InputFiles.owner(name) in live_inputs:
+            if name in live_files or (InputFiles.owner(name) in live_inputs
+                                      and name not in stale_copies):
                 continue
             (self.layout.spool / name).unlink(missing_ok=True)
             removed.append(name)
@@ -224,14 +235,27 @@ class Scheduler:
             log.info("spool.swept", files=len(removed))
         return removed
 
-    async def ensure_body(self, batch: Batch) -> Path:
-        """The upload body exists (rebuilt from the batch's parts after a crash if needed)."""
-        body = self.layout.spool / batch.upload_name
-        if body.exists():
-            return body
-        parts = await self.store.batch_parts(batch.id)
-        pieces = [Slice(self.layout.spool / p.input.ids_name, p.first_id, p.id_count)
-                  for p in parts]
-        await anyio.to_thread.run_sync(build_body, pieces, body)
-        log.info("batch.body_rebuilt", batch_id=batch.id)
+    async def ensure_body(self, batch: Batch) -> Path | list[Path]:
+        """The upload body exists (a part's rebuilt from the batch's parts after a crash if
+        needed); see upload_body."""
+        return await upload_body(self.store, self.layout, batch)
+
+
+async def upload_body(store: Store, layout: Layout, batch: Batch) -> Path | list[Path]:
+    """What a batch uploads: its body file, or for a pack of whole inputs the members'
+    normalised files in pack order (byte for byte the body a copy would hold; packs formed
+    by an older version have that copy, which is used while it exists). A split part's body
+    missing after a crash is rebuilt from the batch's parts."""
+    body = layout.spool / batch.upload_name
+    if body.exists():
         return body
+    parts = await store.batch_parts(batch.id)
+    # In input id order, as the pack was formed (the queue is FIFO by id).
+    whole = [layout.spool / p.input.ids_name for p in parts
+             if p.first_id == 0 and p.id_count == p.input.id_count]
+    if len(whole) == len(parts) and (len(parts) > 1 or parts[0].input.body_is_input):
+        return whole if len(whole) > 1 else whole[0]
+    pieces = [Slice(layout.spool / p.input.ids_name, p.first_id, p.id_count) for p in parts]
+    await anyio.to_thread.run_sync(build_body, pieces, body)
+    log.info("batch.body_rebuilt", batch_id=batch.id)
+    return body

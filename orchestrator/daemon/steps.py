@@ -13,7 +13,6 @@ import json
 import random
 from contextvars import ContextVar
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -28,12 +27,18 @@ from orchestrator.core.model import Batch, RemoteStatus
 from orchestrator.daemon.activity import Activity
 from orchestrator.daemon.deliver import deliver_batch
 from orchestrator.daemon.lanes import RunnerSettings
+from orchestrator.daemon.scheduler import upload_body
 from orchestrator.errors import IntegrityError, RemoteJobEnded, UploadSessionGone
 from orchestrator.files.atomic import atomic_write_file
 from orchestrator.files.results import ResultStream
 from orchestrator.layout import Layout
 from orchestrator.remote.download import download
-from orchestrator.remote.upload import start_resumable, upload_resumable, upload_simple
+from orchestrator.remote.upload import (
+    Body,
+    start_resumable,
+    upload_resumable,
+    upload_simple,
+)
 from orchestrator.remote.xapi import XApi
 from orchestrator.store.sqlite import Store
 from orchestrator.wakeup import Wakeup
@@ -137,7 +142,7 @@ class StepActions:
                 return machine.UploadFinished()
             if remote.status in (RemoteStatus.FAILED, RemoteStatus.EXPIRED):
                 raise RemoteJobEnded(f"remote job is {remote.status} before the upload")
-        body = self.layout.spool / batch.upload_name
+        body = await upload_body(self.store, self.layout, batch)
         started = self.clock.monotonic()
         if batch.resumable:
             session_url = batch.upload_session_url
@@ -168,7 +173,7 @@ class StepActions:
         )
         return machine.UploadFinished()
 
-    async def _send_resumable(self, session_url: str, body: Path, batch: Batch) -> None:
+    async def _send_resumable(self, session_url: str, body: Body, batch: Batch) -> None:
         # The first progress call reports what the storage already holds: not sent now.
         meter = self.activity.meter(batch, "upload", baseline=None, resumed_bytes_count=False)
         with self.activity.metrics.storage_request("upload"):

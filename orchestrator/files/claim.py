@@ -9,6 +9,7 @@ import errno
 import filecmp
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,49 @@ def read_and_normalise(
     **options: Any,
 ) -> tuple[os.stat_result, IdFileReport | InputRejected | UnicodeError, os.stat_result]:
     """The spooled file's stat before and after validating it (`normalise`), and the
-    verdict. A verdict is only good if the file did not change meanwhile (the caller checks)."""
+    verdict. A verdict is only good if the file did not change meanwhile (the caller checks).
+
+    The file is fsynced meanwhile, in a second thread: a well-formed file is its own upload
+    body (no copy is written), so it must be on disk before it is queued, and the writeback
+    of what its producer left in the page cache overlaps the read instead of following it."""
     before = src.stat()
     outcome: IdFileReport | InputRejected | UnicodeError
+    syncing = _Fsync(src)
     try:
         outcome = normalise(src, dest, **options)
     except (InputRejected, UnicodeError) as refused:
         outcome = refused
+    finally:
+        syncing.join()
     return before, outcome, src.stat()
+
+
+class _Fsync(threading.Thread):
+    """fsync a regular file in the background; join() re-raises what it failed with."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="fsync", daemon=True)
+        self.path = path
+        self.error: OSError | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return  # not ours to report: validation opens it too and says why
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fsync(fd)
+        except OSError as error:
+            self.error = error
+        finally:
+            os.close(fd)
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 def still_changing(item: InputFile, before: os.stat_result, after: os.stat_result,

@@ -9,14 +9,18 @@ Memory stays bounded by the block size, whatever the file holds.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import hashlib
 import os
+import queue
 import re
 import stat
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
 
 from orchestrator.errors import InputRejected
 from orchestrator.files.atomic import COPY_BUFFER, Progress, atomic_output
@@ -63,6 +67,9 @@ class IdFileReport:
     output_bytes: int
     output_sha256: str
     blank_line_count: int = 0
+    # The body is the input byte for byte (a well-formed file): with `dest=None` nothing was
+    # written and the input itself is the upload body.
+    body_is_input: bool = False
 
 
 def excerpt(raw: bytes, limit: int = EXCERPT_CHARS) -> str:
@@ -307,9 +314,48 @@ def _open_regular(src: Path, name: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+class _HashThread(threading.Thread):
+    """sha256 of the blocks handed to update(), computed in a second thread: hashlib releases
+    the GIL, so hashing overlaps the checks of the next block (at most `depth` blocks wait)."""
+
+    def __init__(self, depth: int = 1) -> None:
+        super().__init__(name="sha256", daemon=True)
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._digest = hashlib.sha256()
+        self._done = False
+        self.start()
+
+    def run(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            self._digest.update(block)
+
+    def update(self, block: bytes) -> None:
+        self._blocks.put(block)
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._blocks.put(None)
+            self.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
+
+
+class _Counting:
+    """The output of a check-only pass (`dest=None`): bytes are counted, not kept."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 def normalise_id_file(
     src: Path,
-    dest: Path,
+    dest: Path | None,
     *,
     policy: Policy = "reject",
     max_reported: int = 10,
@@ -322,14 +368,15 @@ def normalise_id_file(
     Raises InputRejected (details["reason"]: invalid_lines | empty | binary | not_utf8 |
     line_too_long); with policy="drop" bad lines are left out and reported instead, unless no
     valid ID remains. `display_name` (default: src's basename) is what messages call the file.
+    `dest=None`: check only, write nothing; if the body would not be the input byte for byte
+    (`body_is_input` False), `output_sha256` is "" and a second pass with a `dest` is needed.
     `progress()` is called after every block (a 2 GB input is minutes of work).
     """
     if policy not in ("reject", "drop"):
         raise ValueError(f"unknown policy {policy!r}")
-    in_hash = hashlib.sha256()
     in_bytes = 0
     name = display_name or src.name
-    with _open_regular(src, name) as inp, atomic_output(dest) as out:
+    with _open_regular(src, name) as inp, _output(dest) as out, _hashing() as in_hash:
         state = _Normaliser(out, name, policy, max_reported)
         carry = b""  # the unfinished last line of the previous block (at most MAX_LINE_BYTES)
         first = True
@@ -371,7 +418,9 @@ def normalise_id_file(
         elif carry:
             state.line(carry, terminated=False)  # a last line without "\n"
         state.verdict()
-        output_sha256 = state.output_sha256(in_bytes, in_hash.hexdigest(), progress)
+        body_is_input = state.verbatim and state.out_bytes == in_bytes
+        output_sha256 = (state.output_sha256(in_bytes, in_hash.hexdigest(), progress)
+                         if dest is not None or body_is_input else "")
     return IdFileReport(
         id_count=state.ids,
         bad_line_count=state.bad_count,
@@ -381,4 +430,33 @@ def normalise_id_file(
         output_bytes=state.out_bytes,
         output_sha256=output_sha256,
         blank_line_count=state.blank,
+        body_is_input=body_is_input,
     )
+
+
+@contextlib.contextmanager
+def _hashing() -> Iterator[_HashThread]:
+    hasher = _HashThread()
+    try:
+        yield hasher
+    finally:
+        hasher.close()  # also when validation stops early: the thread ends with it
+
+
+@contextlib.contextmanager
+def _output(dest: Path | None) -> Iterator[BinaryIO]:
+    if dest is None:
+        yield cast(BinaryIO, _Counting())
+        return
+    with atomic_output(dest) as out:
+        yield out
+
+
+def validate_id_file(src: Path, dest: Path, **options: Any) -> IdFileReport:
+    """normalise_id_file without the copy where none is needed: a file whose body is itself
+    (the common case) is read once and nothing is written (`body_is_input`); any other is
+    read a second time to write the normalised body to `dest`."""
+    report = normalise_id_file(src, None, **options)
+    if report.body_is_input:
+        return report
+    return normalise_id_file(src, dest, **options)

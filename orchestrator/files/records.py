@@ -42,7 +42,7 @@ from orchestrator.files.idfile import (
     _open_regular,
     describe_bad_id,
     excerpt,
-    normalise_id_file,
+    validate_id_file,
 )
 
 InputFormat = Literal["ids", "jsonl", "csv"]
@@ -440,12 +440,11 @@ def normalise_input(
     display_name: str | None = None,
     **options: Any,
 ) -> IdFileReport:
-    """Any input a user may drop, as an upload body: a plain ID list (`normalise_id_file`),
+    """Any input a user may drop, as an upload body: a plain ID list (`validate_id_file`),
     JSON Lines or CSV/TSV, by `fmt` ("auto": detected from the first bytes)."""
     chosen = sniff_file(src, display_name, id_columns) if fmt == "auto" else fmt
-    if chosen == "ids":
-        return normalise_id_file(src, dest, policy=policy, display_name=display_name,
-                                 **options)
+    if chosen == "ids":  # a well-formed list is its own upload body: no copy (idfile.py)
+        return validate_id_file(src, dest, policy=policy, display_name=display_name, **options)
     if chosen == "jsonl":
         reader: Literal["jsonl", "csv"] = "jsonl"
     elif chosen == "csv":

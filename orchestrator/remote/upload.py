@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import yarl
@@ -36,30 +37,71 @@ MAX_STALLED_CHUNKS = 3
 _RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
 
-class _FileSlice:
-    """`length` bytes of a file from `start`, as an async iterator aiohttp streams from.
+Body = Path | Sequence[Path]  # one file, or files sent end to end as one body (a pack)
 
-    The file is opened here and closed by the caller's `close()`: aiohttp may abandon the
-    iterator half-way (error answer, dropped connection), and an abandoned async generator
+
+def _files(body: Body) -> list[Path]:
+    return [body] if isinstance(body, Path) else list(body)
+
+
+def body_size(body: Body) -> int:
+    return sum(file_size(path) for path in _files(body))
+
+
+class _FileSlice:
+    """`length` bytes of a body from `start`, as an async iterator aiohttp streams from.
+
+    A body of several files is read as their concatenation (a pack streamed from its members:
+    byte for byte the file `build_body` would have written, with no copy on disk), so
+    resumable offsets mean the same thing either way.
+
+    The current file is opened here and closed by the caller's `close()`: aiohttp may abandon
+    the iterator half-way (error answer, dropped connection), and an abandoned async generator
     would leave its file open until garbage collection. Reads run off the event loop.
     """
 
     def __init__(
-        self, path: Path, start: int, length: int, on_sent: Callable[[int], None] | None
+        self, body: Body, start: int, length: int, on_sent: Callable[[int], None] | None
     ) -> None:
-        self._name = path.name
+        self._pending = _files(body)
+        self._name = self._pending[0].name if self._pending else "body"
         self._left = length
         self._on_sent = on_sent
-        self._handle = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._handle.seek(start)
+        self._handle: BinaryIO | None = None
+        self._closed = False
+        self._skip = start
+        self._next_file()
+
+    def _next_file(self) -> bool:
+        """Open the file holding the next byte to send (False: none left)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        while self._pending:
+            path = self._pending.pop(0)
+            size = file_size(path)
+            if self._skip >= size and self._pending:
+                self._skip -= size
+                continue
+            self._name = path.name
+            self._handle = open(path, "rb")  # noqa: SIM115 - closed by close()
+            self._handle.seek(self._skip)
+            self._skip = 0
+            return True
+        return False
 
     def __aiter__(self) -> _FileSlice:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._left <= 0 or self._handle.closed:
+        if self._left <= 0 or self._closed:
             raise StopAsyncIteration
-        block = await asyncio.to_thread(self._handle.read, min(IO_CHUNK, self._left))
+        while True:
+            handle = self._handle
+            block = (b"" if handle is None or handle.closed else
+                     await asyncio.to_thread(handle.read, min(IO_CHUNK, self._left)))
+            if block or self._closed or not self._next_file():
+                break
         if not block:
             # The file shrank under us; the request fails rather than sending short.
             raise OSError(f"{self._name} ended {self._left} bytes early")
@@ -70,7 +112,9 @@ class _FileSlice:
 
     def close(self) -> None:
         # Blocks at most for one in-flight read: BufferedReader.close takes its lock.
-        self._handle.close()
+        self._closed = True
+        if self._handle is not None:
+            self._handle.close()
 
 
 def refuse_insecure(endpoint: str, url: str) -> None:
@@ -98,14 +142,14 @@ def _progress_counter(progress: Progress | None, done: int, total: int) -> Calla
 async def upload_simple(
     session: aiohttp.ClientSession,
     upload_url: str,
-    body: Path,
+    body: Body,
     *,
     progress: Progress | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> None:
-    """PUT the whole file to a signed upload URL (non-resumable job)."""
+    """PUT the whole body to a signed upload URL (non-resumable job)."""
     refuse_insecure("upload", upload_url)
-    size = file_size(body)
+    size = body_size(body)
     headers = {"Content-Type": "text/plain", "Content-Length": str(size)}
     data = _FileSlice(body, 0, size, _progress_counter(progress, 0, size))
     started = clock.monotonic()
@@ -214,7 +258,7 @@ async def _session_put(
 async def upload_resumable(
     session: aiohttp.ClientSession,
     session_url: str,
-    body: Path,
+    body: Body,
     *,
     chunk_bytes: int,
     progress: Progress | None = None,
@@ -229,7 +273,7 @@ async def upload_resumable(
     if chunk_bytes <= 0 or chunk_bytes % RESUMABLE_QUANTUM:
         raise ValueError(f"chunk_bytes must be a positive multiple of {RESUMABLE_QUANTUM}")
     refuse_insecure("upload", session_url)
-    total = file_size(body)
+    total = body_size(body)
     status_query = {"Content-Length": "0", "Content-Range": f"bytes */{total}"}
     offset = await _session_put(session, session_url, status_query, None, 0, clock)
     stalled = 0

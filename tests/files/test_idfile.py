@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import InputRejected
-from orchestrator.files.idfile import MAX_LINE_BYTES, normalise_id_file
+from orchestrator.files.idfile import MAX_LINE_BYTES, normalise_id_file, validate_id_file
 
 
 def run(tmp_path: Path, content: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -300,3 +300,39 @@ def test_fifo_or_symlink_swapped_in_is_rejected_without_blocking(tmp_path: Path)
             normalise_id_file(tmp_path / name, tmp_path / "out")
         assert info.value.details == {"reason": "not_a_file"}
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "is_input"),
+    [
+        pytest.param(b"1\n22\n333\n", True, id="clean"),
+        pytest.param(b"1\r\n2\r\n", False, id="crlf"),
+        pytest.param(b"1\n\n2\n", False, id="blank-line"),
+        pytest.param(b"1\n2", False, id="no-final-newline"),
+        pytest.param(b"\xef\xbb\xbf1\n2\n", False, id="bom"),
+        pytest.param(b" 1\n2\n", False, id="space"),
+    ],
+)
+def test_validate_writes_a_copy_only_when_the_body_is_not_the_input(
+    tmp_path: Path, content: bytes, is_input: bool
+) -> None:
+    src, dest = tmp_path / "in.txt", tmp_path / "out.ids"
+    src.write_bytes(content)
+    report = validate_id_file(src, dest)
+    assert report.body_is_input is is_input
+    assert dest.exists() is not is_input
+    body = content if is_input else dest.read_bytes()
+    expected = normalise_id_file(src, tmp_path / "reference.ids")
+    assert body == (tmp_path / "reference.ids").read_bytes()
+    assert report.output_sha256 == expected.output_sha256 == hashlib.sha256(body).hexdigest()
+    assert (report.id_count, report.input_sha256) == (expected.id_count, expected.input_sha256)
+    assert (report.output_sha256 == report.input_sha256) is is_input
+
+
+def test_validate_rejects_like_normalise_and_writes_nothing(tmp_path: Path) -> None:
+    src, dest = tmp_path / "in.txt", tmp_path / "out.ids"
+    src.write_bytes(b"1\nx\n")
+    with pytest.raises(InputRejected) as caught:
+        validate_id_file(src, dest)
+    assert caught.value.details["reason"] == "invalid_lines"
+    assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

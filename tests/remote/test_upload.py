@@ -18,10 +18,13 @@ from orchestrator.errors import (
     UploadSessionGone,
     UploadWindowClosed,
 )
+from orchestrator.files.batchfiles import Slice, build_body
 from orchestrator.remote.download import download
 from orchestrator.remote.storage import signed
 from orchestrator.remote.upload import (
     RESUMABLE_QUANTUM,
+    _FileSlice,
+    body_size,
     start_resumable,
     upload_resumable,
     upload_simple,
@@ -187,3 +190,76 @@ async def test_resumable_start_after_window_and_unknown_session(
     sb.clock.advance(901)
     with pytest.raises(UploadWindowClosed):
         await start_resumable(session, job.upload_url)
+
+
+# -- a body of several files (a pack streamed from its members) ------------------------------
+
+
+async def _streamed(body: list[Path], start: int, length: int) -> bytes:
+    data = _FileSlice(body, start, length, None)
+    try:
+        return b"".join([block async for block in data])
+    finally:
+        data.close()
+
+
+async def test_a_body_of_several_files_streams_as_the_body_a_copy_would_hold(
+    tmp_path: Path,
+) -> None:
+    members = []
+    for number, count in enumerate((3, 1, 50_000, 7)):
+        member = tmp_path / f"m{number}.ids"
+        write_ids(member, count, seed=number)
+        members.append(member)
+    members.append(members[1])  # the same file twice is just more bytes
+    copy = tmp_path / "pack.ids"
+    build_body([Slice(m) for m in members], copy)
+    expected = copy.read_bytes()
+    assert body_size(members) == len(expected)
+    sizes = [m.stat().st_size for m in members]
+    edges = {0, 1, sizes[0], sizes[0] + sizes[1], sum(sizes[:3]) - 1, len(expected) - 1}
+    for start in sorted(edges):
+        for length in (1, 17, RESUMABLE_QUANTUM, len(expected) - start):
+            length = min(length, len(expected) - start)
+            assert await _streamed(members, start, length) == expected[start:start + length]
+
+
+async def test_a_pack_streamed_from_its_members_resumes_after_a_drop(
+    sb: Sandbox, api: XApi, tmp_path: Path
+) -> None:
+    """Offsets of a resumable session mean the same in a streamed pack as in its copy:
+    chunk boundaries fall inside members and the upload resumes mid-member."""
+    members, ids = [], []
+    for number, count in enumerate((20_000, 15_000, 25_000)):
+        member = tmp_path / f"m{number}.ids"
+        ids += write_ids(member, count, seed=number + 10)
+        members.append(member)
+    total = body_size(members)
+    job = await api.create_job(JobType.TWEETS, name="pack", resumable=True)
+
+    async def drop_second_chunk(
+        _: aiohttp.ClientSession, __: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.response.status == 308 and params.headers.get("Content-Range", "").startswith(
+            "bytes 0-"
+        ):
+            sb.faults.add("upload", "reset", after_bytes=100_000)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(drop_second_chunk)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as first:
+        session_url = await start_resumable(first, job.upload_url)
+        with pytest.raises(RetryableError):
+            await upload_resumable(first, session_url, members, chunk_bytes=RESUMABLE_QUANTUM)
+    async with make_session(5, 10) as second:
+        progress = Recorder()
+        await upload_resumable(second, session_url, members,
+                               chunk_bytes=3 * RESUMABLE_QUANTUM, progress=progress)
+        assert RESUMABLE_QUANTUM <= progress.calls[0][0] < total
+        assert progress.calls[-1] == (total, total)
+        done = await wait_status(XApi(second, sb.base_url, TOKEN), job.id, RemoteStatus.COMPLETE)
+        record = sb.job(job.id)
+        assert record is not None and record["uploaded_ids"] == len(ids)
+        dest = tmp_path / "results.jsonl"
+        await download(second, done.download_url, dest)
+    assert results_of(dest) == sb.expected_results("tweets", ids)
