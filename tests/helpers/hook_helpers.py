@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 from aiohttp import web
 
 # The hook: records its environment, then behaves as files in its folder say:
@@ -81,6 +82,13 @@ async def receiver(*answers: int) -> AsyncIterator[Receiver]:
     found = Receiver(list(answers))
     app = web.Application()
     app.router.add_post("/hook", found.handle)
+
+    async def slow(request: web.Request) -> web.Response:
+        found.received.append((dict(request.headers), await request.read()))
+        await anyio.sleep(5)
+        return web.Response(status=200)
+
+    app.router.add_post("/slow", slow)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
