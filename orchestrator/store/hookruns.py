@@ -165,6 +165,10 @@ class HookRunStore(Queries):
         rows = await self._fetch_all(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
         return [_run(r) for r in rows]
 
+    async def get_hook_run(self, run_id: int) -> HookRun | None:
+        row = await self._fetch_one("SELECT * FROM hook_runs WHERE id = ?", (run_id,))
+        return None if row is None else _run(row)
+
     async def count_hook_runs(self) -> dict[str, int]:
         rows = await self._fetch_all("SELECT state, COUNT(*) AS n FROM hook_runs GROUP BY state")
         counts = {str(s): 0 for s in RunState}

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from admin_helpers import run_cli
+from admin_helpers import arun_cli, run_cli
 from daemon_helpers import db_rows, drop, load, make_ids, running_service, wait_for, write_config
 from hook_helpers import add_entries, receiver
 
@@ -73,6 +73,18 @@ async def test_a_4xx_fails_at_once_and_shows_in_status(
     assert report["hooks"]["failed"][0]["target"] == "webhooks[0]"
     text = run_cli(capsys, "status", "--config", str(config_path)).out
     assert "webhooks[0]" in text and "retry-hooks" in text
+    assert (await arun_cli(capsys, "retry-hooks", "999", "--config", str(config_path))).code == 1
+    again = await arun_cli(capsys, "retry-hooks", "--json", "--config", str(config_path))
+    assert again.code == 0 and json.loads(again.out)["retried"] == [run["id"]]
+    none_left = await arun_cli(capsys, "retry-hooks", "--config", str(config_path))
+    assert none_left.code == 1
+    async with receiver() as fixed:  # the receiver is fixed (and moved): 200 this time
+        text = config_path.read_text().replace(got.url, fixed.url)
+        config_path.write_text(text)
+        async with running_service(load(config_path)):
+            await wait_for(lambda: _final(tmp_path), what="the retried webhook run")
+    [run] = db_rows(tmp_path, "SELECT * FROM hook_runs")
+    assert run["state"] == "done" and run["attempts"] == 1 and len(fixed.received) == 1
 
 
 async def test_a_webhook_that_does_not_answer_in_time_is_retried_then_failed(
