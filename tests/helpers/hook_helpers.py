@@ -23,7 +23,7 @@ from pathlib import Path
 folder = Path(sys.argv[1])
 key = os.environ.get("COMPLIANCE_IDEMPOTENCY_KEY", "none")
 attempt = os.environ.get("COMPLIANCE_ATTEMPT", "0")
-(folder / f"env-{key}-{attempt}.json").write_text(json.dumps(dict(os.environ)))
+(folder / f"env-{key}-{attempt}-{os.getpid()}.json").write_text(json.dumps(dict(os.environ)))
 (folder / f"started-{key}").write_text(str(os.getpid()))
 print("hook output Authorization: Bearer abcdef0123 done", flush=True)
 if (folder / "child").exists():
