@@ -4,9 +4,11 @@ at all), claimed at most once, re-armed after a crash and by `retry-hooks`."""
 from __future__ import annotations
 
 import pytest
+
 from orchestrator.core.hooks import HookTarget, RunState
 from orchestrator.core.model import InputState, JobType
 from orchestrator.store.sqlite import StaleState, Store
+
 
 async def queued_input(store: Store, name: str = "a.txt") -> int:
     row = await store.insert_claiming(job_type=JobType.TWEETS, name=name, out_stem=name[:-4],
