@@ -73,6 +73,9 @@ async def test_a_4xx_fails_at_once_and_shows_in_status(
     assert report["hooks"]["failed"][0]["target"] == "webhooks[0]"
     text = run_cli(capsys, "status", "--config", str(config_path)).out
     assert "webhooks[0]" in text and "retry-hooks" in text
+    jobs = json.loads(run_cli(capsys, "jobs", "--json", "--config", str(config_path)).out)
+    assert jobs["jobs"][0]["hook_runs"] == {"failed": 1}
+    assert "hook runs: 1 failed" in run_cli(capsys, "jobs", "--config", str(config_path)).out
     assert (await arun_cli(capsys, "retry-hooks", "999", "--config", str(config_path))).code == 1
     again = await arun_cli(capsys, "retry-hooks", "--json", "--config", str(config_path))
     assert again.code == 0 and json.loads(again.out)["retried"] == [run["id"]]
