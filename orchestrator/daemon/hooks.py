@@ -10,6 +10,7 @@ variables (core/hooks.py): never the token or anything else of the daemon's envi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -200,29 +201,14 @@ class HookWorker:
 
     async def _command(self, run: HookRun, hook: HookConfig, facts: dict[str, Any]) -> Outcome:
         env = hook_environment(self.environ, facts)
-        output = b""
         process = await anyio.open_process(
             list(hook.command), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, cwd=self.layout.state_dir)
-        timed_out = False
-        async with anyio.create_task_group() as group:
-
-            async def read() -> None:
-                nonlocal output
-                assert process.stdout is not None
-                async for chunk in process.stdout:
-                    output = tail(output, chunk)
-
-            group.start_soon(read)
-            with anyio.move_on_after(hook.timeout_s) as scope:
-                await process.wait()
-            if scope.cancelled_caught:
-                timed_out = True
-                await _kill_group(process.pid, process)
-            # A child left holding stdout must not hold the worker: read a moment, then stop.
-            with anyio.move_on_after(0.5):
-                await process.wait()
-            group.cancel_scope.cancel()
+        try:
+            timed_out, output = await _wait(process, hook.timeout_s)
+        finally:
+            if process.returncode is None:  # cancelled by a stop: leave no hook running
+                _kill_now(process.pid)  # (its row stays `running`: run again at the start)
         text = redact_text(output.decode("utf-8", "replace"))
         log.info("hook.output", run_id=run.id, target=run.target, exit_code=process.returncode,
                  output=text)
@@ -231,6 +217,36 @@ class HookWorker:
         if process.returncode == 0:
             return Outcome("done")
         return Outcome("retry", f"exit status {process.returncode}")
+
+
+async def _wait(process: anyio.abc.Process, timeout_s: float) -> tuple[bool, bytes]:
+    """(timed out, the last OUTPUT_TAIL_BYTES of its output)."""
+    output = b""
+    timed_out = False
+    async with anyio.create_task_group() as group:
+
+        async def read() -> None:
+            nonlocal output
+            assert process.stdout is not None
+            async for chunk in process.stdout:
+                output = tail(output, chunk)
+
+        group.start_soon(read)
+        with anyio.move_on_after(timeout_s) as scope:
+            await process.wait()
+        if scope.cancelled_caught:
+            timed_out = True
+            await _kill_group(process.pid, process)
+        # A child left holding stdout must not hold the worker: read a moment, then stop.
+        with anyio.move_on_after(0.5):
+            await process.wait()
+        group.cancel_scope.cancel()
+    return timed_out, output
+
+
+def _kill_now(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 async def _kill_group(pid: int, process: anyio.abc.Process) -> None:

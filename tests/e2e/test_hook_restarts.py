@@ -3,6 +3,7 @@ idempotency key (at-least-once), and its row ends done."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,6 +51,7 @@ async def test_kill_9_during_a_hook_runs_it_again_after_restart_with_the_same_ke
     [started] = folder.glob("started-*")
     os.killpg(int(started.read_text()), signal.SIGKILL)  # the orphan (own session), for tidiness
     (folder / "slow").unlink()
+    (folder / "loud").write_text("")  # 100 KB of output: the log keeps the last 4 KB
     started.unlink()
     daemon = _spawn(config_path)
     try:
@@ -64,4 +66,9 @@ async def test_kill_9_during_a_hook_runs_it_again_after_restart_with_the_same_ke
     keys = [e["COMPLIANCE_IDEMPOTENCY_KEY"] for e in envs(folder)]
     assert len(keys) == 2 and set(keys) == {run["idempotency_key"]}
     assert run["attempts"] == 1  # the interrupted attempt is not counted against the hook
-    assert "hook.rerun_after_restart" in (tmp_path / "daemon.log").read_text()
+    log = (tmp_path / "daemon.log").read_text()
+    assert "hook.rerun_after_restart" in log
+    [output] = [json.loads(line)["output"] for line in log.splitlines()
+                if '"hook.output"' in line]
+    assert len(output) <= 4096 and output.endswith("done\n")
+    assert "abcdef0123" not in log and "Bearer <redacted>" in output  # redacted

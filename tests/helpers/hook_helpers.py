@@ -25,6 +25,8 @@ key = os.environ.get("COMPLIANCE_IDEMPOTENCY_KEY", "none")
 attempt = os.environ.get("COMPLIANCE_ATTEMPT", "0")
 (folder / f"env-{key}-{attempt}-{os.getpid()}.json").write_text(json.dumps(dict(os.environ)))
 (folder / f"started-{key}").write_text(str(os.getpid()))
+if (folder / "loud").exists():
+    print("x" * 100_000)
 print("hook output Authorization: Bearer abcdef0123 done", flush=True)
 if (folder / "child").exists():
     child = subprocess.Popen(["sleep", "120"])
