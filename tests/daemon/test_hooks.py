@@ -154,3 +154,45 @@ async def test_a_rejected_input_runs_the_rejected_hook_with_its_error_record(
     error = Path(env["COMPLIANCE_ERROR"])
     assert error.is_file() and error.name.endswith(".error.json")
     assert env["COMPLIANCE_REASON"]
+
+
+async def test_a_refused_token_runs_the_paused_hook_once_with_the_reason(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    folder = tmp_path / "hook"
+    config = load(add_entries(write_config(tmp_path, sandbox.base_url), "hooks",
+                              {"on": "paused", "command": hook_script(folder)}))
+    async with running_service(config):
+        sandbox.config.token = "revoked-" + TOKEN  # refused from just after READY
+        drop(tmp_path, "tweets", "p.txt", make_ids(13, 5))
+        await wait_for(lambda: _final(tmp_path), what="the paused hook")
+        await wait_for(lambda: [s for _m, _p, s in sandbox.request_log].count(401) >= 3,
+                       what="more refused calls")
+    [run] = _runs(tmp_path)  # once per pause, not once per refused call
+    assert run["event"] == "paused" and run["state"] == "done"
+    [env] = envs(folder)
+    assert env["COMPLIANCE_EVENT"] == "paused" and env["COMPLIANCE_REASON"]
+    assert env["COMPLIANCE_IDEMPOTENCY_KEY"].startswith("paused-")
+    assert TOKEN not in repr(env)
+
+
+async def test_a_stop_kills_a_running_hook_and_the_next_start_runs_it_again(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    folder = tmp_path / "hook"
+    command = hook_script(folder)
+    (folder / "slow").write_text("60")
+    config = load(add_entries(write_config(tmp_path, sandbox.base_url), "hooks",
+                              {"on": "delivered", "command": command, "timeout_s": 120}))
+    async with running_service(config):
+        drop(tmp_path, "tweets", "s.txt", make_ids(14, 5))
+        await wait_for(lambda: bool(list(folder.glob("started-*"))), what="the slow hook")
+    [started] = folder.glob("started-*")
+    await wait_for(lambda: _gone(int(started.read_text())), timeout=10,
+                   what="the hook to be killed by the stop")
+    assert [r["state"] for r in _runs(tmp_path)] == ["running"]
+    (folder / "slow").unlink()
+    async with running_service(config):
+        await wait_for(lambda: _final(tmp_path), what="the hook run again")
+    assert [r["state"] for r in _runs(tmp_path)] == ["done"]
+    assert len({e["COMPLIANCE_IDEMPOTENCY_KEY"] for e in envs(folder)}) == 1
