@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -100,10 +101,17 @@ class HookWorker:
         task_status.started()
         async with anyio.create_task_group() as group:
             while True:
-                for run in await self.store.claim_due_hook_runs(MAX_AT_ONCE - self._in_flight):
-                    self._in_flight += 1
-                    group.start_soon(self._one, run)
-                await self.wakeup.wait(await self._idle_s())
+                try:
+                    due = await self.store.claim_due_hook_runs(MAX_AT_ONCE - self._in_flight)
+                    for run in due:
+                        self._in_flight += 1
+                        group.start_soon(self._one, run)
+                    idle_s = await self._idle_s()
+                except (OSError, sqlite3.Error) as error:  # the database busy, a full disk
+                    log.warning("hook.schedule_failed", error=type(error).__name__,
+                                error_msg=redact_text(str(error)), retry_in_s=IDLE_LOOK_S)
+                    idle_s = IDLE_LOOK_S
+                await self.wakeup.wait(idle_s)
 
     async def _idle_s(self) -> float:
         counts = await self.store.count_hook_runs()
@@ -117,6 +125,10 @@ class HookWorker:
         try:
             async with self._limiter:
                 await self._attempt(run)
+        except (OSError, sqlite3.Error) as error:
+            # Its row stays `running`: the next start runs it again (same key).
+            log.error("hook.record_failed", run_id=run.id, target=run.target,
+                      error=type(error).__name__, error_msg=redact_text(str(error)))
         finally:
             self._in_flight -= 1
             self.wakeup.notify()
