@@ -248,6 +248,50 @@ class RetentionConfig:
     events_days: float = field(default=90.0, metadata=_NON_NEGATIVE)
 
 
+HOOK_EVENTS = ("delivered", "rejected", "paused")
+_JOB_TYPE_FILTER = _rule(lambda v: v in ("", "tweets", "users"),
+                         '"tweets", "users" or "" (every type)')
+
+
+@dataclass(frozen=True, slots=True)
+class HookConfig:
+    """One `[[hooks]]` entry: a command run (no shell) after an event; see daemon/hooks.py."""
+
+    on: Literal["delivered", "rejected", "paused"] = "delivered"
+    command: tuple[str, ...] = ()
+    timeout_s: float = field(default=300.0, metadata=_POSITIVE)
+    max_attempts: int = field(default=5, metadata=_AT_LEAST_ONE)
+    job_type: str = field(default="", metadata=_JOB_TYPE_FILTER)
+    backoff_initial_s: float = field(default=5.0, metadata=_POSITIVE)
+    backoff_max_s: float = field(default=600.0, metadata=_POSITIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One `[[webhooks]]` entry: a signed JSON POST after an event; see daemon/webhooks.py."""
+
+    url: str = field(
+        default="",
+        metadata=_rule(_api_url, "an http(s) URL with a host and no user info, query or #; "
+                                 "https unless the host is 127.0.0.1, ::1 or localhost"),
+    )
+    on: Literal["delivered", "rejected", "paused"] = "delivered"
+    job_type: str = field(default="", metadata=_JOB_TYPE_FILTER)
+    # The HMAC key: a file, or the name of a systemd credential ($CREDENTIALS_DIRECTORY/NAME).
+    secret_file: Path | None = None
+    secret_credential: str = ""
+    timeout_s: float = field(default=30.0, metadata=_POSITIVE)
+    max_attempts: int = field(default=8, metadata=_AT_LEAST_ONE)
+    backoff_initial_s: float = field(default=5.0, metadata=_POSITIVE)
+    backoff_max_s: float = field(default=600.0, metadata=_POSITIVE)
+
+
+# Arrays of tables: key -> (entry class, keys every entry must set).
+_ARRAYS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "hooks": (HookConfig, ("on", "command")),
+    "webhooks": (WebhookConfig, ("url", "on")),
+}
+
 _SECTIONS: dict[str, type] = {
     "api": ApiConfig,
     "paths": PathsConfig,
@@ -274,6 +318,8 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    hooks: tuple[HookConfig, ...] = ()
+    webhooks: tuple[WebhookConfig, ...] = ()
     source: Path | None = None  # the file this was loaded from
 
     def for_logging(self) -> dict[str, Any]:
@@ -283,6 +329,12 @@ class Config:
         for name in _SECTIONS:
             section = asdict(getattr(self, name))
             out[name] = {k: str(v) if isinstance(v, Path) else v for k, v in section.items()}
+        for name in _ARRAYS:  # no secret: a webhook's secret is only named (file, credential)
+            out[name] = [
+                {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                 for k, v in asdict(entry).items()}
+                for entry in getattr(self, name)
+            ]
         out["source"] = str(self.source) if self.source else None
         return out
 
@@ -318,6 +370,10 @@ def _convert(hint: Any, value: Any, base: Path) -> tuple[Any, str | None]:
         return None, "a finite number"
     if hint is str:
         return (value, None) if isinstance(value, str) else (None, "a string")
+    if hint == tuple[str, ...]:
+        ok = (isinstance(value, list) and bool(value)
+              and all(isinstance(v, str) and v for v in value))
+        return (tuple(value), None) if ok else (None, "a non-empty array of non-empty strings")
     if hint in (Path, Path | None):
         if not isinstance(value, str) or (hint is Path and not value):
             return None, "a non-empty path string" if hint is Path else "a path string"
@@ -342,10 +398,13 @@ def _unknown_key(
     return ConfigError(f"{path}: unknown {what} {dotted}{hint}; {known_label}: {', '.join(known)}")
 
 
-def _build_section(path: Path, name: str, table: Any, base: Path) -> Any:
-    cls = _SECTIONS[name]
+def _build_section(
+    path: Path, name: str, table: Any, base: Path, cls: type | None = None, label: str = ""
+) -> Any:
+    cls = cls or _SECTIONS[name]
+    label = label or f"[{name}]"
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: {name} = {_show(table)}: expected a [{name}] table")
+        raise ConfigError(f"{path}: {name} = {_show(table)}: expected a {label} table")
     hints = get_type_hints(cls)
     metadata = {f.name: f.metadata for f in fields(cls)}
     known = list(metadata)
@@ -353,7 +412,7 @@ def _build_section(path: Path, name: str, table: Any, base: Path) -> Any:
     for key, raw in table.items():
         dotted = f"{name}.{key}"
         if key not in known:
-            raise _unknown_key(path, dotted, known, f"keys of [{name}]")
+            raise _unknown_key(path, dotted, known, f"keys of {label}")
         value, expected = _convert(hints[key], raw, base)
         meta = metadata[key]
         if expected is None and "ok" in meta and not meta["ok"](value):
@@ -362,6 +421,33 @@ def _build_section(path: Path, name: str, table: Any, base: Path) -> Any:
             raise ConfigError(f"{path}: {dotted} = {_show(raw)}: expected {expected}")
         values[key] = value.rstrip("/") if key == "base_url" else value
     return cls(**values)
+
+
+def _build_array(path: Path, name: str, entries: Any, base: Path) -> tuple[Any, ...]:
+    """`[[hooks]]` / `[[webhooks]]`: each entry validated like a section, errors naming
+    `hooks[INDEX].key` (INDEX from 0, in file order)."""
+    cls, required = _ARRAYS[name]
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: {name} = {_show(entries)}: expected [[{name}]] entries")
+    built = []
+    for index, table in enumerate(entries):
+        where = f"{name}[{index}]"
+        entry = _build_section(path, where, table, base, cls, f"[[{name}]]")
+        for key in required:
+            if not isinstance(table, dict) or key not in table:
+                raise ConfigError(f"{path}: {where}.{key} is missing (every [[{name}]] entry "
+                                  f"needs {', '.join(required)})")
+        if isinstance(entry, WebhookConfig):
+            if (entry.secret_file is None) == (not entry.secret_credential):
+                raise ConfigError(f"{path}: {where}: set exactly one of secret_file and "
+                                  "secret_credential (the HMAC key for the signature)")
+            if entry.secret_credential and not re.fullmatch(r"[A-Za-z0-9_.-]+",
+                                                            entry.secret_credential):
+                raise ConfigError(f"{path}: {where}.secret_credential = "
+                                  f"{_show(entry.secret_credential)}: expected a credential "
+                                  "name (letters, digits, . _ -)")
+        built.append(entry)
+    return tuple(built)
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -420,9 +506,12 @@ def load_config(path: Path) -> Config:
     base = path.absolute().parent  # relative paths are relative to the config file
     sections: dict[str, Any] = {}
     for name, table in data.items():
+        if name in _ARRAYS:
+            sections[name] = _build_array(path, name, table, base)
+            continue
         if name not in _SECTIONS:
             what = "section" if isinstance(table, dict) else "top-level key"
-            raise _unknown_key(path, name, list(_SECTIONS), "sections", what)
+            raise _unknown_key(path, name, [*_SECTIONS, *_ARRAYS], "sections", what)
         sections[name] = _build_section(path, name, table, base)
     config = Config(**sections, source=path)
     _check_relations(config, path)

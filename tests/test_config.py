@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_example_config_shows_every_key() -> None:
     expected = {
         field.name: {f.name for f in dataclasses.fields(getattr(defaults, field.name))}
         for field in dataclasses.fields(Config)
-        if field.name != "source"
+        if field.name not in ("source", "hooks", "webhooks")  # arrays: commented out, below
     }
     assert {section: set(keys) for section, keys in example.items()} == expected
 
@@ -157,7 +158,7 @@ def test_for_logging_is_plain_json(tmp_path: Path) -> None:
     assert data["paths"]["inbox"] == str(tmp_path / "in")
     assert data["jobs"]["max_attempts"] == 5
     assert set(data) == {"api", "paths", "inbox", "jobs", "poll", "log", "health", "service",
-                         "retention", "outputs",
+                         "retention", "outputs", "hooks", "webhooks",
                          "source"}
 
 
@@ -297,3 +298,52 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     path.write_bytes(b'[log]\nlevel = "\xff"\n')
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(path)
+
+
+# --- [[hooks]] and [[webhooks]] -----------------------------------------------------------------
+
+
+def test_the_example_hook_entries_load_once_uncommented(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# [[hooks]]"))
+    entries = "\n".join(line[2:] for line in lines[start:]
+                         if re.match(r"# (\[\[\w+\]\]$|\w+ = )", line))
+    (tmp_path / "webhook.secret").write_text("s")
+    config = load_config(write(tmp_path, entries))
+    assert [h.on for h in config.hooks] and [w.on for w in config.webhooks]
+    hook = config.hooks[0]
+    assert hook.command and all(isinstance(part, str) for part in hook.command)
+    assert {field.name for field in dataclasses.fields(hook)} <= set(entries.replace("=", " ")
+                                                                     .split())
+
+
+def test_hook_entries_are_validated_naming_the_key_and_index(tmp_path: Path) -> None:
+    ok = '[[hooks]]\non = "delivered"\ncommand = ["/bin/true"]\n'
+    config = load_config(write(tmp_path, ok + '[[hooks]]\non = "paused"\ncommand = ["x"]\n'
+                                              'job_type = "users"\ntimeout_s = 2\n'))
+    assert config.hooks[1].on == "paused" and config.hooks[1].timeout_s == 2.0
+    assert config.hooks[0].command == ("/bin/true",)
+    assert "hooks[1].on" in config_error(tmp_path, ok + '[[hooks]]\non = "done"\ncommand = ["x"]')
+    assert "hooks[0].command is missing" in config_error(tmp_path, '[[hooks]]\non = "paused"')
+    assert "hooks[0].command" in config_error(tmp_path, '[[hooks]]\non = "paused"\ncommand = "x"')
+    assert "hooks[0].command" in config_error(tmp_path, '[[hooks]]\non = "paused"\ncommand = []')
+    assert "hooks[0].job_type" in config_error(tmp_path, ok + 'job_type = "posts"')
+    assert "hooks[0].max_attempts" in config_error(tmp_path, ok + "max_attempts = 0")
+    assert "unknown key hooks[0].shell" in config_error(tmp_path, ok + "shell = true")
+    assert "expected [[hooks]] entries" in config_error(tmp_path, 'hooks = "x"')
+
+
+def test_webhook_urls_and_secrets_are_checked(tmp_path: Path) -> None:
+    base = '[[webhooks]]\non = "rejected"\nsecret_file = "s"\n'
+    config = load_config(write(tmp_path, base + 'url = "https://example.org/hook"'))
+    assert config.webhooks[0].secret_file == tmp_path / "s"
+    assert load_config(write(tmp_path, base + 'url = "http://127.0.0.1:8080/h"')).webhooks
+    assert "webhooks[0].url" in config_error(tmp_path, base + 'url = "http://example.org/h"')
+    assert "webhooks[0].url" in config_error(tmp_path, base + 'url = "https://a/h?k=secret"')
+    assert "webhooks[0].url is missing" in config_error(tmp_path, base)
+    both = '[[webhooks]]\nurl = "https://e.org/"\non = "paused"\n'
+    assert "exactly one of secret_file" in config_error(tmp_path, both)
+    assert "exactly one of secret_file" in config_error(
+        tmp_path, both + 'secret_file = "s"\nsecret_credential = "c"')
+    assert "secret_credential" in config_error(tmp_path, both + 'secret_credential = "../x"')
+    assert load_config(write(tmp_path, both + 'secret_credential = "hook-secret"')).webhooks

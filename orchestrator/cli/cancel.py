@@ -25,6 +25,7 @@ from orchestrator.cli.common import (
     Outcome,
     config_hint,
     daemon_note,
+    hook_targets_from_args,
     layout_from_args,
     open_store,
     plural,
@@ -111,7 +112,7 @@ def _move_files(
 
 
 async def _cancel(layout: Layout, args: argparse.Namespace) -> Outcome:
-    async with open_store(layout) as store:
+    async with open_store(layout, hook_targets=hook_targets_from_args(args)) as store:
         batch = await store.get_batch(args.batch)
         if batch is None:
             raise AdminError(f"no batch {args.batch} (list them with `jobs`)")

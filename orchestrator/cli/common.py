@@ -21,6 +21,7 @@ from typing import Any
 from orchestrator.cli.status import daemon_pid
 from orchestrator.clock import SystemClock, rfc3339
 from orchestrator.config import load_config
+from orchestrator.core.hooks import HookTarget
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.logs import configure_logging
@@ -51,6 +52,13 @@ def layout_from_args(args: argparse.Namespace) -> Layout:
     """The folders named by `--config`; ConfigError (exit 2) if the file is unusable."""
     config = load_config(args.config)
     return Layout.from_config(config)
+
+
+def hook_targets_from_args(args: argparse.Namespace) -> tuple[HookTarget, ...]:
+    """The [[hooks]]/[[webhooks]] of `--config`, as the store writes their runs."""
+    from orchestrator.daemon.hooks import targets_of  # the daemon's, only when needed
+
+    return targets_of(load_config(args.config))
 
 
 def config_hint(args: argparse.Namespace) -> str:
@@ -100,8 +108,10 @@ def daemon_note(layout: Layout) -> tuple[int | None, str]:
 
 
 @asynccontextmanager
-async def open_store(layout: Layout) -> AsyncIterator[Store]:
+async def open_store(layout: Layout, *, hook_targets: tuple[HookTarget, ...] = ()
+                     ) -> AsyncIterator[Store]:
     """The state database, for a command that changes it while the daemon may run.
+    `hook_targets`: a command that rejects inputs writes their `rejected` hook runs too.
 
     Never migrates (that is `migrate`'s job, with the daemon stopped): a database at another
     schema version than this program's is refused with exit 2.
@@ -119,7 +129,9 @@ async def open_store(layout: Layout) -> AsyncIterator[Store]:
                 f"run `{PROG} migrate` first (with the daemon stopped)",
                 EXIT_USAGE,
             )
-        yield Store(conn, SystemClock())
+        store = Store(conn, SystemClock())
+        store.hook_targets = hook_targets
+        yield store
     finally:
         await conn.close()
 

@@ -86,6 +86,8 @@ def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
         rows = reports.batch_history(conn, limit)
         report["total"] = reports.batch_total(conn)
         remote = reports.remote_jobs_by_batch(conn, [r["id"] for r in rows])
+        hooks = reports.hook_runs_report(conn, 0, [r["id"] for r in rows] or [0]).get(
+            "by_batch", {})
     for row in rows:
         files = json.loads(row["files"] or "[]")
         started = datetime.fromisoformat(row["created_at"])
@@ -117,6 +119,7 @@ def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
             "next_attempt_at": rfc3339(row["next_attempt_at"]) if not finished else None,
             "last_http_status": row["last_http_status"],
             "reason": _reason(row),
+            "hook_runs": hooks.get(row["id"], {}),  # {state: runs} of its inputs' hooks
         })
     return report
 
@@ -164,6 +167,9 @@ def render(report: dict[str, Any]) -> str:
             note += f"; next try not before {short_time(job['next_attempt_at'])}"
         if note:
             lines.append(f"{'':>{widths[0]}}  -> {printable(note)}")
+        if job.get("hook_runs"):
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(job["hook_runs"].items()))
+            lines.append(f"{'':>{widths[0]}}  -> hook runs: {counts}")
     shown, total = len(report["jobs"]), report.get("total", len(report["jobs"]))
     if total > shown:
         lines.append(f"({shown} of {total} shown; use --limit for more)")

@@ -25,6 +25,7 @@ HANDLERS: dict[str, str] = {
     "jobs": "orchestrator.cli.jobs:jobs_command",
     "requeue": "orchestrator.cli.requeue:requeue_command",
     "retry": "orchestrator.cli.retry:retry_command",
+    "retry-hooks": "orchestrator.cli.retry_hooks:retry_hooks_command",
     "cancel": "orchestrator.cli.cancel:cancel_command",
     "migrate": "orchestrator.cli.migrate:migrate_command",
     "backup": "orchestrator.cli.backup:backup_command",
@@ -106,6 +107,17 @@ def _add_admin_commands(commands: Any) -> None:
     _add_config_arg(retry)
     retry.add_argument("batch", type=int, metavar="BATCH", help="batch id (see `jobs`)")
     _add_json_arg(retry)
+
+    retry_hooks = commands.add_parser(
+        "retry-hooks", help="run failed hook and webhook runs again",
+        description="Failed hook and webhook runs (see `status`) go back to pending with "
+        "their attempts reset and the same idempotency key; the daemon runs them within "
+        "seconds. Exit 1 if there is no failed run (or RUN is not one).",
+    )
+    _add_config_arg(retry_hooks)
+    retry_hooks.add_argument("run", type=int, nargs="?", metavar="RUN",
+                             help="one run id (default: every failed run)")
+    _add_json_arg(retry_hooks)
 
     cancel = commands.add_parser(
         "cancel", help="cancel a queued batch; its inputs go to outbox/rejected/",

@@ -94,6 +94,7 @@ def collect(layout: Layout, now: datetime, *, with_files: bool = False) -> dict[
         failures = collapse_repeats(reports.recent_events(conn, _RECENT_FAILURE_KINDS, 30))[:10]
         paused = reports.pause_state(conn)
         queued = reports.queued_inputs(conn) if with_files else None
+        hooks = reports.hook_runs_report(conn)
     for entry in current:
         entry["files"] = json.loads(entry["files"] or "[]")
         for key in ("upload_expires_at", "download_expires_at"):
@@ -110,8 +111,11 @@ def collect(layout: Layout, now: datetime, *, with_files: bool = False) -> dict[
             item["out_stem"] = None
     for failure in failures:
         failure["at"], failure["first_at"] = rfc3339(failure["at"]), rfc3339(failure["first_at"])
+    for run in (*hooks["pending"], *hooks["failed"]):
+        for key in ("next_at", "created_at", "finished_at"):
+            run[key] = rfc3339(run[key])
     report.update(queue=queue, current=current, recent=recent, failures=failures,
-                  paused=paused)
+                  paused=paused, hooks=hooks)
     if queued is not None:
         for row in queued:
             row["queued_at"] = rfc3339(row["queued_at"])
@@ -194,6 +198,7 @@ def render(report: dict[str, Any]) -> str:
             f"  {item['finished_at'] or '-'}  {item['job_type']:6} {printable(item['file'])}:"
             f" {item['outcome']} {detail}"
         )
+    lines.extend(_hook_lines(report.get("hooks") or {}))
     if report["failures"]:
         lines.append("recent problems:")
         for failure in report["failures"]:
@@ -207,6 +212,26 @@ def render(report: dict[str, Any]) -> str:
                 f"  {printable(json.dumps(brief, sort_keys=True))}{repeated}"
             )
     return "\n".join(lines)
+
+
+def _hook_lines(hooks: dict[str, Any]) -> list[str]:
+    counts = hooks.get("counts") or {}
+    if not counts:
+        return []
+    lines = ["hook runs: " + ", ".join(f"{counts.get(s, 0)} {s}"
+                                      for s in ("pending", "running", "done", "failed"))]
+    for run in hooks.get("pending", []):
+        lines.append(f"  {run['state']} #{run['id']} {run['target']} on {run['event']}"
+                     f" attempt {run['attempts']}/{run['max_attempts']}"
+                     f" next {run['next_at'] or '-'}"
+                     + (f": {printable(run['last_error'])}" if run["last_error"] else ""))
+    for run in hooks.get("failed", []):
+        lines.append(f"  FAILED #{run['id']} {run['target']} on {run['event']}"
+                     f" input {run['input_id'] or '-'} after {run['attempts']} attempts:"
+                     f" {printable(run['last_error'] or '-')}")
+    if hooks.get("failed"):
+        lines.append("  `retry-hooks` runs the failed ones again (`retry-hooks ID`: one)")
+    return lines
 
 
 def status_command(args: argparse.Namespace) -> int:

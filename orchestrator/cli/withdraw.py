@@ -20,6 +20,7 @@ from orchestrator.cli.common import (
     Outcome,
     config_hint,
     daemon_note,
+    hook_targets_from_args,
     layout_from_args,
     open_store,
     run_admin,
@@ -52,7 +53,7 @@ async def _find(store: Store, name: str, job_type: JobType | None) -> InputFile:
 
 async def _withdraw(layout: Layout, args: argparse.Namespace) -> Outcome:
     job_type = JobType(args.type) if args.type else None
-    async with open_store(layout) as store:
+    async with open_store(layout, hook_targets=hook_targets_from_args(args)) as store:
         item = await _find(store, args.name, job_type)
         open_batches = sorted({
             row["batch_id"] for row in await store.parts_of_input(item.id)

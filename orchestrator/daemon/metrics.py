@@ -184,6 +184,18 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=registry,
         )
+        self.hook_runs = Counter(
+            PREFIX + "hook_runs",
+            "Attempts of hook and webhook runs by kind (hook, webhook), event (on) and outcome "
+            "(done; retry: failed, tried again later; failed: given up, see retry-hooks).",
+            ["kind", "on", "outcome"],
+            registry=registry,
+        )
+        self.hook_runs_pending = Gauge(
+            PREFIX + "hook_runs_pending",
+            "Hook and webhook runs not yet done or failed (waiting, retrying or running).",
+            registry=registry,
+        )
         # Series that exist from the start read 0 instead of being absent.
         for job_type in JobType:
             self.queue_length.labels(str(job_type)).set(0)
@@ -198,6 +210,9 @@ class Metrics:
         return 0.0 if at is None else max(0.0, time.time() - at)
 
     # ---- feeding --------------------------------------------------------------------------
+
+    def hook_run(self, kind: str, on: str, outcome: str) -> None:
+        self.hook_runs.labels(kind, on, outcome).inc()
 
     def api_request(self, endpoint: str, status: int | None) -> None:
         self.api_requests.labels(endpoint, "error" if status is None else str(status)).inc()

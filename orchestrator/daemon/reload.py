@@ -35,6 +35,8 @@ def _flat(config: Config) -> dict[str, Any]:
     for section, values in config.for_logging().items():
         if isinstance(values, dict):
             out.update({f"{section}.{key}": value for key, value in values.items()})
+        elif isinstance(values, list):  # [[hooks]], [[webhooks]]: taken at the next start
+            out[section] = values
     return out
 
 

@@ -260,6 +260,8 @@ class Runner(StepActions):
         self._log_decision(batch, decision, observation)
         if decision.pause and not self._auth_reported:
             self._auth_reported = True
+            await self.store.record_pause_hooks(  # the `paused` hooks: an operator must act
+                str(decision.detail.get("reason") or decision.event))
         elif not decision.pause and decision.to_state is not BatchState.QUEUED:
             self._auth_reported = False
         if decision.to_state.is_final:

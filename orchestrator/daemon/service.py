@@ -24,6 +24,7 @@ from orchestrator.daemon import systemd
 from orchestrator.daemon.arrivals import Arrivals
 from orchestrator.daemon.burst import drained
 from orchestrator.daemon.health import Condition, HealthServer, Verdict, judge
+from orchestrator.daemon.hooks import HookWorker, targets_of
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import lanes_for
 from orchestrator.daemon.lock import StateLock
@@ -85,6 +86,7 @@ class Service:
         self.layout = Layout.from_config(config)
         self.metrics = Metrics()  # per Service: tests running several never share counters
         self.runner: Runner | None = None
+        self.hooks: HookWorker | None = None
         self.store: Store | None = None
         self.monitor: Monitor | None = None
         self.health_port: int | None = None  # bound port of /healthz and /metrics
@@ -147,6 +149,7 @@ class Service:
             log.info("service.starting", version=__version__, **config.for_logging())
             self.notifier.extend_timeout(START_PHASE_S)  # migrations may copy the database
             store = await Store.open(layout.db_path, self.clock, backup_dir=layout.backups)
+            store.hook_targets = targets_of(config)  # intent rows written with each move
             self.store = store
             try:
                 await self._serve(store, on_ready, until_idle)
@@ -273,6 +276,12 @@ class Service:
                     )
                     await group.start(health.run)
                     self.health_port = health.port
+                if config.hooks or config.webhooks:  # beside the lanes, never in them
+                    hooks = HookWorker(store, layout, config, session=http, clock=self.clock,
+                                       on_outcome=self.metrics.hook_run,
+                                       on_pending=self.metrics.hook_runs_pending.set)
+                    self.hooks = hooks
+                    await group.start(hooks.run)
                 await group.start(runner.run)
                 await group.start(inbox)
                 group.start_soon(self._maintain, intake)

@@ -334,3 +334,13 @@ def _same_content(src: Path, st: os.stat_result, done: Path) -> bool:
                     return True
     except OSError:
         return False
+
+
+def error_record_of(rejected_dir: Path, name: str, input_id: int) -> Path | None:
+    """The `<name>.error.json` of input `input_id`'s completed rejection, if there is one."""
+    for path in _rejections(rejected_dir, safe_basename(name)):
+        record = path.with_name(path.name + ERROR_SUFFIX)
+        found = read_record(record)
+        if found is not None and found.get("input_id") == input_id:
+            return record
+    return None

@@ -140,3 +140,32 @@ def queued_inputs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         "SELECT id, name, job_type, state, id_count AS ids, queued_at FROM inputs"
         " WHERE state IN ('claimed', 'queued') ORDER BY id"
     )]
+
+
+def hook_runs_report(conn: sqlite3.Connection, limit: int = 20,
+                     batch_ids: Sequence[int] = ()) -> dict[str, Any]:
+    """{counts: {state: n}, pending: [...], failed: [...]} of hook and webhook runs (empty on
+    a database from before migration 6); with `batch_ids`, {by_batch: {id: {state: n}}}."""
+    empty: dict[str, Any] = {"counts": {}, "pending": [], "failed": []}
+    columns = ("id, kind, target, event, input_id, batch_id, idempotency_key, state, attempts,"
+               " max_attempts, next_at, last_error, created_at, finished_at")
+    try:
+        counts = {r["state"]: r["n"] for r in conn.execute(
+            "SELECT state, COUNT(*) AS n FROM hook_runs GROUP BY state")}
+        listed = {
+            state: [dict(r) for r in conn.execute(
+                f"SELECT {columns} FROM hook_runs WHERE state IN ({marks})"  # noqa: S608
+                " ORDER BY id DESC LIMIT ?", (*states, limit))]
+            for state, states, marks in (("pending", ("pending", "running"), "?, ?"),
+                                         ("failed", ("failed",), "?"))
+        }
+        by_batch: dict[int, dict[str, int]] = {}
+        if batch_ids:
+            marks = ",".join("?" * len(batch_ids))
+            for r in conn.execute(
+                f"SELECT batch_id, state, COUNT(*) AS n FROM hook_runs"  # noqa: S608
+                f" WHERE batch_id IN ({marks}) GROUP BY batch_id, state", tuple(batch_ids)):
+                by_batch.setdefault(r["batch_id"], {})[r["state"]] = r["n"]
+    except sqlite3.OperationalError:
+        return empty
+    return {"counts": counts, **listed, **({"by_batch": by_batch} if batch_ids else {})}

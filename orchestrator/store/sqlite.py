@@ -27,7 +27,7 @@ from orchestrator.core.machine import ALLOWED
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
 from orchestrator.core.operator import SettingChange
 from orchestrator.errors import OrchestratorError
-from orchestrator.store.queries import Queries
+from orchestrator.store.hookruns import HookRunStore
 from orchestrator.store.rows import BATCH_COLUMNS, INPUT_COLUMNS, BatchPart, db_value
 
 __all__ = ["BatchPart", "EventNote", "StaleState", "Store"]
@@ -48,7 +48,7 @@ class EventNote:
     detail: Mapping[str, Any] | None = None
 
 
-class Store(Queries):
+class Store(HookRunStore):
     """The write model: transitions (compare-and-set), claims, batches, the event log; the
     reads come from Queries."""
 
@@ -220,6 +220,7 @@ class Store(Queries):
             raise StaleState(f"input {input_id} is not in {allowed}")
         await self._event(event, batch_id=batch_id, input_id=input_id,
                           from_state="|".join(allowed), to_state=str(to_state), detail=detail)
+        await self._hook_intents(input_id, to_state, batch_id)  # same transaction: durable
 
     # ---- batches --------------------------------------------------------------------------
 

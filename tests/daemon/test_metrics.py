@@ -211,3 +211,19 @@ async def test_every_metric_the_dashboard_queries_is_exported(
     assert {name for _, name in used} >= {P + "queue_length", P + "stage_duration_seconds_bucket",
                                          P + "rate_limit_limit", P + "transfer_bytes_total"}
     assert sorted((title, name) for title, name in used if name not in names) == []
+
+
+def test_hook_outcomes_are_counted_and_pass_promtool() -> None:
+    promtool()
+    metrics = Metrics()
+    metrics.hook_run("hook", "delivered", "retry")
+    metrics.hook_run("hook", "delivered", "done")
+    metrics.hook_run("webhook", "rejected", "failed")
+    metrics.hook_runs_pending.set(3)
+    text = metrics.render().decode()
+    checked = run_promtool("check", "metrics", stdin=text)
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    found = samples(text)
+    assert value(found, "hook_runs_total", kind="hook", on="delivered", outcome="done") == 1
+    assert value(found, "hook_runs_total", kind="webhook", on="rejected", outcome="failed") == 1
+    assert value(found, "hook_runs_pending") == 3
