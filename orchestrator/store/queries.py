@@ -147,9 +147,9 @@ class Queries:
 
     async def events_after(self, event_id: int = 0) -> list[aiosqlite.Row]:
         """History rows newer than `event_id`, oldest first: id, kind, batch_id, input_id,
-        from_state, to_state (an audit reads the log in slices)."""
+        from_state, to_state, host_id (an audit reads the log in slices)."""
         return await self._fetch_all(
-            "SELECT id, kind, batch_id, input_id, from_state, to_state FROM events"
+            "SELECT id, kind, batch_id, input_id, from_state, to_state, host_id FROM events"
             " WHERE id > ? ORDER BY id", (event_id,),
         )
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import aiosqlite
-import anyio
 
 from orchestrator.clock import Clock, iso
 from orchestrator.core.decision import Decision
@@ -27,7 +23,7 @@ from orchestrator.core.machine import ALLOWED
 from orchestrator.core.model import Batch, BatchState, InputFile, InputState, JobType
 from orchestrator.core.operator import SettingChange
 from orchestrator.errors import OrchestratorError
-from orchestrator.store.queries import Queries
+from orchestrator.store.lease import FencedWrites
 from orchestrator.store.rows import BATCH_COLUMNS, INPUT_COLUMNS, BatchPart, db_value
 
 __all__ = ["BatchPart", "EventNote", "StaleState", "Store"]
@@ -48,18 +44,15 @@ class EventNote:
     detail: Mapping[str, Any] | None = None
 
 
-class Store(Queries):
+class Store(FencedWrites):
     """The write model: transitions (compare-and-set), claims, batches, the event log; the
     reads come from Queries."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
-        super().__init__(conn)
-        self.clock = clock
-        # One connection is shared by the inbox and the lanes: transactions take turns.
-        self._write_lock = anyio.Lock()
-
     @classmethod
-    async def open(cls, db_path: Path, clock: Clock, *, backup_dir: Path | None = None) -> Store:
+    async def open(
+        cls, db_path: Path, clock: Clock, *, backup_dir: Path | None = None,
+        host_id: str | None = None,
+    ) -> Store:
         from orchestrator.store.migrate import apply_migrations, connect
 
         conn = await connect(db_path)
@@ -73,36 +66,10 @@ class Store(Queries):
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, clock)
+        return cls(conn, clock, host_id)
 
     async def close(self) -> None:
         await self.conn.close()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        # Shielded: a shutdown arriving mid-transaction waits the few milliseconds it takes,
-        # so a transition and its event row always commit or roll back together.
-        with anyio.CancelScope(shield=True):
-            async with self._write_lock:
-                await self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self.conn
-                except BaseException:
-                    await self.conn.execute("ROLLBACK")
-                    raise
-                await self.conn.execute("COMMIT")
-
-    async def _event(
-        self, kind: str, *, batch_id: int | None = None, input_id: int | None = None,
-        from_state: str | None = None, to_state: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        await self.conn.execute(
-            "INSERT INTO events (at, batch_id, input_id, kind, from_state, to_state, detail_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iso(self.clock.now()), batch_id, input_id, kind, from_state, to_state,
-             json.dumps(dict(detail), sort_keys=True, default=str) if detail else None),
-        )
 
     async def record_events(
         self, notes: Sequence[EventNote], *, batch_in: tuple[int, BatchState] | None = None
@@ -181,9 +148,12 @@ class Store(Queries):
 
     async def move_input(
         self, input_id: int, from_states: Iterable[InputState], to_state: InputState,
-        *, event: str, detail: Mapping[str, Any] | None = None, **changes: Any,
+        *, event: str, detail: Mapping[str, Any] | None = None, fenced: bool = False,
+        **changes: Any,
     ) -> InputFile:
-        async with self.transaction():
+        """One input move in its own transaction; `fenced` for a move the leader's batch work
+        makes (e.g. rejecting an input mid-delivery): LeaseLost once the lease is gone."""
+        async with self.transaction(fenced=fenced):
             await self._move_input(input_id, from_states, to_state, event=event, detail=detail,
                                    **changes)
         found = await self.get_input(input_id)
@@ -233,7 +203,7 @@ class Store(Queries):
         finishing moves its inputs out of `batched`."""
         now = iso(self.clock.now())
         key = f"co-{secrets.token_hex(6)}"
-        async with self.transaction() as conn:
+        async with self.transaction(fenced=True) as conn:
             cursor = await conn.execute(
                 "INSERT INTO batches (key, job_type, state, id_count, upload_bytes, upload_name,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -285,7 +255,7 @@ class Store(Queries):
             values["finished_at"] = iso(now)
         assignments = ", ".join(f"{column} = ?" for column in values)
         guards = "".join(f" AND {column} IS ?" for column in decision.guard)
-        async with self.transaction() as conn:
+        async with self.transaction(fenced=True) as conn:
             cursor = await conn.execute(
                 f"UPDATE batches SET {assignments} WHERE id = ? AND state = ?{guards}"  # noqa: S608
                 " RETURNING id",
@@ -357,7 +327,7 @@ class Store(Queries):
         """One input of a delivering batch is durably in the outbox: never write it again.
         StaleState (nothing written) unless the batch is delivering and carries the input: a
         delivered input must never sit in a batch that can still fail or be cancelled."""
-        async with self.transaction():
+        async with self.transaction(fenced=True):
             row = await self._fetch_one(
                 "SELECT b.state FROM batches b JOIN batch_inputs bi ON bi.batch_id = b.id"
                 " WHERE b.id = ? AND bi.input_id = ? LIMIT 1", (batch_id, input_id),
