@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,15 +116,19 @@ class Store(FencedWrites):
         size_bytes: int, name_bytes: bytes | None = None, mtime_ns: int | None = None,
         ctime_ns: int | None = None,
     ) -> InputFile:
-        """Persist the intent to claim, before the rename into the spool."""
+        """Persist the intent to claim, before the rename into the spool. StaleState when
+        the outbox name is taken meanwhile (another host claiming: its rename decides)."""
         async with self.transaction() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
-                " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
-                 size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
-            )
+            try:
+                cursor = await conn.execute(
+                    "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
+                    " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
+                     size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
+                )
+            except sqlite3.IntegrityError as taken:
+                raise StaleState(f"outbox name {out_stem!r} was taken meanwhile") from taken
             input_id = cursor.lastrowid
             assert input_id is not None
             await self._event("inbox.claiming", input_id=input_id,
