@@ -7,12 +7,14 @@ stop releases its own lease."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import aiohttp
 from daemon_helpers import drop, load, make_ids, outcome, read_results, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
 from prometheus_client.parser import text_string_to_metric_families
+from resilience_helpers import spawn_daemon
 
 from orchestrator.clock import SystemClock
 from orchestrator.core.model import InputState
@@ -85,8 +87,6 @@ async def test_a_standby_claims_sends_nothing_then_takes_over_and_delivers(
 
 
 def _queued(workdir: Path) -> bool:
-    import sqlite3
-
     conn = sqlite3.connect(workdir / "state" / "state.db")
     try:
         row = conn.execute("SELECT COUNT(*) FROM inputs WHERE state = ?",
@@ -94,3 +94,47 @@ def _queued(workdir: Path) -> bool:
     finally:
         conn.close()
     return bool(row and row[0])
+
+
+async def test_a_leader_whose_lease_is_taken_stops_and_exits_1(
+    tmp_path: Path, sandbox: Sandbox,
+) -> None:
+    path = write_test_config(tmp_path, sandbox.base_url)
+    path.write_text(path.read_text() + '\n[service]\nhost_id = "node-a"\n\n'
+                    f'[store]\nlease_ttl_s = {TTL_S}\n')
+    log_path = tmp_path / "daemon.log"
+    process = spawn_daemon(path, log_path)
+    try:
+        db = tmp_path / "state" / "state.db"
+        await wait_for(lambda: db.exists() and _holder(db) == "node-a", timeout=30,
+                       what="node-a leading")
+        # Another host takes the lease (as if node-a had stalled past the TTL).
+        conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+        try:
+            conn.execute("UPDATE lease SET holder = 'node-x', epoch = epoch + 1,"
+                         " expires_at = '2999-01-01T00:00:00.000000+00:00'")
+        finally:
+            conn.close()
+        await wait_for(lambda: process.poll() is not None, timeout=TTL_S * 2,
+                       what="node-a exiting")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert process.returncode == 1
+    lines = [json.loads(line[line.index("{"):]) for line in log_path.read_text().splitlines()
+             if "{" in line]
+    lost = [line for line in lines if line.get("event") == "cluster.lease_lost"]
+    assert lost and "another host holds the lease" in lost[0]["reason"]
+    assert any(line.get("event") == "service.lease_lost" for line in lines)
+
+
+def _holder(db: Path) -> str | None:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = conn.execute("SELECT holder FROM lease").fetchone()
+    except sqlite3.OperationalError:
+        return None  # not migrated yet
+    finally:
+        conn.close()
+    return None if row is None else row[0]
