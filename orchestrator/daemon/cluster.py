@@ -171,9 +171,10 @@ class Cluster:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """The first round, started(); then a round every renew interval, until cancelled
-        or the lease is lost (LeaseLost)."""
-        await self.tick()
+        """The first round (unless tick() ran already), started(); then a round every renew
+        interval, until cancelled or the lease is lost (LeaseLost)."""
+        if self.view is None:
+            await self.tick()
         if not self.is_leader:
             log.info("cluster.standby", host=self.host_id, leader=self.view and self.view.leader,
                      detail="another host drives X; this one claims inputs and stands by")

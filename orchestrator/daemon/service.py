@@ -232,8 +232,9 @@ class Service:
                 http, config.api.base_url, self.token, clock=self.clock,
                 on_request=self.metrics.api_request,
             )
-            if not config.store.shared:  # a standby sends nothing to X; the leader's runner
-                await self._probe(xapi)  # reports a refused token as it does today
+            await cluster.tick()  # the first round: leader or standby
+            if cluster.is_leader:  # a standby sends nothing to X (once elected, its runner
+                await self._probe(xapi)  # reports a refused token as a leader's does)
             runner = Runner(
                 store=store,
                 xapi=xapi,
@@ -300,7 +301,7 @@ class Service:
                     )
                     await group.start(health.run)
                     self.health_port = health.port
-                await group.start(cluster.run)  # the first round: leader or standby
+                await group.start(cluster.run)
                 if cluster.is_leader:
                     self._runner_started = True
                     await group.start(runner.run)
