@@ -31,7 +31,7 @@ from orchestrator.daemon.lanes import lanes_for
 from orchestrator.daemon.lock import StateLock, lock_file_name
 from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
-from orchestrator.daemon.preflight import Reach, check_folders, probe
+from orchestrator.daemon.preflight import check_folders, probe_at_start
 from orchestrator.daemon.reload import plan_reload
 from orchestrator.daemon.retention import run_retention
 from orchestrator.daemon.runner import Runner
@@ -94,6 +94,7 @@ class Service:
         self.host_id = config.service.host
         self.cluster: Cluster | None = None
         self._runner_started = False  # a standby's runner starts when it is elected
+        self._running = anyio.Event()
         self.monitor: Monitor | None = None
         self.health_port: int | None = None  # bound port of /healthz and /metrics
         self.phase = "starting"  # -> "running" -> "stopping"
@@ -173,20 +174,6 @@ class Service:
                     await store.close()
         log.info("service.stopped")
 
-    async def _probe(self, xapi: XApi) -> None:
-        """One authenticated call before READY: a refused token ends the start (exit 2, which
-        systemd does not restart); an unreachable X only warns, the runner rides it out."""
-        with anyio.move_on_after(self.config.api.connect_timeout_s + 10.0) as scope:
-            result = await probe(xapi)
-        if scope.cancelled_caught:
-            log.warning("service.api_unreachable", detail="no answer from the X API at start-up")
-        elif result.reach is Reach.REFUSED:
-            raise ConfigError(f"{result.detail}; replace the bearer token and restart")
-        elif result.reach is Reach.UNREACHABLE:
-            log.warning("service.api_unreachable", detail=result.detail)
-        else:
-            log.info("service.api_ok", detail=result.detail)
-
     async def _serve(
         self,
         store: Store,
@@ -234,7 +221,7 @@ class Service:
             )
             await cluster.tick()  # the first round: leader or standby
             if cluster.is_leader:  # a standby sends nothing to X (once elected, its runner
-                await self._probe(xapi)  # reports a refused token as a leader's does)
+                await probe_at_start(xapi, config.api.connect_timeout_s)  # as a leader's does)
             runner = Runner(
                 store=store,
                 xapi=xapi,
@@ -312,6 +299,7 @@ class Service:
                 group.start_soon(run_retention, store, self.clock, config.retention.events_days)
                 await monitor.refresh_queue()
                 self.phase = "running"
+                self._running.set()
                 self.notifier.ready(monitor.text())
                 await group.start(monitor.run)
                 interval = systemd.watchdog_interval_s()
@@ -371,6 +359,7 @@ class Service:
         """A standby's runner starts once the lease is this host's: it adopts the in-flight
         job by name and resumes its upload or download, as a restarted daemon does."""
         await cluster.became_leader.wait()
+        await self._running.wait()  # elected during start-up: lead once it is up
         if self.phase == "running":
             self._runner_started = True
             await runner.run()
