@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 
 PROJECT_VIA = "compliance-orchestrator (pyproject.toml)"
 # lock file -> the optional extras it covers besides the runtime dependencies
-LOCKS: dict[str, tuple[str, ...]] = {"runtime.txt": (), "test.txt": ("test",)}
+LOCKS: dict[str, tuple[str, ...]] = {"runtime.txt": (), "test.txt": ("test", "postgresql")}
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?\s*$")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from daemon_helpers import TOKEN
+from pg_server import PgServer, pg_server_session
 
 from orchestrator.sandbox import Sandbox, SandboxConfig
 from orchestrator.sandbox.clock import SandboxClock
@@ -34,3 +35,10 @@ async def sandbox(make_sandbox: MakeSandbox) -> AsyncIterator[Sandbox]:
     async with make_sandbox() as sb:
         yield sb
 
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the session (tests/helpers/pg_server.py): skips locally
+    without the binaries, fails under CI=true."""
+    yield from pg_server_session()
