@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -216,6 +217,15 @@ class HealthConfig:
     unhealthy_after_s: float = field(default=300.0, metadata=_NON_NEGATIVE)
 
 
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def default_host_id() -> str:
+    """This machine's hostname, made a safe host_id (other characters become `-`)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:63]
+    return name or "host"
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     stop_grace_s: float = field(
@@ -226,6 +236,40 @@ class ServiceConfig:
         default=0.0,
         metadata=_rule(lambda v: v == 0 or v >= 10, "0 (automatic) or at least 10 seconds"),
     )
+    # Names this daemon in events, `status`, and the User-Agent of its requests. Unique per
+    # host of a cluster sharing one store (issue 12). "": the hostname.
+    host_id: str = field(
+        default="",
+        metadata=_rule(lambda v: v == "" or _HOST_ID.fullmatch(v) is not None,
+                       '"" (the hostname) or 1-63 letters, digits, ".", "_" or "-", starting '
+                       "with a letter or digit"),
+    )
+
+    @property
+    def host(self) -> str:
+        """The host_id in effect: the configured one, else the hostname."""
+        return self.host_id or default_host_id()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    # sqlite: the embedded state.db, one host. postgresql: several hosts share one database.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # The leader lease: a leader that has not renewed it for this long is replaced by a
+    # standby. It renews every third of it, and stops acting on X before it runs out.
+    lease_ttl_s: float = field(
+        default=30.0,
+        metadata=_rule(lambda v: 6 <= v <= 600, "a number of seconds from 6 to 600"),
+    )
+
+    @property
+    def renew_interval_s(self) -> float:
+        return self.lease_ttl_s / 3
+
+    @property
+    def shared(self) -> bool:
+        """Several hosts may share this store (leases are enforced, hosts fenced)."""
+        return self.backend != "sqlite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +289,7 @@ _SECTIONS: dict[str, type] = {
     "health": HealthConfig,
     "service": ServiceConfig,
     "retention": RetentionConfig,
+    "store": StoreConfig,
 }
 
 
@@ -259,6 +304,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: Path | None = None  # the file this was loaded from
 
     def for_logging(self) -> dict[str, Any]:
@@ -372,6 +418,13 @@ def _check_relations(config: Config, path: Path) -> None:
             "folders, neither inside the other"
         )
     spool = config.paths.spool_dir
+    if config.store.shared and spool is None:
+        # The default spool, <state_dir>/spool, is this host's: the leader could not read
+        # what a standby claimed. In a cluster it is a shared folder beside the inbox.
+        raise ConfigError(
+            f"{path}: store.backend = {config.store.backend!r} needs paths.spool_dir: a folder "
+            "on the shared filesystem, beside paths.inbox (every host claims into it)"
+        )
     for key, folder in (("paths.inbox", inbox), ("paths.outbox", outbox)):
         if _inside(state, folder):
             raise ConfigError(

@@ -31,7 +31,7 @@ from orchestrator.daemon.lanes import RunnerSettings
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.scheduler import PAUSE_RECHECK_S, Scheduler
 from orchestrator.daemon.steps import LANE, StepActions, Stopping
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import LeaseLost, OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.logs import file_fields
 from orchestrator.redact import redact_text
@@ -150,6 +150,8 @@ class Runner(StepActions):
                     await self.step(batch)
                 except Stopping:
                     break
+                except LeaseLost:
+                    raise  # this host no longer leads: the whole daemon stops (cluster.py)
                 except Exception as error:
                     # A bug must not take the whole daemon down in a restart loop: say so
                     # loudly, keep the state as it is, and try again later.
@@ -179,6 +181,8 @@ class Runner(StepActions):
                 return await self._observe(batch, machine.StepFailed(error))
         try:
             observation = await self._act(batch, step)
+        except LeaseLost:
+            raise
         except (OrchestratorError, OSError) as error:
             self.activity.incidents.step_failed(batch, step, error)
             observation = machine.StepFailed(error)

@@ -13,6 +13,7 @@ claims). "Now" is the store's clock (SQLite: the injected Clock; PostgreSQL: the
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -38,6 +39,8 @@ class FencedWrites(Queries):
     BEGIN = "BEGIN IMMEDIATE"
     IS = "IS"
     FOR_UPDATE = ""
+    # A UNIQUE or CHECK constraint refused the write.
+    INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, conn: SqlConnection, clock: Clock,
                  host_id: str | None = None) -> None:

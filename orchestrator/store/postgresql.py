@@ -157,6 +157,7 @@ class PostgresStore(Store):
     BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
     IS = "IS NOT DISTINCT FROM"
     FOR_UPDATE = " FOR UPDATE"
+    INTEGRITY_ERRORS = (psycopg.IntegrityError,) if psycopg is not None else ()
 
     def __init__(self, conn: PgConnection, clock: Clock, host_id: str | None = None, *,
                  db_clock: bool = True) -> None:

@@ -126,16 +126,20 @@ class Store(FencedWrites):
         size_bytes: int, name_bytes: bytes | None = None, mtime_ns: int | None = None,
         ctime_ns: int | None = None,
     ) -> InputFile:
-        """Persist the intent to claim, before the rename into the spool."""
+        """Persist the intent to claim, before the rename into the spool. StaleState when
+        the outbox name is taken meanwhile (another host claiming: its rename decides)."""
         async with self.transaction() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
-                " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
-                 size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
-            )
-            input_id = int((await cursor.fetchone())[0])
+            try:
+                cursor = await conn.execute(
+                    "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
+                    " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
+                     size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
+                )
+                input_id = int((await cursor.fetchone())[0])
+            except self.INTEGRITY_ERRORS as taken:
+                raise StaleState(f"outbox name {out_stem!r} was taken meanwhile") from taken
             await self._event("inbox.claiming", input_id=input_id,
                               to_state=str(InputState.CLAIMING),
                               detail={"file": name, "job_type": str(job_type)})

@@ -12,7 +12,7 @@ from clocks import FakeClock
 from orchestrator.core import machine
 from orchestrator.core.model import BatchState, InputState, JobType
 from orchestrator.errors import LeaseLost
-from orchestrator.store.sqlite import Store
+from orchestrator.store.sqlite import StaleState, Store
 
 TTL = 30.0
 PeerOpener = Callable[[str], Awaitable[Store]]  # the `open_peer` fixture
@@ -200,3 +200,13 @@ async def test_every_event_row_names_the_host_that_wrote_it(
     assert hosts[:4] == [("inbox.claiming", "host-b"), ("t", "host-b"), ("t", "host-b"),
                          ("cluster.lease_acquired", "host-b")]
     assert {h for _, h in hosts[4:]} == {None}  # the fixture's store has no host_id
+
+
+async def test_two_hosts_claiming_one_outbox_name_get_one_row(open_peer: PeerOpener) -> None:
+    a, b = await open_peer("a"), await open_peer("b")
+    await a.insert_claiming(job_type=JobType.TWEETS, name="x.txt", out_stem="x",
+                            spool_name="a.spool", inode=1, size_bytes=3)
+    with pytest.raises(StaleState, match="taken meanwhile"):
+        await b.insert_claiming(job_type=JobType.TWEETS, name="x.txt", out_stem="x",
+                                spool_name="b.spool", inode=1, size_bytes=3)
+    assert [i.spool_name for i in await b.inputs_in([InputState.CLAIMING])] == ["a.spool"]
