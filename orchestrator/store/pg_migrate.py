@@ -59,6 +59,16 @@ async def schema_version(conn: PgConnection) -> int:
     return 0 if found is None else int(found[0])
 
 
+async def pending_pg_migrations(conn: PgConnection) -> list[int]:
+    """Versions not applied yet (SchemaTooNew when the database is ahead of this program)."""
+    head = list_migrations()[-1].version
+    current = await schema_version(conn)
+    if current > head:
+        raise SchemaTooNew(f"database schema version {current} is newer than this program "
+                           f"({head}); upgrade compliance-orchestrator or restore a backup")
+    return [m.version for m in pg_migrations() if m.version > current]
+
+
 async def apply_pg_migrations(conn: PgConnection, directory: Path | None = None) -> list[int]:
     """Bring the database up to date; the versions applied."""
     migrations = pg_migrations(directory)

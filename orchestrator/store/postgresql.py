@@ -27,6 +27,7 @@ from typing import Any
 from orchestrator.clock import Clock
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact_text
+from orchestrator.store.migrate import MigrationError
 from orchestrator.store.sqlite import Store
 
 try:  # the optional extra: pip install 'compliance-orchestrator[postgresql]'
@@ -168,12 +169,21 @@ class PostgresStore(Store):
 
     @classmethod
     async def open_pg(cls, dsn: str, clock: Clock, *, password: str | None = None,
-                      host_id: str | None = None, db_clock: bool = True) -> PostgresStore:
-        from orchestrator.store.pg_migrate import apply_pg_migrations
+                      host_id: str | None = None, db_clock: bool = True,
+                      migrate: bool = True) -> PostgresStore:
+        """Connect and migrate; with `migrate=False` (command-line tools), refuse a database
+        that needs a migration instead (MigrationError)."""
+        from orchestrator.store.pg_migrate import apply_pg_migrations, pending_pg_migrations
 
         conn = await connect_pg(dsn, password)
         try:
-            await apply_pg_migrations(conn)
+            if migrate:
+                await apply_pg_migrations(conn)
+            elif pending := await pending_pg_migrations(conn):
+                raise MigrationError(
+                    f"the PostgreSQL store needs migration(s) {', '.join(map(str, pending))}:"
+                    " start the daemon (it migrates) or run `migrate`"
+                )
         except BaseException:
             await conn.close()
             raise

@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from clocks import FakeClock
-from pg_server import PgServer
 
 from orchestrator.clock import Clock
 from orchestrator.store.sqlite import Store
 
 BACKENDS = ("sqlite", "postgresql")
-_numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def pg_template(pg_server: PgServer) -> Iterator[str]:
-    """A migrated database to copy (CREATE DATABASE ... TEMPLATE: a file copy, fast)."""
-    import anyio
-
-    from orchestrator.store.pg_migrate import apply_pg_migrations
-    from orchestrator.store.postgresql import connect_pg
-
-    pg_server.psql("CREATE DATABASE co_template")
-
-    async def migrate() -> None:
-        conn = await connect_pg(pg_server.dsn("co_template"), None)
-        try:
-            await apply_pg_migrations(conn)
-        finally:
-            await conn.close()
-
-    anyio.run(migrate)
-    yield "co_template"
-
-
-@pytest.fixture
-def pg_dsn(pg_server: PgServer, pg_template: str) -> str:
-    """A fresh, migrated database of its own for one test."""
-    name = f"co_test_{next(_numbers)}"
-    pg_server.psql(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    return pg_server.dsn(name)
 
 
 @pytest.fixture(params=BACKENDS)
