@@ -28,7 +28,7 @@ from orchestrator.core.limits import (
     RATE_WINDOW_S,
     UPLOAD_WINDOW_S,
 )
-from orchestrator.credentials import WHERE_THE_TOKEN_GOES
+from orchestrator.credentials import WHERE_THE_DB_PASSWORD_GOES, WHERE_THE_TOKEN_GOES
 from orchestrator.errors import ConfigError
 
 UPLOAD_CHUNK_GRANULE = 256 * 1024  # resumable uploads take chunks in multiples of 256 KiB
@@ -251,6 +251,19 @@ class ServiceConfig:
         return self.host_id or default_host_id()
 
 
+def dsn_has_password(dsn: str) -> bool:
+    """A libpq URI with `user:password@` or `?password=`, or a key=value string with a
+    `password` key (a conservative check: we never want it in the config file)."""
+    if re.match(r"postgres(?:ql)?://", dsn, re.IGNORECASE):
+        try:
+            parts = urlsplit(dsn)
+        except ValueError:
+            return True  # unparsable: refuse rather than risk printing it
+        return parts.password is not None or re.search(r"(?:^|&)password=", parts.query,
+                                                       re.IGNORECASE) is not None
+    return re.search(r"(?:^|\s)password\s*=", dsn, re.IGNORECASE) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     # sqlite: the embedded state.db, one host. postgresql: several hosts share one database.
@@ -261,6 +274,16 @@ class StoreConfig:
         default=30.0,
         metadata=_rule(lambda v: 6 <= v <= 600, "a number of seconds from 6 to 600"),
     )
+
+    # PostgreSQL: a libpq connection string or URI, WITHOUT the password (that is read like
+    # the bearer token: see credentials.load_db_password). Unused with sqlite.
+    dsn: str = field(
+        default="",
+        metadata=_rule(lambda v: not dsn_has_password(v),
+                       "a connection string without a password (put the password in "
+                       f"{WHERE_THE_DB_PASSWORD_GOES})"),
+    )
+    password_file: Path | None = None
 
     @property
     def renew_interval_s(self) -> float:
@@ -362,11 +385,12 @@ def _unknown_key(
     path: Path, dotted: str, known: list[str], known_label: str, what: str = "key"
 ) -> ConfigError:
     name = dotted.rpartition(".")[2]
-    if _SECRET_LIKE_KEY.search(name) and name != "bearer_token_file":
+    if _SECRET_LIKE_KEY.search(name) and name not in ("bearer_token_file", "password_file"):
+        where = (f"the database password in {WHERE_THE_DB_PASSWORD_GOES}"
+                 if dotted.startswith("store.") else f"the bearer token in {WHERE_THE_TOKEN_GOES}")
         return ConfigError(
             f"{path}: {dotted}: secrets do not belong in the config file (it is read by "
-            f"humans, backups and check-config); put the bearer token in "
-            f"{WHERE_THE_TOKEN_GOES}"
+            f"humans, backups and check-config); put {where}"
         )
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
@@ -400,6 +424,9 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _check_relations(config: Config, path: Path) -> None:
+    if config.store.backend == "postgresql" and not config.store.dsn:
+        raise ConfigError(f'{path}: store.backend = "postgresql" needs store.dsn (e.g. '
+                          '"host=db.example dbname=compliance user=orchestrator")')
     pairs = [
         ("jobs.backoff_initial_s", config.jobs.backoff_initial_s,
          "jobs.backoff_max_s", config.jobs.backoff_max_s),

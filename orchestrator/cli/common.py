@@ -106,6 +106,22 @@ async def open_store(layout: Layout) -> AsyncIterator[Store]:
     Never migrates (that is `migrate`'s job, with the daemon stopped): a database at another
     schema version than this program's is refused with exit 2.
     """
+    if layout.store is not None and layout.store.backend == "postgresql":
+        from orchestrator.credentials import load_db_password
+        from orchestrator.store.postgresql import PostgresStore
+
+        try:
+            store = await PostgresStore.open_pg(
+                layout.store.dsn, SystemClock(), password=load_db_password(layout.store),
+                migrate=False,
+            )
+        except MigrationError as error:
+            raise AdminError(str(error), EXIT_USAGE) from None
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
     if not layout.db_path.exists():
         raise AdminError(
             f"no state database at {layout.db_path}: the daemon has not run here yet"

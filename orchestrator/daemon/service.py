@@ -44,6 +44,7 @@ from orchestrator.files.watch import watch_inbox
 from orchestrator.layout import Layout
 from orchestrator.logs import LEVELS, set_level
 from orchestrator.remote.xapi import XApi, make_session
+from orchestrator.store.opening import open_configured_store
 from orchestrator.store.sqlite import Store
 from orchestrator.wakeup import Wakeup
 
@@ -164,8 +165,8 @@ class Service:
             log.info("service.starting", version=__version__, host_id=self.host_id,
                      **config.for_logging())
             self.notifier.extend_timeout(START_PHASE_S)  # migrations may copy the database
-            store = await Store.open(layout.db_path, self.clock, backup_dir=layout.backups,
-                                     host_id=self.host_id)
+            store = await open_configured_store(config, layout, self.clock,
+                                                host_id=self.host_id)
             self.store = store
             try:
                 await self._serve(store, on_ready, until_idle)

@@ -1,4 +1,11 @@
-"""SQLite adapter: named queries, compare-and-set transitions, the append-only event log.
+"""The write model: named queries, compare-and-set transitions, the append-only event log.
+
+ONE write model for both engines: this Store opens SQLite (the embedded default), and
+store/postgresql.py's PostgresStore subclasses it, changing only the engine's details (the
+connection, BEGIN, NULL-safe `IS`, row locks, time types; see FencedWrites). Its SQL is
+therefore the dialect both speak (`ON CONFLICT`, `RETURNING`, `?` placeholders that the
+PostgreSQL adapter translates). It stays in this module, not a base.py, so the SQLite side's
+history (and the cluster branch's edits of it) stay where they were.
 
 Every write runs in `BEGIN IMMEDIATE` (autocommit connection), so a transition and its event
 row land together or not at all. State changes are guarded: `UPDATE ... WHERE state = :from`
@@ -11,7 +18,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +85,10 @@ class Store(FencedWrites):
         that batch is still in that state (else StaleState, nothing written)."""
         async with self.transaction():
             if batch_in is not None:
-                row = await self._fetch_one("SELECT state FROM batches WHERE id = ?",
-                                            (batch_in[0],))
+                row = await self._fetch_one(
+                    f"SELECT state FROM batches WHERE id = ?{self.FOR_UPDATE}",  # noqa: S608
+                    (batch_in[0],),
+                )
                 if row is None or row["state"] != batch_in[1]:
                     raise StaleState(f"batch {batch_in[0]} is no longer {batch_in[1]}")
             for note in notes:
@@ -93,7 +101,8 @@ class Store(FencedWrites):
         row still reads as the core saw it (else StaleState, nothing written)."""
         async with self.transaction():
             row = await self._fetch_one(
-                "SELECT value_json FROM settings WHERE key = ?", (change.key,)
+                f"SELECT value_json FROM settings WHERE key = ?{self.FOR_UPDATE}",  # noqa: S608
+                (change.key,),
             )
             since = None if row is None else json.loads(row["value_json"]).get("since")
             if (row is None) != (change.expected_since is None) or since != change.expected_since:
@@ -102,8 +111,9 @@ class Store(FencedWrites):
                 await self.conn.execute("DELETE FROM settings WHERE key = ?", (change.key,))
             else:
                 await self.conn.execute(
-                    "INSERT OR REPLACE INTO settings (key, value_json, updated_at)"
-                    " VALUES (?, ?, ?)",
+                    "INSERT INTO settings (key, value_json, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json,"
+                    " updated_at = excluded.updated_at",
                     (change.key, json.dumps(dict(change.value), sort_keys=True),
                      iso(self.clock.now())),
                 )
@@ -123,14 +133,13 @@ class Store(FencedWrites):
                 cursor = await conn.execute(
                     "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
                     " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
                      size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
                 )
-            except sqlite3.IntegrityError as taken:
+                input_id = int((await cursor.fetchone())[0])
+            except self.INTEGRITY_ERRORS as taken:
                 raise StaleState(f"outbox name {out_stem!r} was taken meanwhile") from taken
-            input_id = cursor.lastrowid
-            assert input_id is not None
             await self._event("inbox.claiming", input_id=input_id,
                               to_state=str(InputState.CLAIMING),
                               detail={"file": name, "job_type": str(job_type)})
@@ -211,12 +220,11 @@ class Store(FencedWrites):
         async with self.transaction(fenced=True) as conn:
             cursor = await conn.execute(
                 "INSERT INTO batches (key, job_type, state, id_count, upload_bytes, upload_name,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (key, job_type, str(BatchState.QUEUED), id_count, upload_bytes, upload_name,
                  now, now),
             )
-            batch_id = cursor.lastrowid
-            assert batch_id is not None
+            batch_id = int((await cursor.fetchone())[0])
             joined: set[int] = set()  # a second part of one input in this same batch
             for input_id, part, first_id, count in parts:
                 await conn.execute(
@@ -259,7 +267,7 @@ class Store(FencedWrites):
         if to_state.is_final:
             values["finished_at"] = iso(now)
         assignments = ", ".join(f"{column} = ?" for column in values)
-        guards = "".join(f" AND {column} IS ?" for column in decision.guard)
+        guards = "".join(f" AND {column} {self.IS} ?" for column in decision.guard)
         async with self.transaction(fenced=True) as conn:
             cursor = await conn.execute(
                 f"UPDATE batches SET {assignments} WHERE id = ? AND state = ?{guards}"  # noqa: S608
@@ -282,8 +290,8 @@ class Store(FencedWrites):
         changes = decision.changes
         if changes.get("x_job_id") and changes.get("x_job_id") != batch.x_job_id:
             await self.conn.execute(
-                "INSERT OR IGNORE INTO remote_jobs (x_job_id, batch_id, attempt, name, job_type,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO remote_jobs (x_job_id, batch_id, attempt, name, job_type,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (changes["x_job_id"], batch.id, batch.attempt, batch.x_job_name, batch.job_type,
                  db_value(changes.get("x_created_at"))),
             )
@@ -334,8 +342,9 @@ class Store(FencedWrites):
         delivered input must never sit in a batch that can still fail or be cancelled."""
         async with self.transaction(fenced=True):
             row = await self._fetch_one(
-                "SELECT b.state FROM batches b JOIN batch_inputs bi ON bi.batch_id = b.id"
-                " WHERE b.id = ? AND bi.input_id = ? LIMIT 1", (batch_id, input_id),
+                "SELECT b.state FROM batches b JOIN batch_inputs bi ON bi.batch_id = b.id"  # noqa: S608
+                f" WHERE b.id = ? AND bi.input_id = ? LIMIT 1{self.FOR_UPDATE}",
+                (batch_id, input_id),
             )
             if row is None or row["state"] != BatchState.DELIVERING:
                 raise StaleState(f"batch {batch_id} is not delivering input {input_id}")
