@@ -129,6 +129,11 @@ class Intake:
                                min_free_bytes=no_room.min_free, retry="every rescan")
             return None
         self.warnings.resolved(log, room_key, "inbox.claim_space_available", file=name)
+        if any(i.job_type == candidate.job_type and i.name == name
+               for i in await self.store.inputs_in([InputState.CLAIMING])):
+            # Another claim of this very file is in flight (another host, sharing the inbox):
+            # its rename decides. Choosing around its outbox name would deliver as `name-2`.
+            return None
         out_stem = await self._choose_out_stem(candidate.job_type, name)
         spool_name = InputFiles.new_name(candidate.job_type)
         try:

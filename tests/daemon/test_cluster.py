@@ -198,3 +198,36 @@ def test_hosts_lock_their_own_file_and_one_host_id_runs_once(tmp_path: Path) -> 
     with (StateLock(tmp_path, lock_file_name("a")), StateLock(tmp_path, lock_file_name("b")),
           pytest.raises(AlreadyRunning)):
         StateLock(tmp_path, lock_file_name("a")).acquire()
+
+
+async def test_a_file_another_host_is_claiming_is_left_to_it_not_renamed_around(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.core.model import InputState, JobType
+    from orchestrator.daemon.intake import Intake
+    from orchestrator.files.inbox import Candidate
+    from orchestrator.layout import Layout
+
+    layout = Layout(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
+    layout.ensure()
+    inbox = layout.inbox_for(JobType.TWEETS)
+    inbox.mkdir(parents=True)
+    path = inbox / "f11.txt"
+    path.write_text("1\n2\n")
+    st = path.stat()
+    clock = FakeClock()
+    here = await Store.open(layout.db_path, clock, host_id="b")
+    there = await Store.open(layout.db_path, clock, host_id="a")
+    try:
+        # Host a has recorded its claim and is about to rename the file into the spool.
+        await there.insert_claiming(job_type=JobType.TWEETS, name="f11.txt", out_stem="f11",
+                                    spool_name="a.spool", inode=st.st_ino, size_bytes=4)
+        found = Candidate(path, JobType.TWEETS, st.st_size, st.st_mtime_ns, st.st_ino,
+                          st.st_ctime_ns)
+        assert await Intake(here, layout).claim(found) is None
+        assert path.exists()  # left to host a: no `f11-2` claim behind its back
+        rows = await here.inputs_in(list(InputState))
+        assert [(r.out_stem, r.state) for r in rows] == [("f11", InputState.CLAIMING)]
+    finally:
+        await here.close()
+        await there.close()

@@ -18,6 +18,7 @@ import json
 import random
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -127,12 +128,15 @@ def remote_names(sandbox: Sandbox) -> list[str]:
     return [str(job.get("name")) for job in sandbox.jobs()]
 
 
+@pytest.mark.timeout(900)
 async def test_kill_the_leader_20_times_every_input_once_no_duplicate_jobs(
     tmp_path: Path, sandbox: Sandbox, pg: Database,
 ) -> None:
     rng = random.Random(12)
     hosts = Hosts(tmp_path, sandbox, pg)
     files: dict[str, list[str]] = {}
+    takeovers: list[float] = []
+    stages: list[str | None] = []
     try:
         for host in HOSTS:
             hosts.start(host)
@@ -148,10 +152,13 @@ async def test_kill_the_leader_20_times_every_input_once_no_duplicate_jobs(
                 await anyio.sleep(0.5)
                 continue
             hosts.kill(holder)
+            killed_at = time.monotonic()
             kills += 1
+            stages.append(_stage)
             # The other host takes over within the TTL; the killed one comes back as standby.
             await wait_for(lambda h=holder: lease_holder(pg)[0] not in (None, h),
                            timeout=TTL_S * 4, what="the standby taking over")
+            takeovers.append(time.monotonic() - killed_at)
             hosts.start(holder)
         await wait_for(lambda: all(outcome(tmp_path, "tweets", n) == "delivered" for n in files),
                        timeout=300, what="every input delivered")
@@ -167,6 +174,10 @@ async def test_kill_the_leader_20_times_every_input_once_no_duplicate_jobs(
     assert len(names) == len(set(names)), f"a remote job name was used twice: {names}"
     open_jobs = [j for j in sandbox.jobs() if j.get("status") in ("created", "in_progress")]
     assert open_jobs == [], "no orphan job may block the slot"
+    takeovers.sort()
+    print(f"\n{KILLS} kills at stages {sorted(map(str, stages))}; takeover (kill -> new"
+          f" holder) p50 {takeovers[len(takeovers) // 2]:.1f} s, max {takeovers[-1]:.1f} s"
+          f" (lease_ttl_s {TTL_S})")
 
 
 async def test_a_leader_cut_from_the_database_mid_upload_is_silent_before_the_standby_acts(
@@ -179,8 +190,8 @@ async def test_a_leader_cut_from_the_database_mid_upload_is_silent_before_the_st
             await wait_for(lambda: lease_holder(pg)[0] == HOSTS[0], timeout=30,
                            what="node-a leading")
             hosts.start(HOSTS[1])
-            # A resumable upload in small chunks, each answered slowly: seconds of uploading.
-            sandbox.faults.add("slow", "upload", delay=0.5, count=1000)
+            # Every upload answered slowly: seconds of uploading.
+            sandbox.faults.add("upload", "slow", 1000, delay=3.0)
             ids = make_ids(7, 120_000)
             drop(tmp_path, "tweets", "big.txt", ids)
             await wait_for(lambda: lease_holder(pg)[1] == "uploading", timeout=60,
