@@ -57,11 +57,31 @@ def host_config(shared: Path, host: str, base_url: str, store: dict[str, Any]) -
     return path
 
 
+class Database:
+    """One empty database of the session's server (tests/helpers/pg_server.py): its DSN and
+    a query helper for the tests' own reads."""
+
+    def __init__(self, server: Any, name: str, template: str) -> None:
+        # Migrated (from the session's template), so the test can read the lease at once.
+        server.psql(f"CREATE DATABASE {name} TEMPLATE {template}")
+        self.dsn = server.dsn(name)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cursor = conn.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+
+_databases = iter(range(1, 1000))
+
+
 @pytest.fixture
-def pg() -> Iterator[Any]:
-    """A throw-away PostgreSQL server (wave4-pg's helper)."""
-    with pg_server.PgServer() as server:  # the helper's API: adapt here if it differs
-        yield server
+def pg(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh, migrated database on the session's throwaway PostgreSQL server."""
+    yield Database(request.getfixturevalue("pg_server"), f"co_two_hosts_{next(_databases)}",
+                   request.getfixturevalue("pg_template"))
 
 
 def store_keys(pg: Any) -> dict[str, Any]:
