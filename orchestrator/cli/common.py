@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -25,7 +24,10 @@ from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.logs import configure_logging
 from orchestrator.store.migrate import MigrationError, connect, pending_migrations
+from orchestrator.store.opening import DATABASE_ERRORS
 from orchestrator.store.sqlite import Store
+
+_COMMAND_ERRORS: tuple[type[Exception], ...] = (MigrationError, OSError, *DATABASE_ERRORS)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -74,7 +76,7 @@ def run_admin(args: argparse.Namespace, work: Callable[[argparse.Namespace], Out
         return _fail(as_json, error.message, error.exit_code, error.detail)
     except ConfigError as error:  # bad config, schema too new, state directory locked
         return _fail(as_json, error.message, EXIT_USAGE, {})
-    except (MigrationError, sqlite3.Error, OSError) as error:
+    except _COMMAND_ERRORS as error:
         return _fail(as_json, f"{type(error).__name__}: {error}", EXIT_FAILURE, {})
     if as_json:
         print(json.dumps({"ok": True, **result}, indent=2, sort_keys=True, default=str))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import random
-import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -36,10 +35,13 @@ from orchestrator.layout import Layout
 from orchestrator.logs import file_fields
 from orchestrator.redact import redact_text
 from orchestrator.remote.xapi import XApi
+from orchestrator.store.opening import DATABASE_ERRORS
 from orchestrator.store.sqlite import StaleState, Store
 from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
+# A full disk while building a pack body, the database busy or unreachable: wait, retry.
+_SCHEDULE_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 
 class Runner(StepActions):
@@ -122,7 +124,7 @@ class Runner(StepActions):
             self.activity.beat(index)
             try:
                 batch = await self.scheduler.next_batch(job_types)
-            except (OSError, sqlite3.Error) as error:
+            except _SCHEDULE_ERRORS as error:
                 # Disk full while building a pack body, the database busy past its timeout:
                 # wait and look again rather than take the whole daemon down.
                 wait_s = min(30.0, self.policy.retry.backoff_max_s)

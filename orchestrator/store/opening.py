@@ -10,6 +10,7 @@ per-process scratch, deleted when the batch is split, and never shared between h
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Mapping
 
 from orchestrator.clock import Clock
@@ -17,6 +18,18 @@ from orchestrator.config import Config
 from orchestrator.credentials import load_db_password
 from orchestrator.layout import Layout
 from orchestrator.store.sqlite import Store
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    try:
+        from psycopg import Error
+    except ImportError:  # pragma: no cover - without the optional extra
+        return (sqlite3.Error,)
+    return (sqlite3.Error, Error)
+
+
+# What either engine raises when the database is busy, gone or refuses a statement.
+DATABASE_ERRORS = _database_errors()
 
 
 async def open_configured_store(

@@ -137,14 +137,16 @@ class PgConnection:
         await self.raw.close()
 
 
-async def connect_pg(dsn: str, password: str | None) -> PgConnection:
-    """An autocommit connection; errors never show the password (libpq may echo the DSN)."""
+async def connect_pg(dsn: str, password: str | None, host_id: str | None = None) -> PgConnection:
+    """An autocommit connection, named `compliance-orchestrator/<host_id>` in
+    pg_stat_activity; errors never show the password (libpq may echo the DSN)."""
     if psycopg is None:
         raise ConfigError(f'store.backend = "postgresql" needs psycopg: {INSTALL_HINT}')
     try:
         extra: dict[str, Any] = {} if password is None else {"password": password}
+        name = "compliance-orchestrator" + (f"/{host_id}" if host_id else "")
         raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True,
-                                                    application_name="compliance-orchestrator",
+                                                    application_name=name,
                                                     **extra)
     except psycopg.Error as error:
         text = redact_text(str(error), (password,) if password else ())
@@ -175,7 +177,7 @@ class PostgresStore(Store):
         that needs a migration instead (MigrationError)."""
         from orchestrator.store.pg_migrate import apply_pg_migrations, pending_pg_migrations
 
-        conn = await connect_pg(dsn, password)
+        conn = await connect_pg(dsn, password, host_id)
         try:
             if migrate:
                 await apply_pg_migrations(conn)
