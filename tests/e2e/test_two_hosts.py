@@ -142,8 +142,8 @@ async def test_kill_the_leader_20_times_every_input_once_no_duplicate_jobs(
             hosts.start(host)
         kills = 0
         while kills < KILLS:
-            name = f"f{kills:02d}.txt"
-            files[name] = make_ids(100 + kills, rng.randrange(50, 400))
+            name = f"f{len(files):02d}.txt"  # a new name every round, kill or not
+            files[name] = make_ids(100 + len(files), rng.randrange(50, 400))
             drop(tmp_path, "tweets", name, files[name])
             # Let the job reach a random point (creating ... delivering), then kill the leader.
             await anyio.sleep(rng.uniform(0.0, 2.0))
