@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -27,7 +28,7 @@ from orchestrator.core.limits import (
     RATE_WINDOW_S,
     UPLOAD_WINDOW_S,
 )
-from orchestrator.credentials import WHERE_THE_TOKEN_GOES
+from orchestrator.credentials import WHERE_THE_DB_PASSWORD_GOES, WHERE_THE_TOKEN_GOES
 from orchestrator.errors import ConfigError
 
 UPLOAD_CHUNK_GRANULE = 256 * 1024  # resumable uploads take chunks in multiples of 256 KiB
@@ -222,6 +223,15 @@ class HealthConfig:
     unhealthy_after_s: float = field(default=300.0, metadata=_NON_NEGATIVE)
 
 
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def default_host_id() -> str:
+    """This machine's hostname, made a safe host_id (other characters become `-`)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:63]
+    return name or "host"
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     stop_grace_s: float = field(
@@ -232,6 +242,63 @@ class ServiceConfig:
         default=0.0,
         metadata=_rule(lambda v: v == 0 or v >= 10, "0 (automatic) or at least 10 seconds"),
     )
+    # Names this daemon in events, `status`, and the User-Agent of its requests. Unique per
+    # host of a cluster sharing one store (issue 12). "": the hostname.
+    host_id: str = field(
+        default="",
+        metadata=_rule(lambda v: v == "" or _HOST_ID.fullmatch(v) is not None,
+                       '"" (the hostname) or 1-63 letters, digits, ".", "_" or "-", starting '
+                       "with a letter or digit"),
+    )
+
+    @property
+    def host(self) -> str:
+        """The host_id in effect: the configured one, else the hostname."""
+        return self.host_id or default_host_id()
+
+
+def dsn_has_password(dsn: str) -> bool:
+    """A libpq URI with `user:password@` or `?password=`, or a key=value string with a
+    `password` key (a conservative check: we never want it in the config file)."""
+    if re.match(r"postgres(?:ql)?://", dsn, re.IGNORECASE):
+        try:
+            parts = urlsplit(dsn)
+        except ValueError:
+            return True  # unparsable: refuse rather than risk printing it
+        return parts.password is not None or re.search(r"(?:^|&)password=", parts.query,
+                                                       re.IGNORECASE) is not None
+    return re.search(r"(?:^|\s)password\s*=", dsn, re.IGNORECASE) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    # sqlite: the embedded state.db, one host. postgresql: several hosts share one database.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # The leader lease: a leader that has not renewed it for this long is replaced by a
+    # standby. It renews every third of it, and stops acting on X before it runs out.
+    lease_ttl_s: float = field(
+        default=30.0,
+        metadata=_rule(lambda v: 6 <= v <= 600, "a number of seconds from 6 to 600"),
+    )
+
+    # PostgreSQL: a libpq connection string or URI, WITHOUT the password (that is read like
+    # the bearer token: see credentials.load_db_password). Unused with sqlite.
+    dsn: str = field(
+        default="",
+        metadata=_rule(lambda v: not dsn_has_password(v),
+                       "a connection string without a password (put the password in "
+                       f"{WHERE_THE_DB_PASSWORD_GOES})"),
+    )
+    password_file: Path | None = None
+
+    @property
+    def renew_interval_s(self) -> float:
+        return self.lease_ttl_s / 3
+
+    @property
+    def shared(self) -> bool:
+        """Several hosts may share this store (leases are enforced, hosts fenced)."""
+        return self.backend != "sqlite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +370,7 @@ _SECTIONS: dict[str, type] = {
     "service": ServiceConfig,
     "retention": RetentionConfig,
     "outputs": OutputsConfig,
+    "store": StoreConfig,
 }
 
 
@@ -318,6 +386,7 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     hooks: tuple[HookConfig, ...] = ()
     webhooks: tuple[WebhookConfig, ...] = ()
     source: Path | None = None  # the file this was loaded from
@@ -387,11 +456,12 @@ def _unknown_key(
     path: Path, dotted: str, known: list[str], known_label: str, what: str = "key"
 ) -> ConfigError:
     name = dotted.rpartition(".")[2]
-    if _SECRET_LIKE_KEY.search(name) and name != "bearer_token_file":
+    if _SECRET_LIKE_KEY.search(name) and name not in ("bearer_token_file", "password_file"):
+        where = (f"the database password in {WHERE_THE_DB_PASSWORD_GOES}"
+                 if dotted.startswith("store.") else f"the bearer token in {WHERE_THE_TOKEN_GOES}")
         return ConfigError(
             f"{path}: {dotted}: secrets do not belong in the config file (it is read by "
-            f"humans, backups and check-config); put the bearer token in "
-            f"{WHERE_THE_TOKEN_GOES}"
+            f"humans, backups and check-config); put {where}"
         )
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
@@ -455,6 +525,9 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _check_relations(config: Config, path: Path) -> None:
+    if config.store.backend == "postgresql" and not config.store.dsn:
+        raise ConfigError(f'{path}: store.backend = "postgresql" needs store.dsn (e.g. '
+                          '"host=db.example dbname=compliance user=orchestrator")')
     pairs = [
         ("jobs.backoff_initial_s", config.jobs.backoff_initial_s,
          "jobs.backoff_max_s", config.jobs.backoff_max_s),
@@ -473,6 +546,13 @@ def _check_relations(config: Config, path: Path) -> None:
             "folders, neither inside the other"
         )
     spool = config.paths.spool_dir
+    if config.store.shared and spool is None:
+        # The default spool, <state_dir>/spool, is this host's: the leader could not read
+        # what a standby claimed. In a cluster it is a shared folder beside the inbox.
+        raise ConfigError(
+            f"{path}: store.backend = {config.store.backend!r} needs paths.spool_dir: a folder "
+            "on the shared filesystem, beside paths.inbox (every host claims into it)"
+        )
     for key, folder in (("paths.inbox", inbox), ("paths.outbox", outbox)):
         if _inside(state, folder):
             raise ConfigError(

@@ -17,7 +17,7 @@ import structlog
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from orchestrator.config import Config
+    from orchestrator.config import Config, StoreConfig
 
 CREDENTIAL_NAME = "bearer-token"
 TOKEN_ENV = "X_BEARER_TOKEN"  # noqa: S105 (the variable name, not a token)
@@ -25,6 +25,12 @@ _MAX_TOKEN_FILE_BYTES = 64 * 1024  # a token is ~100 bytes; anything huge is the
 WHERE_THE_TOKEN_GOES = (
     f"$CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME} (systemd LoadCredential=), "
     f"a file named by api.bearer_token_file, or the environment variable {TOKEN_ENV}"
+)
+DB_CREDENTIAL_NAME = "db-password"
+DB_PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 (a variable name) libpq's own variable (libpq would read it anyway)
+WHERE_THE_DB_PASSWORD_GOES = (
+    f"$CREDENTIALS_DIRECTORY/{DB_CREDENTIAL_NAME} (systemd LoadCredential=), a file named by "
+    f"store.password_file, the environment variable {DB_PASSWORD_ENV}, or libpq's ~/.pgpass"
 )
 log = structlog.get_logger(__name__)
 
@@ -117,3 +123,38 @@ def warn_if_token_file_readable(config: Config, environ: Mapping[str, str] = os.
         fix=f"chmod 600 {found[0]}",
     )
     return True
+
+
+def load_db_password(
+    store: StoreConfig, environ: Mapping[str, str] = os.environ
+) -> str | None:
+    """The PostgreSQL password: $CREDENTIALS_DIRECTORY/db-password, then store.password_file,
+    then $PGPASSWORD; None when none is set (libpq then tries ~/.pgpass, or needs none, e.g.
+    peer or certificate authentication). Errors name the source, never the password."""
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    found: tuple[Path, str] | None = None
+    if cred_dir and (Path(cred_dir) / DB_CREDENTIAL_NAME).exists():
+        file = Path(cred_dir) / DB_CREDENTIAL_NAME
+        found = file, f"$CREDENTIALS_DIRECTORY/{DB_CREDENTIAL_NAME} ({file})"
+    elif store.password_file is not None:
+        file = store.password_file
+        found = file, f"store.password_file ({file})"
+        if not file.exists():
+            raise ConfigError(f"{found[1]} does not exist")
+    if found is None:
+        return environ.get(DB_PASSWORD_ENV) or None
+    try:
+        with open(found[0], "rb") as f:
+            data = f.read(_MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the database password from {found[1]}: "
+                          f"{exc.strerror}") from None
+    if len(data) > _MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"{found[1]} is too large to be a password; wrong file?")
+    try:
+        password = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{found[1]} is not UTF-8 text; wrong file?") from None
+    if not password or "\n" in password:
+        raise ConfigError(f"the database password in {found[1]} is empty or has several lines")
+    return password

@@ -111,6 +111,12 @@ class IntegrityError(RetryableError):
     """A download did not match its Content-Length or x-goog-hash; it is retried, never used."""
 
 
+class LeaseLost(OrchestratorError):
+    """This host no longer holds the leader lease (taken over, expired, or its renewal
+    failed): it must stop acting on X at once. Raised by a fenced write (nothing written) and
+    before a request to X or storage once the local lease deadline has passed (not sent)."""
+
+
 class ExitCode(IntEnum):
     """Process exit status of every command."""
 

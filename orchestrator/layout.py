@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from orchestrator.core.model import JobType
 
 if TYPE_CHECKING:
-    from orchestrator.config import Config
+    from orchestrator.config import Config, StoreConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +82,13 @@ class Layout:
     outbox: Path
     state_dir: Path
     spool_dir: Path | None = None  # None: <state_dir>/spool
+    # Where the state lives when it is not <state_dir>/state.db ([store], PostgreSQL).
+    store: StoreConfig | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Layout:
         paths = config.paths
-        return cls(paths.inbox, paths.outbox, paths.state_dir, paths.spool_dir)
+        return cls(paths.inbox, paths.outbox, paths.state_dir, paths.spool_dir, config.store)
 
     @property
     def spool(self) -> Path:

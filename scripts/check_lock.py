@@ -24,7 +24,9 @@ from packaging.utils import canonicalize_name
 
 PROJECT_VIA = "compliance-orchestrator (pyproject.toml)"
 # lock file -> the optional extras it covers besides the runtime dependencies
-LOCKS: dict[str, tuple[str, ...]] = {"runtime.txt": (), "test.txt": ("test",)}
+LOCKS: dict[str, tuple[str, ...]] = {
+    "runtime.txt": (), "postgresql.txt": ("postgresql",), "test.txt": ("test", "postgresql"),
+}
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?\s*$")
 
 
@@ -101,12 +103,14 @@ def problems(pyproject: Path, requirements_dir: Path) -> list[str]:
     found: list[str] = []
     for lock_name, extras in LOCKS.items():
         found += lock_problems(requirements_dir / lock_name, wanted(pyproject, extras))
-    runtime, test = (requirements_dir / name for name in LOCKS)
-    if runtime.is_file() and test.is_file():
-        production = {(p.name, p.version) for p in parse_lock(runtime.read_text())}
-        tested = {(p.name, p.version) for p in parse_lock(test.read_text())}
-        for name, version in sorted(production - tested):
-            found.append(f"test.txt: does not pin {name}=={version} as runtime.txt does")
+    test = requirements_dir / "test.txt"
+    for installed in ("runtime.txt", "postgresql.txt"):  # what production installs
+        runtime = requirements_dir / installed
+        if runtime.is_file() and test.is_file():
+            production = {(p.name, p.version) for p in parse_lock(runtime.read_text())}
+            tested = {(p.name, p.version) for p in parse_lock(test.read_text())}
+            for name, version in sorted(production - tested):
+                found.append(f"test.txt: does not pin {name}=={version} as {installed} does")
     if found:
         found.append("relock with ./scripts/lock (see the header of scripts/lock)")
     return found

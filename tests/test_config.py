@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Config, ConfigError, HealthConfig, load_config
+from orchestrator.config import (
+    Config,
+    ConfigError,
+    HealthConfig,
+    default_host_id,
+    load_config,
+)
 from orchestrator.core.packing import PackTiming
 from orchestrator.daemon.settings import packing_of
 
@@ -158,8 +164,26 @@ def test_for_logging_is_plain_json(tmp_path: Path) -> None:
     assert data["paths"]["inbox"] == str(tmp_path / "in")
     assert data["jobs"]["max_attempts"] == 5
     assert set(data) == {"api", "paths", "inbox", "jobs", "poll", "log", "health", "service",
-                         "retention", "outputs", "hooks", "webhooks",
+                         "retention", "outputs", "store", "hooks", "webhooks",
                          "source"}
+
+
+def test_host_id_defaults_to_the_hostname_and_must_be_a_safe_name(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).service.host == default_host_id()
+    config = load_config(write(tmp_path, '[service]\nhost_id = "node-b.dc1"\n'))
+    assert config.service.host == "node-b.dc1"
+    for bad in ('"../x"', '"a b"', '"-a"', '"' + "a" * 64 + '"'):
+        with pytest.raises(ConfigError, match=r"service\.host_id"):
+            load_config(write(tmp_path, f"[service]\nhost_id = {bad}\n"))
+    assert default_host_id() and "/" not in default_host_id()
+
+
+def test_the_store_lease_renews_every_third_of_its_ttl(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[store]\nlease_ttl_s = 12\n'))
+    assert (config.store.lease_ttl_s, config.store.renew_interval_s) == (12.0, 4.0)
+    assert not config.store.shared
+    with pytest.raises(ConfigError, match=r"store\.lease_ttl_s"):
+        load_config(write(tmp_path, '[store]\nlease_ttl_s = 1\n'))
 
 
 # --- errors ------------------------------------------------------------------------------------

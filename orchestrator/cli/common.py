@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -26,7 +25,10 @@ from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.logs import configure_logging
 from orchestrator.store.migrate import MigrationError, connect, pending_migrations
+from orchestrator.store.opening import DATABASE_ERRORS
 from orchestrator.store.sqlite import Store
+
+_COMMAND_ERRORS: tuple[type[Exception], ...] = (MigrationError, OSError, *DATABASE_ERRORS)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -82,7 +84,7 @@ def run_admin(args: argparse.Namespace, work: Callable[[argparse.Namespace], Out
         return _fail(as_json, error.message, error.exit_code, error.detail)
     except ConfigError as error:  # bad config, schema too new, state directory locked
         return _fail(as_json, error.message, EXIT_USAGE, {})
-    except (MigrationError, sqlite3.Error, OSError) as error:
+    except _COMMAND_ERRORS as error:
         return _fail(as_json, f"{type(error).__name__}: {error}", EXIT_FAILURE, {})
     if as_json:
         print(json.dumps({"ok": True, **result}, indent=2, sort_keys=True, default=str))
@@ -116,6 +118,23 @@ async def open_store(layout: Layout, *, hook_targets: tuple[HookTarget, ...] = (
     Never migrates (that is `migrate`'s job, with the daemon stopped): a database at another
     schema version than this program's is refused with exit 2.
     """
+    if layout.store is not None and layout.store.backend == "postgresql":
+        from orchestrator.credentials import load_db_password
+        from orchestrator.store.postgresql import PostgresStore
+
+        try:
+            pg_store = await PostgresStore.open_pg(
+                layout.store.dsn, SystemClock(), password=load_db_password(layout.store),
+                migrate=False,
+            )
+        except MigrationError as error:
+            raise AdminError(str(error), EXIT_USAGE) from None
+        pg_store.hook_targets = hook_targets
+        try:
+            yield pg_store
+        finally:
+            await pg_store.close()
+        return
     if not layout.db_path.exists():
         raise AdminError(
             f"no state database at {layout.db_path}: the daemon has not run here yet"

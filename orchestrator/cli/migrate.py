@@ -33,8 +33,35 @@ from orchestrator.store.migrate import (
 )
 
 
+async def migrate_postgresql(layout: Layout) -> dict[str, Any]:
+    """[store] backend = "postgresql": migrations/postgresql/ on store.dsn (run it with the
+    schema owner's DSN where the daemons' role may not create tables, deploy/CLUSTER.md).
+    The runner's advisory lock makes daemons starting meanwhile wait; back the database up
+    with pg_dump first."""
+    from orchestrator.credentials import load_db_password
+    from orchestrator.store.pg_migrate import apply_pg_migrations, pg_migrations, schema_version
+    from orchestrator.store.postgresql import connect_pg
+
+    assert layout.store is not None
+    files = {m.version: m.path.name for m in pg_migrations()}
+    conn = await connect_pg(layout.store.dsn, load_db_password(layout.store))
+    try:
+        before = await schema_version(conn)
+        applied = await apply_pg_migrations(conn)
+        after = await schema_version(conn)
+    finally:
+        await conn.close()
+    return {
+        "state_db": "postgresql (store.dsn)", "created": before == 0, "from_version": before,
+        "to_version": after, "applied": [{"version": v, "file": files[v]} for v in applied],
+        "backup": None, "status": "migrated" if applied else "up to date",
+    }
+
+
 async def migrate_database(layout: Layout) -> dict[str, Any]:
     """Apply what is pending; the caller holds the state lock. SchemaTooNew passes through."""
+    if layout.store is not None and layout.store.backend == "postgresql":
+        return await migrate_postgresql(layout)
     files = {m.version: m.path.name for m in list_migrations()}
     existed = layout.db_path.exists()
     conn = await connect(layout.db_path)

@@ -18,6 +18,8 @@ from typing import Any
 
 from orchestrator.clock import SystemClock, human_duration, rfc3339
 from orchestrator.config import load_config
+from orchestrator.core.model import ClusterView
+from orchestrator.daemon.lock import lock_file_name
 from orchestrator.errors import ConfigError
 from orchestrator.files.inbox import printable
 from orchestrator.layout import Layout
@@ -36,9 +38,9 @@ _RECENT_FAILURE_KINDS = (
 )
 
 
-def daemon_pid(state_dir: Path) -> int | None:
+def daemon_pid(state_dir: Path, lock_name: str = "daemon.lock") -> int | None:
     """PID of the running daemon, judged by whether its lock is held."""
-    lock_path = state_dir / "daemon.lock"
+    lock_path = state_dir / lock_name
     try:
         # Read-only is enough for flock, and works for group members who may not write it.
         with open(lock_path, "rb") as handle:
@@ -77,9 +79,46 @@ def collapse_repeats(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def collect(layout: Layout, now: datetime, *, with_files: bool = False) -> dict[str, Any]:
+def cluster_report(view: ClusterView) -> dict[str, Any]:
+    """The leader, the standbys, the lease's age and each host's last heartbeat."""
+    def age(at: datetime | None) -> float | None:
+        return None if at is None else round((view.db_now - at).total_seconds(), 1)
+
+    hosts = [{"host_id": h.host_id, "role": h.role, "pid": h.pid, "version": h.version,
+              "started_at": rfc3339(h.started_at), "last_seen": rfc3339(h.last_seen),
+              "last_seen_age_s": age(h.last_seen)} for h in view.hosts]
+    expires = view.expires_at
+    return {
+        "leader": view.leader, "epoch": view.epoch,
+        "lease_age_s": None if view.lease_age_s is None else round(view.lease_age_s, 1),
+        "lease_expires_in_s": (None if view.leader is None or expires is None
+                               else round((expires - view.db_now).total_seconds(), 1)),
+        "standbys": [h["host_id"] for h in hosts
+                     if h["role"] == "standby" and h["host_id"] != view.leader],
+        "hosts": hosts,
+    }
+
+
+def _render_cluster(cluster: dict[str, Any]) -> list[str]:
+    if cluster["leader"] is None:
+        head = "cluster: no leader (the lease is free or expired: a host takes it next round)"
+    else:
+        head = (f"cluster: leader {cluster['leader']} (epoch {cluster['epoch']}, lease renewed"
+                f" {cluster['lease_age_s']:.0f} s ago, expires in"
+                f" {cluster['lease_expires_in_s']:.0f} s)")
+    lines = [head, f"  standbys: {', '.join(cluster['standbys']) or 'none'}"]
+    for host in cluster["hosts"]:
+        seen = host["last_seen_age_s"]
+        lines.append(f"  host {printable(host['host_id'])}: {host['role']}, pid {host['pid']},"
+                     f" version {host['version']}, last heartbeat "
+                     f"{'-' if seen is None else human_duration(seen) + ' ago'}")
+    return lines
+
+
+def collect(layout: Layout, now: datetime, *, with_files: bool = False,
+            lock_name: str = "daemon.lock") -> dict[str, Any]:
     report: dict[str, Any] = {
-        "daemon_pid": daemon_pid(layout.state_dir),
+        "daemon_pid": daemon_pid(layout.state_dir, lock_name),
         "state_db": str(layout.db_path),
     }
     if not layout.db_path.exists():
@@ -95,6 +134,7 @@ def collect(layout: Layout, now: datetime, *, with_files: bool = False) -> dict[
         paused = reports.pause_state(conn)
         queued = reports.queued_inputs(conn) if with_files else None
         hooks = reports.hook_runs_report(conn)
+        cluster = cluster_report(reports.cluster_view(conn, now))
     for entry in current:
         entry["files"] = json.loads(entry["files"] or "[]")
         for key in ("upload_expires_at", "download_expires_at"):
@@ -115,7 +155,7 @@ def collect(layout: Layout, now: datetime, *, with_files: bool = False) -> dict[
         for key in ("next_at", "created_at", "finished_at"):
             run[key] = rfc3339(run[key])
     report.update(queue=queue, current=current, recent=recent, failures=failures,
-                  paused=paused, hooks=hooks)
+                  paused=paused, hooks=hooks, cluster=cluster)
     if queued is not None:
         for row in queued:
             row["queued_at"] = rfc3339(row["queued_at"])
@@ -138,6 +178,8 @@ def render(report: dict[str, Any]) -> str:
     if report.get("note"):
         lines.append(report["note"])
         return "\n".join(lines)
+    if report.get("cluster") and report["cluster"]["hosts"]:
+        lines.extend(_render_cluster(report["cluster"]))
     paused = report.get("paused")
     if paused:
         lines.append(
@@ -242,7 +284,8 @@ def status_command(args: argparse.Namespace) -> int:
         return 2
     layout = Layout.from_config(config)
     try:
-        report = collect(layout, SystemClock().now(), with_files=args.files)
+        lock = lock_file_name(config.service.host if config.store.shared else None)
+        report = collect(layout, SystemClock().now(), with_files=args.files, lock_name=lock)
     except sqlite3.Error as error:
         print(f"compliance-orchestrator: cannot read {layout.db_path}: {error}", file=sys.stderr)
         return 1

@@ -189,3 +189,44 @@ class InputFile:
     def copy_name(self) -> str:
         """The `.ids` copy's name (whether or not one exists): what is safe to delete."""
         return f"{self.spool_name}.ids"
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    """One host's heartbeat row: its role ('leader', 'standby', 'stopped'), process and
+    program version, when that process started and when it last reported."""
+
+    host_id: str
+    role: str
+    pid: int | None
+    version: str | None
+    started_at: datetime | None
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """The leader lease and the hosts, as the store saw them at `db_now` (the database's
+    clock: hosts' own clocks never matter)."""
+
+    holder: str | None
+    epoch: int
+    acquired_at: datetime | None
+    renewed_at: datetime | None
+    expires_at: datetime | None
+    db_now: datetime
+    hosts: tuple[HostRow, ...] = ()
+
+    @property
+    def leader(self) -> str | None:
+        """The holder while its lease runs, else None (expired or released)."""
+        if self.holder is None or self.expires_at is None or self.expires_at <= self.db_now:
+            return None
+        return self.holder
+
+    @property
+    def lease_age_s(self) -> float | None:
+        """Seconds since the lease was last renewed (None: nobody holds it)."""
+        if self.leader is None or self.renewed_at is None:
+            return None
+        return max(0.0, (self.db_now - self.renewed_at).total_seconds())

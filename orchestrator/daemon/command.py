@@ -18,7 +18,7 @@ import structlog
 from orchestrator.config import load_config
 from orchestrator.credentials import load_bearer_token, warn_if_token_file_readable
 from orchestrator.daemon.service import Service
-from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.errors import ConfigError, ExitCode, LeaseLost
 from orchestrator.logs import configure_logging
 from orchestrator.store.migrate import CorruptDatabase
 
@@ -66,6 +66,11 @@ def run_command(args: argparse.Namespace) -> int:
                       exit_status=int(ExitCode.STATE_CORRUPT), detail=str(corrupt))
             print(f"compliance-orchestrator: {corrupt}", file=sys.stderr)
             return ExitCode.STATE_CORRUPT
+        lost = _error_in(error, LeaseLost)
+        if lost is not None:  # cluster.py said why; systemd restarts us as a standby
+            log.error("service.lease_lost", error_msg=str(lost),
+                      exit_status=int(ExitCode.FAILURE))
+            return ExitCode.FAILURE
         config_error = _error_in(error, ConfigError)
         if config_error is not None:  # e.g. the state directory is locked, schema too new
             log.error("service.config_error", error=type(config_error).__name__,

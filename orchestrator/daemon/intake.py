@@ -19,6 +19,7 @@ import errno
 import functools
 import os
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,22 @@ class Intake:
                                min_free_bytes=no_room.min_free, retry="every rescan")
             return None
         self.warnings.resolved(log, room_key, "inbox.claim_space_available", file=name)
+        if any(i.job_type == candidate.job_type and i.name == name
+               for i in await self.store.inputs_in([InputState.CLAIMING])):
+            # Another claim of this very file is in flight (another host, sharing the inbox):
+            # its rename decides. Choosing around its outbox name would deliver as `name-2`.
+            return None
         out_stem = await self._choose_out_stem(candidate.job_type, name)
         spool_name = InputFiles.new_name(candidate.job_type)
-        row = await self.store.insert_claiming(
-            job_type=candidate.job_type, name=name, out_stem=out_stem, spool_name=spool_name,
-            inode=candidate.inode, size_bytes=candidate.size,
-            name_bytes=os.fsencode(candidate.path.name), mtime_ns=candidate.mtime_ns,
-            ctime_ns=candidate.ctime_ns or None,
-        )
+        try:
+            row = await self.store.insert_claiming(
+                job_type=candidate.job_type, name=name, out_stem=out_stem,
+                spool_name=spool_name, inode=candidate.inode, size_bytes=candidate.size,
+                name_bytes=os.fsencode(candidate.path.name), mtime_ns=candidate.mtime_ns,
+                ctime_ns=candidate.ctime_ns or None,
+            )
+        except StaleState:  # another host took that outbox name this instant: look again
+            return None
         self._busy.add(row.id)
         try:
             target = self.layout.spool / spool_name
@@ -355,24 +364,36 @@ class Intake:
 
     # ---- maintenance and recovery -----------------------------------------------------------
 
-    async def maintenance(self) -> None:
+    async def maintenance(self, *, claims_before: datetime | None = None) -> None:
         """Called every rescan interval; never raises (it runs beside the whole daemon).
 
         Finishes what local trouble interrupted: rejections not yet moved, inbox entries not
         yet moved, links not yet written, validations the spool disk refused, and inputs
-        waiting for a twin whose result is now delivered.
+        waiting for a twin whose result is now delivered. With `claims_before` (a shared
+        store), also the claims another host left in `claiming` before that time (it died).
         """
         try:
+            if claims_before is not None:
+                await self._recover_claiming(claims_before)
             await self.rejections.retry_pending()
             for item in await self.store.inputs_in([InputState.CLAIMED]):
                 await self._continue_guarded(item)
         except Exception as error:  # a bug or a database hiccup: say so, try next round
             log.exception("intake.maintenance_failed", error=type(error).__name__)
 
-    async def recover(self) -> None:
-        """Heal every crash window of claiming, validating, linking and rejecting."""
+    async def _recover_claiming(self, before: datetime | None) -> None:
         for item in await self.store.inputs_in([InputState.CLAIMING]):
-            await recover_claiming(self.store, self.layout, item)
+            if before is None or (item.claimed_at is not None and item.claimed_at < before):
+                try:
+                    await recover_claiming(self.store, self.layout, item)
+                except StaleState:
+                    continue  # its host finished it meanwhile
+
+    async def recover(self, *, claims_before: datetime | None = None) -> None:
+        """Heal every crash window of claiming, validating, linking and rejecting. With
+        `claims_before` (a shared store: other hosts claim too), only `claiming` rows older
+        than that: a younger one may be another live host's claim in progress."""
+        await self._recover_claiming(claims_before)
         for item in await self.store.inputs_in([InputState.CLAIMED]):
             await self._continue_guarded(item)
         for item in await self.store.inputs_in([InputState.REJECTED]):

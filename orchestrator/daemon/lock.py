@@ -1,5 +1,9 @@
 """One daemon per state directory: an exclusive flock on `<state_dir>/daemon.lock`.
 
+With a shared store (several hosts, issue 12) the lock is per host, `daemon.<host_id>.lock`:
+two daemons with one host_id on one machine still refuse, and hosts never rely on flock
+across machines (on NFS it is unreliable): what keeps hosts apart is the lease in the store.
+
 flock is released by the kernel when the process dies, however it dies, so there is no stale
 lock to clean up after kill -9. The file is never deleted (deleting a lock file races with a
 process that has just opened it); it only records the holder's PID for the error message.
@@ -21,6 +25,11 @@ _PID_READ_TRIES = 20
 _PID_READ_PAUSE_S = 0.01
 
 
+def lock_file_name(host_id: str | None = None) -> str:
+    """`daemon.lock` (one host: SQLite), or the per-host `daemon.<host_id>.lock`."""
+    return LOCK_FILE_NAME if host_id is None else f"daemon.{host_id}.lock"
+
+
 class AlreadyRunning(ConfigError):
     """Another process holds the state directory."""
 
@@ -29,9 +38,9 @@ class StateLock:
     """`with StateLock(state_dir):` or `acquire()` / `release()`. Not reentrant: a second
     StateLock on the same directory fails even in the same process."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, name: str = LOCK_FILE_NAME) -> None:
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / LOCK_FILE_NAME
+        self.path = self.state_dir / name
         self._fd: int | None = None
 
     @property

@@ -8,6 +8,7 @@ scraped. Every name starts with `compliance_orchestrator_` and passes `promtool 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,6 +62,9 @@ class LiveSources:
     heartbeat_age_s: Callable[[], float]
     auth_paused: Callable[[], bool] = lambda: False
     in_hand: Callable[[], Iterable[Batch]] = lambda: ()
+    leader: Callable[[], bool] = lambda: True
+    lease_age_s: Callable[[], float | None] = lambda: None
+    standbys: Callable[[], int] | None = None  # only with a shared store (several hosts)
 
 
 class _LiveCollector:
@@ -111,6 +115,24 @@ class _LiveCollector:
             "1 while the X API refuses the token and work is paused until it is fixed, else 0.",
             value=1.0 if self._sources.auth_paused() else 0.0,
         )
+        yield GaugeMetricFamily(
+            PREFIX + "leader",
+            "1 while this host holds the leader lease and drives X, 0 while it stands by.",
+            value=1.0 if self._sources.leader() else 0.0,
+        )
+        age = self._sources.lease_age_s()
+        yield GaugeMetricFamily(
+            PREFIX + "lease_age_seconds",
+            "Seconds since the leader last renewed its lease, as this host last read it "
+            "(NaN while no host holds it).",
+            value=math.nan if age is None else age,
+        )
+        if self._sources.standbys is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "standbys",
+                "Other hosts standing by to take over, with a heartbeat within the lease TTL.",
+                value=float(self._sources.standbys()),
+            )
 
 
 class Metrics:

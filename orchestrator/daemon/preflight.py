@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import anyio
+import structlog
+
 from orchestrator.config import Config
 from orchestrator.core.model import JobType
 from orchestrator.errors import AuthError, ConfigError, RateLimited, RemoteError
 from orchestrator.remote.xapi import XApi, make_session
+
+log = structlog.get_logger(__name__)
 
 
 def configured_folders(config: Config) -> list[tuple[str, Path]]:
@@ -89,3 +94,19 @@ async def probe_api(config: Config, token: str) -> ProbeResult:
     timeout = config.api.connect_timeout_s
     async with make_session(timeout, max(timeout, 10.0)) as http:
         return await probe(XApi(http, config.api.base_url, token))
+
+
+async def probe_at_start(xapi: XApi, connect_timeout_s: float) -> None:
+    """The daemon's one authenticated call before READY (on the leader): a refused token ends
+    the start (exit 2, which systemd does not restart); an unreachable X only warns, the
+    runner rides it out."""
+    with anyio.move_on_after(connect_timeout_s + 10.0) as scope:
+        result = await probe(xapi)
+    if scope.cancelled_caught:
+        log.warning("service.api_unreachable", detail="no answer from the X API at start-up")
+    elif result.reach is Reach.REFUSED:
+        raise ConfigError(f"{result.detail}; replace the bearer token and restart")
+    elif result.reach is Reach.UNREACHABLE:
+        log.warning("service.api_unreachable", detail=result.detail)
+    else:
+        log.info("service.api_ok", detail=result.detail)

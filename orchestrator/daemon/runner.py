@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import random
-import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -31,15 +30,18 @@ from orchestrator.daemon.lanes import RunnerSettings
 from orchestrator.daemon.metrics import Metrics
 from orchestrator.daemon.scheduler import PAUSE_RECHECK_S, Scheduler
 from orchestrator.daemon.steps import LANE, StepActions, Stopping
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import LeaseLost, OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.logs import file_fields
 from orchestrator.redact import redact_text
 from orchestrator.remote.xapi import XApi
+from orchestrator.store.opening import DATABASE_ERRORS
 from orchestrator.store.sqlite import StaleState, Store
 from orchestrator.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
+# A full disk while building a pack body, the database busy or unreachable: wait, retry.
+_SCHEDULE_ERRORS: tuple[type[Exception], ...] = (OSError, *DATABASE_ERRORS)
 
 
 class Runner(StepActions):
@@ -122,7 +124,7 @@ class Runner(StepActions):
             self.activity.beat(index)
             try:
                 batch = await self.scheduler.next_batch(job_types)
-            except (OSError, sqlite3.Error) as error:
+            except _SCHEDULE_ERRORS as error:
                 # Disk full while building a pack body, the database busy past its timeout:
                 # wait and look again rather than take the whole daemon down.
                 wait_s = min(30.0, self.policy.retry.backoff_max_s)
@@ -150,6 +152,8 @@ class Runner(StepActions):
                     await self.step(batch)
                 except Stopping:
                     break
+                except LeaseLost:
+                    raise  # this host no longer leads: the whole daemon stops (cluster.py)
                 except Exception as error:
                     # A bug must not take the whole daemon down in a restart loop: say so
                     # loudly, keep the state as it is, and try again later.
@@ -179,6 +183,8 @@ class Runner(StepActions):
                 return await self._observe(batch, machine.StepFailed(error))
         try:
             observation = await self._act(batch, step)
+        except LeaseLost:
+            raise
         except (OrchestratorError, OSError) as error:
             self.activity.incidents.step_failed(batch, step, error)
             observation = machine.StepFailed(error)

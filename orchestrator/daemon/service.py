@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 import anyio
 import structlog
@@ -23,14 +24,15 @@ from orchestrator.core.model import JobType
 from orchestrator.daemon import systemd
 from orchestrator.daemon.arrivals import Arrivals
 from orchestrator.daemon.burst import drained
+from orchestrator.daemon.cluster import Cluster, standby_verdict, user_agent
 from orchestrator.daemon.health import Condition, HealthServer, Verdict, judge
 from orchestrator.daemon.hooks import HookWorker, targets_of
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.lanes import lanes_for
-from orchestrator.daemon.lock import StateLock
+from orchestrator.daemon.lock import StateLock, lock_file_name
 from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
-from orchestrator.daemon.preflight import Reach, check_folders, probe
+from orchestrator.daemon.preflight import check_folders, probe_at_start
 from orchestrator.daemon.reload import plan_reload
 from orchestrator.daemon.retention import run_retention
 from orchestrator.daemon.runner import Runner
@@ -43,6 +45,7 @@ from orchestrator.files.watch import watch_inbox
 from orchestrator.layout import Layout
 from orchestrator.logs import LEVELS, set_level
 from orchestrator.remote.xapi import XApi, make_session
+from orchestrator.store.opening import open_configured_store
 from orchestrator.store.sqlite import Store
 from orchestrator.wakeup import Wakeup
 
@@ -54,6 +57,9 @@ START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, rec
 # moves; a socket read gives up after api.read_timeout_s. Silence much longer than that is a
 # stuck lane, not a slow one.
 MIN_STALE_AFTER_S = 120.0
+# Shared store: a `claiming` row this old was left by a host that died mid-claim (a claim is
+# a rename on the shared filesystem: milliseconds), so any host may finish or undo it.
+CLAIM_GRACE_S = 120.0
 
 
 class Service:
@@ -88,6 +94,10 @@ class Service:
         self.runner: Runner | None = None
         self.hooks: HookWorker | None = None
         self.store: Store | None = None
+        self.host_id = config.service.host
+        self.cluster: Cluster | None = None
+        self._runner_started = False  # a standby's runner starts when it is elected
+        self._running = anyio.Event()
         self.monitor: Monitor | None = None
         self.health_port: int | None = None  # bound port of /healthz and /metrics
         self.phase = "starting"  # -> "running" -> "stopping"
@@ -110,7 +120,10 @@ class Service:
                 Condition(name, incidents.age_s(i), i.failures, i.last_error, i.last_error_msg)
                 for name, i in incidents.conditions().items()
             ]
-        return judge(
+        cluster = self.cluster
+        if cluster is not None and not cluster.is_leader:
+            return standby_verdict(cluster, self.phase, self.stale_after_s)
+        verdict = judge(
             phase=self.phase if runner is not None else "starting",
             heartbeat_age_s=runner.activity.heartbeat_age_s() if runner is not None else 0.0,
             stale_after_s=self.stale_after_s,
@@ -118,6 +131,9 @@ class Service:
             conditions=conditions,
             unhealthy_after_s=self.config.health.unhealthy_after_s,
         )
+        if cluster is not None:
+            verdict.detail.update(role=cluster.role, host_id=cluster.host_id)
+        return verdict
 
     def _poke(self) -> None:
         self._changed.notify()
@@ -145,10 +161,14 @@ class Service:
         for folder, error in layout.ensure():
             log.warning("outbox.folder_unusable", folder=str(folder), error=type(error).__name__,
                         error_msg=str(error))
-        with StateLock(layout.state_dir):
-            log.info("service.starting", version=__version__, **config.for_logging())
+        # One daemon per state directory; with a shared store, one per host_id (lock.py).
+        lock = lock_file_name(self.host_id if config.store.shared else None)
+        with StateLock(layout.state_dir, lock):
+            log.info("service.starting", version=__version__, host_id=self.host_id,
+                     **config.for_logging())
             self.notifier.extend_timeout(START_PHASE_S)  # migrations may copy the database
-            store = await Store.open(layout.db_path, self.clock, backup_dir=layout.backups)
+            store = await open_configured_store(config, layout, self.clock,
+                                                host_id=self.host_id)
             store.hook_targets = targets_of(config)  # intent rows written with each move
             self.store = store
             try:
@@ -157,20 +177,6 @@ class Service:
                 with anyio.CancelScope(shield=True):
                     await store.close()
         log.info("service.stopped")
-
-    async def _probe(self, xapi: XApi) -> None:
-        """One authenticated call before READY: a refused token ends the start (exit 2, which
-        systemd does not restart); an unreachable X only warns, the runner rides it out."""
-        with anyio.move_on_after(self.config.api.connect_timeout_s + 10.0) as scope:
-            result = await probe(xapi)
-        if scope.cancelled_caught:
-            log.warning("service.api_unreachable", detail="no answer from the X API at start-up")
-        elif result.reach is Reach.REFUSED:
-            raise ConfigError(f"{result.detail}; replace the bearer token and restart")
-        elif result.reach is Reach.UNREACHABLE:
-            log.warning("service.api_unreachable", detail=result.detail)
-        else:
-            log.info("service.api_ok", detail=result.detail)
 
     async def _serve(
         self,
@@ -204,15 +210,25 @@ class Service:
                      JobType.USERS: config.inbox.users_format},
             id_column=config.inbox.id_column,
         )
-        await intake.recover()
+        # Shared store: another live host may be mid-claim; only claims it left long ago heal.
+        await intake.recover(claims_before=self._claim_grace_cutoff())
         # A burst's pack waits for the files of the claim pass in progress (scheduler.py).
         arrivals = Arrivals(on_settled=wakeup.notify)
-        async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s) as http:
+        cluster = self.cluster = Cluster(
+            store, host_id=self.host_id, ttl_s=config.store.lease_ttl_s,
+            renew_s=config.store.renew_interval_s, clock=self.clock,
+            enforce=config.store.shared,
+        )
+        async with make_session(config.api.connect_timeout_s, config.api.read_timeout_s,
+                                user_agent=user_agent(self.host_id),
+                                guard=cluster.check) as http:
             xapi = XApi(
                 http, config.api.base_url, self.token, clock=self.clock,
                 on_request=self.metrics.api_request,
             )
-            await self._probe(xapi)
+            await cluster.tick()  # the first round: leader or standby
+            if cluster.is_leader:  # a standby sends nothing to X (once elected, its runner
+                await probe_at_start(xapi, config.api.connect_timeout_s)  # as a leader's does)
             runner = Runner(
                 store=store,
                 xapi=xapi,
@@ -240,6 +256,9 @@ class Service:
                 heartbeat_age_s=runner.activity.heartbeat_age_s,
                 auth_paused=lambda: runner.auth_paused,
                 in_hand=lambda: runner.current.values(),
+                leader=lambda: cluster.is_leader,
+                lease_age_s=cluster.lease_age_s,
+                standbys=cluster.standbys if config.store.shared else None,
             ))
             scanner = InboxScanner(
                 layout.inbox, min_age_s=config.inbox.min_age_s, clock=self.clock,
@@ -276,25 +295,34 @@ class Service:
                     )
                     await group.start(health.run)
                     self.health_port = health.port
+                hooks = None
                 if config.hooks or config.webhooks:  # beside the lanes, never in them
                     hooks = HookWorker(store, layout, config, session=http, clock=self.clock,
                                        on_outcome=self.metrics.hook_run,
                                        on_pending=self.metrics.hook_runs_pending.set)
                     self.hooks = hooks
-                    await group.start(hooks.run)
-                await group.start(runner.run)
+                await group.start(cluster.run)
+                if cluster.is_leader:
+                    self._runner_started = True
+                    if hooks is not None:  # only the leader runs hooks: one host per run
+                        await group.start(hooks.run)
+                    await group.start(runner.run)
+                else:
+                    group.start_soon(self._lead_when_elected, cluster, runner, hooks)
                 await group.start(inbox)
                 group.start_soon(self._maintain, intake)
                 group.start_soon(run_retention, store, self.clock, config.retention.events_days)
                 await monitor.refresh_queue()
                 self.phase = "running"
+                self._running.set()
                 self.notifier.ready(monitor.text())
                 await group.start(monitor.run)
                 interval = systemd.watchdog_interval_s()
                 if interval is not None:
                     watchdog = systemd.Watchdog(
                         self.notifier, interval_s=interval, stale_s=self.stale_after_s,
-                        heartbeat=lambda: runner.heartbeat, clock=self.clock,
+                        heartbeat=lambda: runner.heartbeat if cluster.is_leader
+                        else cluster.beat, clock=self.clock,
                     )
                     await group.start(watchdog.run)
                 log.info("service.ready", lanes=len(runner.lanes), pid=os.getpid(),
@@ -307,6 +335,7 @@ class Service:
                     group.start_soon(self._stop_when_idle)
                 await self._stop.wait()
                 await self._drain(runner, monitor, inbox_done)
+                await cluster.release()  # a standby takes over at once
                 group.cancel_scope.cancel()
 
     async def _drain(self, runner: Runner, monitor: Monitor, inbox_done: anyio.Event) -> None:
@@ -323,7 +352,8 @@ class Service:
             async with anyio.create_task_group() as race:
 
                 async def settled() -> None:
-                    await runner.stopped.wait()
+                    if self._runner_started:
+                        await runner.stopped.wait()
                     await inbox_done.wait()
                     race.cancel_scope.cancel()
 
@@ -333,12 +363,31 @@ class Service:
 
                 race.start_soon(settled)
                 race.start_soon(hurried)
-        if runner.stopped.is_set():
+        if runner.stopped.is_set() or not self._runner_started:
             log.info("service.drained")
         else:
             busy = [describe_batch(batch) for batch in runner.current.values()]
             log.warning("service.grace_over", grace_s=grace, hurried=self._hurry.is_set(),
                         cancelled=busy)
+
+    async def _lead_when_elected(self, cluster: Cluster, runner: Runner,
+                                 hooks: HookWorker | None) -> None:
+        """A standby's runner (and hook worker) starts once the lease is this host's: it
+        adopts the in-flight job by name and resumes its upload or download, as a restarted
+        daemon does, and reruns hook runs a dead leader left running."""
+        await cluster.became_leader.wait()
+        await self._running.wait()  # elected during start-up: lead once it is up
+        if self.phase == "running":
+            self._runner_started = True
+            async with anyio.create_task_group() as group:
+                if hooks is not None:
+                    group.start_soon(hooks.run)
+                group.start_soon(runner.run)
+
+    def _claim_grace_cutoff(self) -> datetime | None:
+        if not self.config.store.shared:
+            return None  # one host: every claim in progress at start is this host's, dead
+        return self.clock.now() - timedelta(seconds=CLAIM_GRACE_S)
 
     async def _stop_when_idle(self) -> None:
         await self.until_idle()
@@ -348,7 +397,7 @@ class Service:
     async def _maintain(self, intake: Intake) -> None:
         while True:
             await anyio.sleep(self.config.inbox.rescan_interval_s)
-            await intake.maintenance()
+            await intake.maintenance(claims_before=self._claim_grace_cutoff())
             self._changed.notify()
 
     async def reload(self) -> None:

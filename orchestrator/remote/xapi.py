@@ -55,19 +55,35 @@ _JOB_ID = re.compile(r"[0-9]{1,19}")
 _MAX_SKIPPED_REMEMBERED = 1000
 
 
-def make_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
-    """The one client session of the app, for the API and for storage transfers.
+def make_session(
+    connect_timeout_s: float, read_timeout_s: float, *, user_agent: str | None = None,
+    guard: Callable[[], None] | None = None,
+) -> aiohttp.ClientSession:
+    """The one client session of the app, for the API and for storage transfers: every
+    request to X or its storage goes through it.
 
     No total timeout: a large upload or download may legitimately take a long time; what must
     not hang is connecting and each socket read. trust_env: HTTPS_PROXY / HTTP_PROXY /
     NO_PROXY (and ALL_PROXY) are honoured, as operators behind an egress proxy expect.
+    `user_agent` is sent with every request. `guard` runs before every request is sent (each
+    redirect and retry too): it raises (daemon.cluster: LeaseLost) to keep it from being sent.
     """
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
     )
+
+    async def guarded(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if guard is not None:
+            guard()
+        return await handler(request)
+
     # Cookies are of no use to either side and would only be state to leak.
     return aiohttp.ClientSession(
-        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+        timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True,
+        headers={"User-Agent": user_agent} if user_agent else None,
+        middlewares=(guarded,) if guard is not None else (),
     )
 
 

@@ -100,6 +100,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Fault injection, then one log line per request (never the query string)."""
     state = request.app[STATE]
     started = time.perf_counter()
+    state.arrivals += 1
+    arrived = state.arrivals
     endpoint = classify(request)
     fault = state.faults.take(endpoint) if endpoint is not None else None
     status = 0
@@ -126,7 +128,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         sent = request.get(storage.TRUNCATED)
         cut = {} if sent is None else {"truncated": True, "sent": sent}
         if endpoint is not None or not request.path.startswith("/_sandbox"):
-            state.request_log.append(RequestRecord(request.method, request.path, status, **cut))
+            state.request_log.append(RequestRecord(
+                request.method, request.path, status, **cut, arrived=arrived,
+                user_agent=request.headers.get("User-Agent")))
         log.info(
             "sandbox.request",
             method=request.method,

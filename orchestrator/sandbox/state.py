@@ -31,6 +31,7 @@ class SandboxState:
     faults: Faults
     data_dir: Path
     request_log: list[RequestRecord] = field(default_factory=list)
+    arrivals: int = 0  # requests received so far (RequestRecord.arrived)
     sessions: dict[str, Session] = field(default_factory=dict)
 
     def truth(self, job_type: str) -> Truth:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +15,7 @@ import aiosqlite
 from orchestrator.clock import Clock, from_iso, iso
 from orchestrator.core.hooks import HookTarget, RunState, concerned, idempotency_key
 from orchestrator.core.model import InputState
-from orchestrator.store.queries import Queries
+from orchestrator.store.lease import FencedWrites
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +57,12 @@ def _run(row: aiosqlite.Row) -> HookRun:
     )
 
 
-class HookRunStore(Queries):
-    """Mixed into store.sqlite.Store (which provides the clock and the transactions)."""
+class HookRunStore(FencedWrites):
+    """The hook and webhook runs of store.sqlite.Store (SQL both engines accept)."""
 
     clock: Clock
     hook_targets: tuple[HookTarget, ...] = ()  # set by the daemon from [[hooks]]/[[webhooks]]
 
-    def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
 
     async def _insert_runs(self, targets: list[HookTarget], event: str, input_id: int | None,
                            batch_id: int | None, key: str,
@@ -73,9 +70,10 @@ class HookRunStore(Queries):
         now = iso(self.clock.now())
         for target in targets:
             await self.conn.execute(
-                "INSERT OR IGNORE INTO hook_runs (kind, target, event, input_id, batch_id,"
+                "INSERT INTO hook_runs (kind, target, event, input_id, batch_id,"
                 " idempotency_key, state, max_attempts, next_at, detail_json, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (target, idempotency_key) DO NOTHING",
                 (target.kind, target.target, event, input_id, batch_id, key,
                  str(RunState.PENDING), target.max_attempts, now,
                  json.dumps(dict(detail), sort_keys=True) if detail else None, now, now),
@@ -114,7 +112,8 @@ class HookRunStore(Queries):
         the interrupted attempt is not counted (the daemon died, not the hook)."""
         async with self.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE hook_runs SET state = ?, attempts = MAX(attempts - 1, 0),"
+                "UPDATE hook_runs SET state = ?,"
+                " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
                 " next_at = ?, updated_at = ? WHERE state = ? RETURNING id",
                 (str(RunState.PENDING), iso(self.clock.now()), iso(self.clock.now()),
                  str(RunState.RUNNING)))
@@ -145,9 +144,11 @@ class HookRunStore(Queries):
             await conn.execute(
                 "UPDATE hook_runs SET state = ?, last_error = COALESCE(?, last_error),"
                 " next_at = ?, updated_at = ?, finished_at = ?,"
-                " attempts = MAX(attempts - ?, 0) WHERE id = ? AND state = ?",
+                " attempts = CASE WHEN attempts > ? THEN attempts - ? ELSE 0 END"
+                " WHERE id = ? AND state = ?",
                 (str(state), error, iso(now + timedelta(seconds=delay_s)), iso(now),
-                 iso(now) if final else None, int(uncount), run_id, str(RunState.RUNNING)))
+                 iso(now) if final else None, int(uncount), int(uncount), run_id,
+                 str(RunState.RUNNING)))
 
     async def next_hook_due(self) -> datetime | None:
         row = await self._fetch_one("SELECT MIN(next_at) AS at FROM hook_runs WHERE state = ?",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -27,13 +27,24 @@ _LINKABLE = sql_list([InputState.CLAIMED, InputState.QUEUED, InputState.BATCHED,
                       InputState.DELIVERED])
 
 
+class SqlConnection(Protocol):
+    """What the store needs of a connection: aiosqlite's, or store/postgresql.py's adapter
+    (the same `?` placeholders, cursors with fetchone/fetchall/rowcount, rows addressable by
+    name and position like sqlite3.Row)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
 class Queries:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: SqlConnection) -> None:
         self.conn = conn
 
     async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         async with self.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+            row: aiosqlite.Row | None = await cursor.fetchone()
+            return row
 
     async def _fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self.conn.execute(sql, params) as cursor:
@@ -147,9 +158,9 @@ class Queries:
 
     async def events_after(self, event_id: int = 0) -> list[aiosqlite.Row]:
         """History rows newer than `event_id`, oldest first: id, kind, batch_id, input_id,
-        from_state, to_state (an audit reads the log in slices)."""
+        from_state, to_state, host_id (an audit reads the log in slices)."""
         return await self._fetch_all(
-            "SELECT id, kind, batch_id, input_id, from_state, to_state FROM events"
+            "SELECT id, kind, batch_id, input_id, from_state, to_state, host_id FROM events"
             " WHERE id > ? ORDER BY id", (event_id,),
         )
 

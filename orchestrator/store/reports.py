@@ -11,9 +11,12 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.clock import from_iso
+from orchestrator.core.model import ClusterView, HostRow
 from orchestrator.store.rows import FINAL_BATCH_STATES, FINAL_INPUT_STATES, sql_list
 
 _FINAL = sql_list(FINAL_BATCH_STATES)
@@ -169,3 +172,23 @@ def hook_runs_report(conn: sqlite3.Connection, limit: int = 20,
     except sqlite3.OperationalError:
         return empty
     return {"counts": counts, **listed, **({"by_batch": by_batch} if batch_ids else {})}
+
+
+def cluster_view(conn: sqlite3.Connection, now: datetime) -> ClusterView:
+    """The leader lease and the hosts' heartbeats, judged at `now` (a database from before
+    migration 0005 has neither: nobody leads, no hosts)."""
+    try:
+        lease = conn.execute(
+            "SELECT holder, epoch, acquired_at, renewed_at, expires_at FROM lease"
+            " WHERE name = 'leader'").fetchone()
+        hosts = conn.execute(
+            "SELECT host_id, role, pid, version, started_at, last_seen FROM hosts"
+            " ORDER BY host_id").fetchall()
+    except sqlite3.OperationalError:  # no such table
+        return ClusterView(None, 0, None, None, None, now)
+    rows = tuple(HostRow(r["host_id"], r["role"], r["pid"], r["version"],
+                         from_iso(r["started_at"]), from_iso(r["last_seen"])) for r in hosts)
+    if lease is None:
+        return ClusterView(None, 0, None, None, None, now, rows)
+    return ClusterView(lease["holder"], int(lease["epoch"]), from_iso(lease["acquired_at"]),
+                       from_iso(lease["renewed_at"]), from_iso(lease["expires_at"]), now, rows)

@@ -63,7 +63,7 @@ CREATE TABLE events (
     from_state   TEXT,
     to_state     TEXT,
     detail_json  TEXT
-);
+, host_id TEXT);
 
 -- index events_by_batch
 CREATE INDEX events_by_batch ON events (batch_id, id);
@@ -98,6 +98,16 @@ CREATE INDEX hook_runs_due ON hook_runs (state, next_at);
 -- index hook_runs_input
 CREATE INDEX hook_runs_input ON hook_runs (input_id);
 
+-- table hosts
+CREATE TABLE hosts (
+    host_id     TEXT    PRIMARY KEY,
+    role        TEXT    NOT NULL,
+    pid         INTEGER,
+    version     TEXT,
+    started_at  TEXT,
+    last_seen   TEXT
+);
+
 -- table inputs
 CREATE TABLE inputs (
     id              INTEGER PRIMARY KEY,
@@ -125,6 +135,16 @@ CREATE INDEX inputs_by_body ON inputs (job_type, body_sha256) WHERE body_sha256 
 
 -- index inputs_by_state
 CREATE INDEX inputs_by_state ON inputs (state, job_type, id);
+
+-- table lease
+CREATE TABLE lease (
+    name         TEXT    PRIMARY KEY CHECK (name = 'leader'),
+    holder       TEXT,
+    epoch        INTEGER NOT NULL DEFAULT 0,
+    acquired_at  TEXT,
+    renewed_at   TEXT,
+    expires_at   TEXT
+);
 
 -- table remote_jobs
 CREATE TABLE remote_jobs (
@@ -157,10 +177,16 @@ CREATE TABLE settings (
 -- index sqlite_autoindex_hook_runs_1
 -- (created by SQLite for a UNIQUE/PRIMARY KEY)
 
+-- index sqlite_autoindex_hosts_1
+-- (created by SQLite for a UNIQUE/PRIMARY KEY)
+
 -- index sqlite_autoindex_inputs_1
 -- (created by SQLite for a UNIQUE/PRIMARY KEY)
 
 -- index sqlite_autoindex_inputs_2
+-- (created by SQLite for a UNIQUE/PRIMARY KEY)
+
+-- index sqlite_autoindex_lease_1
 -- (created by SQLite for a UNIQUE/PRIMARY KEY)
 
 -- index sqlite_autoindex_remote_jobs_1

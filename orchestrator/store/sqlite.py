@@ -1,4 +1,11 @@
-"""SQLite adapter: named queries, compare-and-set transitions, the append-only event log.
+"""The write model: named queries, compare-and-set transitions, the append-only event log.
+
+ONE write model for both engines: this Store opens SQLite (the embedded default), and
+store/postgresql.py's PostgresStore subclasses it, changing only the engine's details (the
+connection, BEGIN, NULL-safe `IS`, row locks, time types; see FencedWrites). Its SQL is
+therefore the dialect both speak (`ON CONFLICT`, `RETURNING`, `?` placeholders that the
+PostgreSQL adapter translates). It stays in this module, not a base.py, so the SQLite side's
+history (and the cluster branch's edits of it) stay where they were.
 
 Every write runs in `BEGIN IMMEDIATE` (autocommit connection), so a transition and its event
 row land together or not at all. State changes are guarded: `UPDATE ... WHERE state = :from`
@@ -11,14 +18,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import aiosqlite
-import anyio
 
 from orchestrator.clock import Clock, iso
 from orchestrator.core.decision import Decision
@@ -52,14 +55,11 @@ class Store(HookRunStore):
     """The write model: transitions (compare-and-set), claims, batches, the event log; the
     reads come from Queries."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
-        super().__init__(conn)
-        self.clock = clock
-        # One connection is shared by the inbox and the lanes: transactions take turns.
-        self._write_lock = anyio.Lock()
-
     @classmethod
-    async def open(cls, db_path: Path, clock: Clock, *, backup_dir: Path | None = None) -> Store:
+    async def open(
+        cls, db_path: Path, clock: Clock, *, backup_dir: Path | None = None,
+        host_id: str | None = None,
+    ) -> Store:
         from orchestrator.store.migrate import apply_migrations, connect
 
         conn = await connect(db_path)
@@ -73,36 +73,10 @@ class Store(HookRunStore):
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, clock)
+        return cls(conn, clock, host_id)
 
     async def close(self) -> None:
         await self.conn.close()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        # Shielded: a shutdown arriving mid-transaction waits the few milliseconds it takes,
-        # so a transition and its event row always commit or roll back together.
-        with anyio.CancelScope(shield=True):
-            async with self._write_lock:
-                await self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self.conn
-                except BaseException:
-                    await self.conn.execute("ROLLBACK")
-                    raise
-                await self.conn.execute("COMMIT")
-
-    async def _event(
-        self, kind: str, *, batch_id: int | None = None, input_id: int | None = None,
-        from_state: str | None = None, to_state: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        await self.conn.execute(
-            "INSERT INTO events (at, batch_id, input_id, kind, from_state, to_state, detail_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iso(self.clock.now()), batch_id, input_id, kind, from_state, to_state,
-             json.dumps(dict(detail), sort_keys=True, default=str) if detail else None),
-        )
 
     async def record_events(
         self, notes: Sequence[EventNote], *, batch_in: tuple[int, BatchState] | None = None
@@ -111,8 +85,10 @@ class Store(HookRunStore):
         that batch is still in that state (else StaleState, nothing written)."""
         async with self.transaction():
             if batch_in is not None:
-                row = await self._fetch_one("SELECT state FROM batches WHERE id = ?",
-                                            (batch_in[0],))
+                row = await self._fetch_one(
+                    f"SELECT state FROM batches WHERE id = ?{self.FOR_UPDATE}",  # noqa: S608
+                    (batch_in[0],),
+                )
                 if row is None or row["state"] != batch_in[1]:
                     raise StaleState(f"batch {batch_in[0]} is no longer {batch_in[1]}")
             for note in notes:
@@ -125,7 +101,8 @@ class Store(HookRunStore):
         row still reads as the core saw it (else StaleState, nothing written)."""
         async with self.transaction():
             row = await self._fetch_one(
-                "SELECT value_json FROM settings WHERE key = ?", (change.key,)
+                f"SELECT value_json FROM settings WHERE key = ?{self.FOR_UPDATE}",  # noqa: S608
+                (change.key,),
             )
             since = None if row is None else json.loads(row["value_json"]).get("since")
             if (row is None) != (change.expected_since is None) or since != change.expected_since:
@@ -134,8 +111,9 @@ class Store(HookRunStore):
                 await self.conn.execute("DELETE FROM settings WHERE key = ?", (change.key,))
             else:
                 await self.conn.execute(
-                    "INSERT OR REPLACE INTO settings (key, value_json, updated_at)"
-                    " VALUES (?, ?, ?)",
+                    "INSERT INTO settings (key, value_json, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json,"
+                    " updated_at = excluded.updated_at",
                     (change.key, json.dumps(dict(change.value), sort_keys=True),
                      iso(self.clock.now())),
                 )
@@ -148,17 +126,20 @@ class Store(HookRunStore):
         size_bytes: int, name_bytes: bytes | None = None, mtime_ns: int | None = None,
         ctime_ns: int | None = None,
     ) -> InputFile:
-        """Persist the intent to claim, before the rename into the spool."""
+        """Persist the intent to claim, before the rename into the spool. StaleState when
+        the outbox name is taken meanwhile (another host claiming: its rename decides)."""
         async with self.transaction() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
-                " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
-                 size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
-            )
-            input_id = cursor.lastrowid
-            assert input_id is not None
+            try:
+                cursor = await conn.execute(
+                    "INSERT INTO inputs (job_type, name, out_stem, state, spool_name, inode,"
+                    " size_bytes, name_bytes, mtime_ns, ctime_ns, claimed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (job_type, name, out_stem, str(InputState.CLAIMING), spool_name, inode,
+                     size_bytes, name_bytes, mtime_ns, ctime_ns, iso(self.clock.now())),
+                )
+                input_id = int((await cursor.fetchone())[0])
+            except self.INTEGRITY_ERRORS as taken:
+                raise StaleState(f"outbox name {out_stem!r} was taken meanwhile") from taken
             await self._event("inbox.claiming", input_id=input_id,
                               to_state=str(InputState.CLAIMING),
                               detail={"file": name, "job_type": str(job_type)})
@@ -181,9 +162,12 @@ class Store(HookRunStore):
 
     async def move_input(
         self, input_id: int, from_states: Iterable[InputState], to_state: InputState,
-        *, event: str, detail: Mapping[str, Any] | None = None, **changes: Any,
+        *, event: str, detail: Mapping[str, Any] | None = None, fenced: bool = False,
+        **changes: Any,
     ) -> InputFile:
-        async with self.transaction():
+        """One input move in its own transaction; `fenced` for a move the leader's batch work
+        makes (e.g. rejecting an input mid-delivery): LeaseLost once the lease is gone."""
+        async with self.transaction(fenced=fenced):
             await self._move_input(input_id, from_states, to_state, event=event, detail=detail,
                                    **changes)
         found = await self.get_input(input_id)
@@ -234,15 +218,14 @@ class Store(HookRunStore):
         finishing moves its inputs out of `batched`."""
         now = iso(self.clock.now())
         key = f"co-{secrets.token_hex(6)}"
-        async with self.transaction() as conn:
+        async with self.transaction(fenced=True) as conn:
             cursor = await conn.execute(
                 "INSERT INTO batches (key, job_type, state, id_count, upload_bytes, upload_name,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (key, job_type, str(BatchState.QUEUED), id_count, upload_bytes, upload_name,
                  now, now),
             )
-            batch_id = cursor.lastrowid
-            assert batch_id is not None
+            batch_id = int((await cursor.fetchone())[0])
             joined: set[int] = set()  # a second part of one input in this same batch
             for input_id, part, first_id, count in parts:
                 await conn.execute(
@@ -285,8 +268,8 @@ class Store(HookRunStore):
         if to_state.is_final:
             values["finished_at"] = iso(now)
         assignments = ", ".join(f"{column} = ?" for column in values)
-        guards = "".join(f" AND {column} IS ?" for column in decision.guard)
-        async with self.transaction() as conn:
+        guards = "".join(f" AND {column} {self.IS} ?" for column in decision.guard)
+        async with self.transaction(fenced=True) as conn:
             cursor = await conn.execute(
                 f"UPDATE batches SET {assignments} WHERE id = ? AND state = ?{guards}"  # noqa: S608
                 " RETURNING id",
@@ -308,8 +291,8 @@ class Store(HookRunStore):
         changes = decision.changes
         if changes.get("x_job_id") and changes.get("x_job_id") != batch.x_job_id:
             await self.conn.execute(
-                "INSERT OR IGNORE INTO remote_jobs (x_job_id, batch_id, attempt, name, job_type,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO remote_jobs (x_job_id, batch_id, attempt, name, job_type,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (changes["x_job_id"], batch.id, batch.attempt, batch.x_job_name, batch.job_type,
                  db_value(changes.get("x_created_at"))),
             )
@@ -358,10 +341,11 @@ class Store(HookRunStore):
         """One input of a delivering batch is durably in the outbox: never write it again.
         StaleState (nothing written) unless the batch is delivering and carries the input: a
         delivered input must never sit in a batch that can still fail or be cancelled."""
-        async with self.transaction():
+        async with self.transaction(fenced=True):
             row = await self._fetch_one(
-                "SELECT b.state FROM batches b JOIN batch_inputs bi ON bi.batch_id = b.id"
-                " WHERE b.id = ? AND bi.input_id = ? LIMIT 1", (batch_id, input_id),
+                "SELECT b.state FROM batches b JOIN batch_inputs bi ON bi.batch_id = b.id"  # noqa: S608
+                f" WHERE b.id = ? AND bi.input_id = ? LIMIT 1{self.FOR_UPDATE}",
+                (batch_id, input_id),
             )
             if row is None or row["state"] != BatchState.DELIVERING:
                 raise StaleState(f"batch {batch_id} is not delivering input {input_id}")

@@ -159,8 +159,10 @@ def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("compliance_orchestrator-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n for n in names if n.startswith("orchestrator/migrations/"))
-    expected = sorted(
-        f"orchestrator/migrations/{p.name}" for p in (REPO / "migrations").glob("*.sql")
+    expected = sorted(  # SQLite's, and PostgreSQL's in migrations/postgresql/
+        f"orchestrator/migrations/{p.relative_to(REPO / 'migrations').as_posix()}"
+        for p in (REPO / "migrations").rglob("*.sql")
     )
+    assert "orchestrator/migrations/postgresql/0005_initial.sql" in expected
     assert shipped == expected and expected
     assert "orchestrator/sandbox/server.py" in names

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from admin_helpers import db, make_batch, offline_config, run_cli, set_batch
+from admin_helpers import db, layout_of, make_batch, offline_config, run_cli, set_batch
 
 from orchestrator.cli.status import collapse_repeats
-from orchestrator.clock import human_duration, rfc3339
+from orchestrator.clock import SystemClock, human_duration, rfc3339
+from orchestrator.store.sqlite import Store
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -138,3 +139,32 @@ async def test_status_files_lists_queued_names_escaped_and_exact_in_json(
     exact = run_cli(capsys, "status", "--config", config, "--files", "--json").json
     assert [f["name"] for f in exact["queued_files"]] == ["wait\x1b[2J.txt"]
     assert "queued_files" not in run_cli(capsys, "status", "--config", config, "--json").json
+
+
+async def test_status_shows_the_leader_the_standbys_and_each_hosts_heartbeat(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    await make_batch(tmp_path)
+    before = run_cli(capsys, "status", "--config", config, "--json")
+    assert before.json["cluster"] == {"leader": None, "epoch": 0, "lease_age_s": None,
+                                      "lease_expires_in_s": None, "standbys": [], "hosts": []}
+    assert "cluster:" not in run_cli(capsys, "status", "--config", config).out
+    store = await Store.open(layout_of(tmp_path).db_path, SystemClock(), host_id="node-a")
+    try:
+        await store.heartbeat("node-a", "leader", 101, "1.0")
+        await store.heartbeat("node-b", "standby", 202, "1.0")
+        assert await store.acquire_lease("node-a", 30.0) == 1
+    finally:
+        await store.close()
+    status = run_cli(capsys, "status", "--config", config, "--json")
+    cluster = status.json["cluster"]
+    assert (cluster["leader"], cluster["epoch"], cluster["standbys"]) == ("node-a", 1, ["node-b"])
+    assert 0 <= cluster["lease_age_s"] < 30 and 0 < cluster["lease_expires_in_s"] <= 30
+    assert [(h["host_id"], h["role"], h["pid"]) for h in cluster["hosts"]] == [
+        ("node-a", "leader", 101), ("node-b", "standby", 202)]
+    assert all(RFC3339.match(h["last_seen"]) for h in cluster["hosts"])
+    text = run_cli(capsys, "status", "--config", config).out
+    assert "cluster: leader node-a (epoch 1, lease renewed" in text
+    assert "  standbys: node-b" in text
+    assert re.search(r"host node-b: standby, pid 202, version 1.0, last heartbeat \d+s ago", text)

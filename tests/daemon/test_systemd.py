@@ -226,3 +226,37 @@ async def test_run_reports_ready_status_watchdog_and_stopping_in_order(
     assert any(s.startswith("tweets batch 1: waiting for job ") for s in during), statuses
     assert all(a != b for a, b in itertools.pairwise(statuses))  # only changes
     assert statuses[-1].startswith("stopping")
+
+
+async def test_a_standby_pings_the_watchdog_while_its_lease_loop_runs(
+    tmp_path: Path, sandbox: Sandbox, notify_socket: NotifySocket
+) -> None:
+    from orchestrator.clock import SystemClock
+    from orchestrator.store.sqlite import Store
+
+    config_path = write_config(tmp_path, sandbox.base_url)
+    config_path.write_text(config_path.read_text()
+                           + '\n[service]\nhost_id = "node-b"\n\n[store]\nlease_ttl_s = 6.0\n')
+    (tmp_path / "state").mkdir()
+    other = await Store.open(tmp_path / "state" / "state.db", SystemClock(), host_id="node-a")
+    try:
+        assert await other.acquire_lease("node-a", 3600.0) == 1  # node-a leads throughout
+        before = len(sandbox.request_log)
+        process = _spawn(config_path, notify_socket.path)
+        try:
+            await wait_for(lambda: "READY=1" in notify_socket.poll(), timeout=30, what="READY")
+            await wait_for(lambda: bool(notify_socket.poll())
+                           and notify_socket.keys().count("WATCHDOG") >= 5,
+                           timeout=30, what="watchdog pings from the standby")
+            process.send_signal(signal.SIGTERM)
+            await wait_for(lambda: process.poll() is not None, timeout=30, what="exit")
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+        view = await other.cluster_view()
+        assert view.holder == "node-a"
+        assert {h.host_id: h.role for h in view.hosts} == {"node-b": "stopped"}
+        assert len(sandbox.request_log) == before  # a standby sent nothing to X
+    finally:
+        await other.close()

@@ -17,6 +17,12 @@ from orchestrator.core.model import BatchState, InputState, JobType, RemoteJob, 
 from orchestrator.store import reports
 from orchestrator.store.sqlite import Store
 
+
+@pytest.fixture
+def backend() -> str:
+    """SQLite only: `status` and `jobs` read the SQLite file (store/reports.py)."""
+    return "sqlite"
+
 SIGNED = "https://storage.example/o?X-Goog-Signature=deadbeef&X-Goog-Credential=k"
 
 

@@ -708,89 +708,77 @@ TestStateProperties = StoreMachine.TestCase
 # ---- regressions the property test found ---------------------------------------------------
 
 
-async def test_undoing_a_claim_that_moved_on_is_stale_and_writes_nothing(tmp_path: Path) -> None:
+async def test_undoing_a_claim_that_moved_on_is_stale_and_writes_nothing(store: Store) -> None:
     """delete_claiming is compare-and-set like every move: on an input that is no longer
     claiming it used to delete nothing yet log `inbox.claim_undone` (claiming -> gone) for
     an input that still existed, and to raise nothing."""
-    store = await Store.open(tmp_path / "state.db", FakeClock())
-    try:
-        row = await store.insert_claiming(job_type=JobType.TWEETS, name="a.txt", out_stem="a",
-                                          spool_name="a.spool", inode=1, size_bytes=10)
-        await store.move_input(row.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
-        before = await store.events_after(0)
-        with pytest.raises(StaleState):
-            await store.delete_claiming(row.id, "claim interrupted")
-        assert [e["id"] for e in await store.events_after(0)] == [e["id"] for e in before]
-        kept = await store.get_input(row.id)
-        assert kept is not None and kept.state is I.CLAIMED
-        # Still claiming: the row goes, with its event.
-        other = await store.insert_claiming(job_type=JobType.TWEETS, name="b.txt",
-                                            out_stem="b", spool_name="b.spool", inode=2,
-                                            size_bytes=10)
-        await store.delete_claiming(other.id, "claim interrupted")
-        assert await store.get_input(other.id) is None
-        assert (await store.events_after(0))[-1]["kind"] == "inbox.claim_undone"
-    finally:
-        await store.close()
+    row = await store.insert_claiming(job_type=JobType.TWEETS, name="a.txt", out_stem="a",
+                                      spool_name="a.spool", inode=1, size_bytes=10)
+    await store.move_input(row.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
+    before = await store.events_after(0)
+    with pytest.raises(StaleState):
+        await store.delete_claiming(row.id, "claim interrupted")
+    assert [e["id"] for e in await store.events_after(0)] == [e["id"] for e in before]
+    kept = await store.get_input(row.id)
+    assert kept is not None and kept.state is I.CLAIMED
+    # Still claiming: the row goes, with its event.
+    other = await store.insert_claiming(job_type=JobType.TWEETS, name="b.txt",
+                                        out_stem="b", spool_name="b.spool", inode=2,
+                                        size_bytes=10)
+    await store.delete_claiming(other.id, "claim interrupted")
+    assert await store.get_input(other.id) is None
+    assert (await store.events_after(0))[-1]["kind"] == "inbox.claim_undone"
 
 
-async def test_a_delivery_for_a_batch_that_is_not_delivering_is_stale(tmp_path: Path) -> None:
+async def test_a_delivery_for_a_batch_that_is_not_delivering_is_stale(store: Store) -> None:
     """mark_delivered used to deliver any batched input, whatever its batch's state: an
     input marked delivered while its batch was still waiting stayed `delivered` (with no
     results) when that batch failed or was cancelled."""
-    store = await Store.open(tmp_path / "state.db", FakeClock())
-    try:
-        row = await store.insert_claiming(job_type=JobType.TWEETS, name="a.txt", out_stem="a",
-                                          spool_name="a.spool", inode=1, size_bytes=10)
-        await store.move_input(row.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
-        await store.move_input(row.id, [I.CLAIMED], I.QUEUED, event="input.queued", id_count=3)
-        batch = await store.form_batch(JobType.TWEETS, [(row.id, 0, 0, 3)], upload_name="x",
-                                       id_count=3, upload_bytes=30)
-        other = await store.form_batch(JobType.TWEETS, [], upload_name="y", id_count=0,
-                                       upload_bytes=0)
-        before = [e["id"] for e in await store.events_after(0)]
-        with pytest.raises(StaleState):
-            await store.mark_delivered(row.id, batch.id)  # queued, not delivering
-        with pytest.raises(StaleState):
-            await store.mark_delivered(row.id, other.id)  # a batch that doesn't carry it
-        assert [e["id"] for e in await store.events_after(0)] == before
-        cancel = operator.cancel(batch, force=False, files=[])
-        assert cancel is not None
-        cancelled = await store.apply(batch, cancel)
-        assert cancelled.state is B.CANCELLED
-        item = await store.get_input(row.id)
-        assert item is not None and item.state is I.REJECTED
-    finally:
-        await store.close()
+    row = await store.insert_claiming(job_type=JobType.TWEETS, name="a.txt", out_stem="a",
+                                      spool_name="a.spool", inode=1, size_bytes=10)
+    await store.move_input(row.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
+    await store.move_input(row.id, [I.CLAIMED], I.QUEUED, event="input.queued", id_count=3)
+    batch = await store.form_batch(JobType.TWEETS, [(row.id, 0, 0, 3)], upload_name="x",
+                                   id_count=3, upload_bytes=30)
+    other = await store.form_batch(JobType.TWEETS, [], upload_name="y", id_count=0,
+                                   upload_bytes=0)
+    before = [e["id"] for e in await store.events_after(0)]
+    with pytest.raises(StaleState):
+        await store.mark_delivered(row.id, batch.id)  # queued, not delivering
+    with pytest.raises(StaleState):
+        await store.mark_delivered(row.id, other.id)  # a batch that doesn't carry it
+    assert [e["id"] for e in await store.events_after(0)] == before
+    cancel = operator.cancel(batch, force=False, files=[])
+    assert cancel is not None
+    cancelled = await store.apply(batch, cancel)
+    assert cancelled.state is B.CANCELLED
+    item = await store.get_input(row.id)
+    assert item is not None and item.state is I.REJECTED
 
 
-async def test_an_input_in_another_batch_cannot_join_a_new_one(tmp_path: Path) -> None:
+async def test_an_input_in_another_batch_cannot_join_a_new_one(store: Store) -> None:
     """form_batch used to accept an input already `batched` in another open batch; the
     second batch could then never finish (nor be cancelled): finishing moves its inputs out
     of `batched`, and the first batch had already moved the input on."""
-    store = await Store.open(tmp_path / "state.db", FakeClock())
-    try:
-        row = await store.insert_claiming(job_type=JobType.TWEETS, name="a.txt", out_stem="a",
-                                          spool_name="a.spool", inode=1, size_bytes=10)
-        await store.move_input(row.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
-        await store.move_input(row.id, [I.CLAIMED], I.QUEUED, event="input.queued", id_count=10)
-        first = await store.form_batch(JobType.TWEETS, [(row.id, 0, 0, 5)], upload_name="p0",
-                                       id_count=5, upload_bytes=50)
-        before = [e["id"] for e in await store.events_after(0)]
-        with pytest.raises(StaleState):
-            await store.form_batch(JobType.TWEETS, [(row.id, 1, 5, 5)], upload_name="p1",
+    row = await store.insert_claiming(job_type=JobType.TWEETS, name="a.txt", out_stem="a",
+                                      spool_name="a.spool", inode=1, size_bytes=10)
+    await store.move_input(row.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
+    await store.move_input(row.id, [I.CLAIMED], I.QUEUED, event="input.queued", id_count=10)
+    first = await store.form_batch(JobType.TWEETS, [(row.id, 0, 0, 5)], upload_name="p0",
                                    id_count=5, upload_bytes=50)
-        assert [e["id"] for e in await store.events_after(0)] == before
-        assert await store.active_batches([JobType.TWEETS]) == [first]
-        # Two parts of one input in the same batch are still one move each.
-        other = await store.insert_claiming(job_type=JobType.TWEETS, name="b.txt",
-                                            out_stem="b", spool_name="b.spool", inode=2,
-                                            size_bytes=10)
-        await store.move_input(other.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
-        await store.move_input(other.id, [I.CLAIMED], I.QUEUED, event="input.queued",
-                               id_count=4)
-        both = await store.form_batch(JobType.TWEETS, [(other.id, 0, 0, 2), (other.id, 1, 2, 2)],
-                                      upload_name="b", id_count=4, upload_bytes=40)
-        assert len(await store.batch_parts(both.id)) == 2
-    finally:
-        await store.close()
+    before = [e["id"] for e in await store.events_after(0)]
+    with pytest.raises(StaleState):
+        await store.form_batch(JobType.TWEETS, [(row.id, 1, 5, 5)], upload_name="p1",
+                               id_count=5, upload_bytes=50)
+    assert [e["id"] for e in await store.events_after(0)] == before
+    assert await store.active_batches([JobType.TWEETS]) == [first]
+    # Two parts of one input in the same batch are still one move each.
+    other = await store.insert_claiming(job_type=JobType.TWEETS, name="b.txt",
+                                        out_stem="b", spool_name="b.spool", inode=2,
+                                        size_bytes=10)
+    await store.move_input(other.id, [I.CLAIMING], I.CLAIMED, event="inbox.claimed")
+    await store.move_input(other.id, [I.CLAIMED], I.QUEUED, event="input.queued",
+                           id_count=4)
+    both = await store.form_batch(JobType.TWEETS, [(other.id, 0, 0, 2), (other.id, 1, 2, 2)],
+                                  upload_name="b", id_count=4, upload_bytes=40)
+    assert len(await store.batch_parts(both.id)) == 2
