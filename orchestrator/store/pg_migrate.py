@@ -13,7 +13,6 @@ Regenerate the snapshot after adding a migration:  python -m orchestrator.store.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import anyio
@@ -26,6 +25,7 @@ from orchestrator.store.migrate import (
     migrations_dir,
 )
 from orchestrator.store.postgresql import PgConnection, connect_pg
+from orchestrator.store.schema import write_or_check
 
 SCHEMA_FILE = Path(__file__).with_name("schema_pg.sql")
 _LOCK_KEY = 0x636F6D70  # pg_advisory_xact_lock key: "comp"
@@ -165,17 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dsn", help="an EMPTY scratch database, e.g. 'host=/tmp/pg dbname=x'")
     parser.add_argument("--check", action="store_true", help="exit 1 if schema_pg.sql is stale")
     args = parser.parse_args(argv)
-    text = anyio.run(migrated_pg_schema, args.dsn)
-    if args.check:
-        current = SCHEMA_FILE.read_text(encoding="utf-8") if SCHEMA_FILE.exists() else ""
-        if current != text:
-            print(f"{SCHEMA_FILE} is out of date: run python -m orchestrator.store.pg_migrate",
-                  file=sys.stderr)
-            return 1
-        return 0
-    SCHEMA_FILE.write_text(text, encoding="utf-8")
-    print(f"wrote {SCHEMA_FILE}")
-    return 0
+    return write_or_check(SCHEMA_FILE, anyio.run(migrated_pg_schema, args.dsn),
+                          check=args.check, command="python -m orchestrator.store.pg_migrate")
 
 
 if __name__ == "__main__":

@@ -39,21 +39,25 @@ async def migrated_schema() -> str:
         return await dump_schema(conn)
 
 
+def write_or_check(schema_file: Path, text: str, *, check: bool, command: str) -> int:
+    """Write a regenerated snapshot, or with `check` exit 1 if the checked-in one differs."""
+    if check:
+        current = schema_file.read_text(encoding="utf-8") if schema_file.exists() else ""
+        if current != text:
+            print(f"{schema_file} is out of date: run {command}", file=sys.stderr)
+            return 1
+        return 0
+    schema_file.write_text(text, encoding="utf-8")
+    print(f"wrote {schema_file}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.store.schema")
     parser.add_argument("--check", action="store_true", help="exit 1 if schema.sql is stale")
     args = parser.parse_args(argv)
-    text = anyio.run(migrated_schema)
-    if args.check:
-        current = SCHEMA_FILE.read_text(encoding="utf-8") if SCHEMA_FILE.exists() else ""
-        if current != text:
-            print(f"{SCHEMA_FILE} is out of date: run python -m orchestrator.store.schema",
-                  file=sys.stderr)
-            return 1
-        return 0
-    SCHEMA_FILE.write_text(text, encoding="utf-8")
-    print(f"wrote {SCHEMA_FILE}")
-    return 0
+    return write_or_check(SCHEMA_FILE, anyio.run(migrated_schema), check=args.check,
+                          command="python -m orchestrator.store.schema")
 
 
 if __name__ == "__main__":
