@@ -1,6 +1,7 @@
 """Deliveries of a named dataset (`NAME@STAMP.ext`, core/datasets.py) are compared with the
 one before: `<stem>.delta.jsonl` in the outbox beside the results, and a `delta` section in
-the manifest saying which delivery it was compared with.
+the manifest saying which delivery it was compared with. A dataset's first delivery has no
+delta (`first_delivery: true`, no file): it becomes the baseline of the next.
 
 Each delivery leaves a baseline in `<state_dir>/datasets/<type>/<NAME>/`: its result rows
 sorted by ID (`<input id>.sorted`) and what the manifest needs to name it (`<input id>.json`).
@@ -56,13 +57,15 @@ def _compute(layout: Layout, item: InputFile, dataset: str, results: Path, now: 
     previous = earlier[-1] if earlier else None
     own = folder / f"{item.id}.sorted"
     sort_rows(results, own, folder, progress=progress)
-    keys = folder / f".{item.id}.keys"
-    try:
-        sort_ids(layout.spool / item.ids_name, keys, folder, progress=progress)
-        counts = write_delta(folder / f"{previous}.sorted" if previous is not None else None,
-                             own, keys, delta_path(layout, item), progress)
-    finally:
-        keys.unlink(missing_ok=True)
+    counts = None
+    if previous is not None:  # a first delivery is only the baseline: it has no delta
+        keys = folder / f".{item.id}.keys"
+        try:
+            sort_ids(layout.spool / item.ids_name, keys, folder, progress=progress)
+            counts = write_delta(folder / f"{previous}.sorted", own, keys,
+                                 delta_path(layout, item), progress)
+        finally:
+            keys.unlink(missing_ok=True)
     atomic_write_json(folder / f"{item.id}.json",
                       {"input_id": item.id, "file": item.name, "out_stem": item.out_stem,
                        "delivered_at": iso(now)})
@@ -72,10 +75,10 @@ def _compute(layout: Layout, item: InputFile, dataset: str, results: Path, now: 
             compared = json.loads((folder / f"{previous}.json").read_text())
     return {
         "dataset": dataset,
-        "file": delta_path(layout, item).name,
+        "file": delta_path(layout, item).name if counts is not None else None,
         "first_delivery": previous is None,
         "compared_with": compared,
-        "counts": counts.as_dict(),
+        "counts": counts.as_dict() if counts is not None else None,
     }
 
 
@@ -89,7 +92,7 @@ async def dataset_delta(layout: Layout, item: InputFile, results: Path, now: dat
     section = await anyio.to_thread.run_sync(
         _compute, layout, item, dataset, results, now, progress)
     log.info("dataset.delta", file=item.name, input_id=item.id, dataset=dataset,
-             first_delivery=section["first_delivery"], **section["counts"])
+             first_delivery=section["first_delivery"], **(section["counts"] or {}))
     return section
 
 
