@@ -121,9 +121,12 @@ FAULT_MENU: list[tuple[str, str, int, dict[str, Any]]] = [
 ]
 # Faults that cost a remote job (a storage 403 is permanent for that signed URL): a few per
 # run, or the lanes would spend the run waiting out abandoned jobs' upload windows.
-RARE_FAULTS: dict[tuple[str, str, str], int] = {
+# Corrupt bodies are scheduled here too: from the menu they can sit behind other download
+# faults (FIFO, at most two pending) until the end clears them, and the run must see them.
+RARE_FAULTS: dict[tuple[str, str, str | None], int] = {
     ("upload", "403", "SignatureDoesNotMatch"): 1, ("upload", "403", "AccessDenied"): 1,
     ("download", "403", "SignatureDoesNotMatch"): 2, ("download", "403", "AccessDenied"): 2,
+    ("download", "corrupt", None): 2,
 }
 
 
@@ -132,13 +135,13 @@ def consumed_faults(sb: Sandbox, stats: Stats) -> int:
 
 
 def script_faults(sb: Sandbox, rng: random.Random, stats: Stats,
-                  rare: list[tuple[str, str, str]]) -> None:
+                  rare: list[tuple[str, str, str | None]]) -> None:
     """A few faults per round, more while the measured share is below target; the rare
     ones at the rounds they were given (`rare`, one per round, in order)."""
     if rare:
         endpoint, kind, code = rare.pop()
         sb.faults.add(endpoint, kind, code=code)
-        stats.faults[f"{endpoint}:{kind}:{code}"] += 1
+        stats.faults[f"{endpoint}:{kind}" + (f":{code}" if code else "")] += 1
         stats.scripted_uses += 1
     requests = max(1, len(sb.request_log))
     behind = consumed_faults(sb, stats) / requests < FAULT_SHARE_TARGET
