@@ -8,10 +8,22 @@ import sys
 
 import anyio
 
-from orchestrator.config import load_config
-from orchestrator.credentials import bearer_token_source, load_bearer_token
+from orchestrator.config import Config, load_config
+from orchestrator.credentials import bearer_token_source, db_password_source, load_bearer_token
 from orchestrator.daemon.preflight import Reach, check_folders, probe_api
 from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.layout import Layout
+
+
+def _store_summary(config: Config) -> str:
+    """The backend and where it is; for PostgreSQL, where the password comes from (read, so a
+    missing password file is a config error; never shown)."""
+    if config.store.backend != "postgresql":
+        return f"sqlite, {Layout.from_config(config).db_path}"
+    from orchestrator.store.postgresql import describe_dsn
+
+    return (f"postgresql, {describe_dsn(config.store.dsn)}, password from "
+            f"{db_password_source(config.store)}")
 
 
 def check_config_command(args: argparse.Namespace) -> int:
@@ -21,6 +33,7 @@ def check_config_command(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         source = bearer_token_source(config)
         check_folders(config)
+        store = _store_summary(config)
         token = load_bearer_token(config) if getattr(args, "online", False) else None
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
@@ -47,6 +60,7 @@ def check_config_command(args: argparse.Namespace) -> int:
         "state_dir": config.paths.state_dir,
         "api": config.api.base_url,
         "token from": source,
+        "store": store,
         "concurrency": config.jobs.concurrency,
         "log": f"{config.log.level}, {config.log.format}",
         "health": health,
