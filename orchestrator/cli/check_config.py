@@ -1,5 +1,6 @@
 """`check-config --config PATH [--online]`: is the config usable, are its folders, and is a
-bearer token available (and, with --online, accepted by X)?"""
+bearer token available (and, with --online, accepted by X; and a PostgreSQL store reachable,
+read-only)?"""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from orchestrator.credentials import bearer_token_source, db_password_source, lo
 from orchestrator.daemon.preflight import Reach, check_folders, probe_api
 from orchestrator.errors import ConfigError, ExitCode
 from orchestrator.layout import Layout
+from orchestrator.store import reports
+from orchestrator.store.opening import DATABASE_ERRORS
+from orchestrator.store.postgresql import StoreUnavailable
 
 
 def _store_summary(config: Config) -> str:
@@ -26,9 +30,18 @@ def _store_summary(config: Config) -> str:
             f"{db_password_source(config.store)}")
 
 
+def _probe_store(config: Config) -> str:
+    """--online on PostgreSQL: can we connect and read (read-only, nothing created)?"""
+    with reports.open_reports(Layout.from_config(config)) as reader:
+        if reader is None:
+            return ("reachable; no tables yet (a daemon creates them when it first starts, or"
+                    " `migrate`)")
+        return f"reachable; schema version {reader.schema_version()}"
+
+
 def check_config_command(args: argparse.Namespace) -> int:
     """0 and a summary if usable; 2 for a bad config, an unusable folder or (--online) a
-    refused token; 1 (--online) when X cannot be reached."""
+    refused token; 1 (--online) when X, or the PostgreSQL store, cannot be reached."""
     try:
         config = load_config(args.config)
         source = bearer_token_source(config)
@@ -47,6 +60,16 @@ def check_config_command(args: argparse.Namespace) -> int:
             return ExitCode.USAGE
         if online.reach is Reach.UNREACHABLE:
             print(f"X unreachable: {online.detail}", file=sys.stderr)
+            return ExitCode.FAILURE
+    database = None
+    if token is not None and config.store.backend == "postgresql":
+        try:
+            database = _probe_store(config)
+        except StoreUnavailable as exc:
+            print(f"store unreachable: {exc}", file=sys.stderr)
+            return ExitCode.FAILURE
+        except DATABASE_ERRORS as exc:
+            print(f"store unreadable: {' '.join(str(exc).split())}", file=sys.stderr)
             return ExitCode.FAILURE
     health = (
         f"http://{config.health.host}:{config.health.port}/healthz"
@@ -67,6 +90,8 @@ def check_config_command(args: argparse.Namespace) -> int:
     }
     if online is not None:
         summary["online"] = f"{online.reach}: {online.detail}"
+    if database is not None:
+        summary["database"] = database
     for label, value in summary.items():
         print(f"  {label + ':':<13}{value}")
     return ExitCode.OK

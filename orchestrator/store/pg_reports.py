@@ -44,6 +44,11 @@ class PgReader:
         value: datetime = self.rows("SELECT clock_timestamp() AS now")[0]["now"]
         return value
 
+    def schema_version(self) -> int:
+        if not self.has_table("schema_version"):
+            return 0
+        return int(self.rows("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")[0]["v"])
+
 
 @contextmanager
 def open_pg_reader(dsn: str, password: str | None) -> Iterator[PgReader]:

@@ -38,6 +38,8 @@ class Reader(Protocol):
 
     def db_now(self) -> datetime | None: ...
 
+    def schema_version(self) -> int: ...
+
 
 class SqliteReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -52,6 +54,9 @@ class SqliteReader:
 
     def db_now(self) -> datetime | None:
         return None
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 @contextmanager

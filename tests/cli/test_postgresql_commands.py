@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from admin_helpers import SIGNED, Run, arun_cli, assert_no_secrets, offline_config, run_cli
 from clocks import FakeClock
-from daemon_helpers import TOKEN
+from daemon_helpers import TOKEN, write_config
 from pg_server import PgServer
 
 from orchestrator.clock import SystemClock
@@ -29,6 +29,8 @@ from orchestrator.core.decision import Decision
 from orchestrator.core.model import BatchState, InputState, JobType, RemoteJob, RemoteStatus
 from orchestrator.daemon.lock import StateLock
 from orchestrator.layout import Layout
+from orchestrator.sandbox import Sandbox
+from orchestrator.store.pg_migrate import pg_migrations
 from orchestrator.store.postgresql import PostgresStore
 from orchestrator.store.sqlite import EventNote, Store
 
@@ -38,8 +40,8 @@ PASSWORD = "pw-Zq8-not-for-your-eyes"
 SINCE = timedelta(days=3, minutes=30)
 
 
-def pg_config(workdir: Path, dsn: str, host_id: str = "node-a") -> Path:
-    path = offline_config(workdir)
+def pg_config(workdir: Path, dsn: str, host_id: str = "node-a", base_url: str = "") -> Path:
+    path = write_config(workdir, base_url) if base_url else offline_config(workdir)
     (workdir / "spool").mkdir(exist_ok=True)  # a cluster's spool is shared, beside the inbox
     text = path.read_text().replace("[paths]\n", '[paths]\nspool_dir = "spool"\n', 1)
     path.write_text(text + f'\n[service]\nhost_id = "{host_id}"\n\n'
@@ -282,6 +284,27 @@ async def test_backup_migrate_check_config_and_submit_on_postgresql(
     submit = await arun_cli(capsys, "submit", ids, "--type", "tweets", "--config", config)
     assert submit.code == 0 and (tmp_path / "inbox" / "tweets" / "new.txt").exists()
     no_password(backup, migrate, check, submit)
+
+
+async def test_check_config_online_reads_the_postgresql_store(
+    tmp_path: Path, pg_dsn: str, sandbox: Sandbox, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--online: X accepts the token, and the store answers (read-only: its schema version);
+    a server that cannot be reached is exit 1 naming it."""
+    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
+    config = pg_config(tmp_path, pg_dsn, base_url=sandbox.base_url)
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "outbox").mkdir()
+    ok = await arun_cli(capsys, "check-config", "--config", config, "--online")
+    assert ok.code == 0, ok.err
+    newest = max(m.version for m in pg_migrations())
+    assert f"database:    reachable; schema version {newest}" in ok.out
+    gone = pg_config(tmp_path, f"host={tmp_path} port=5432 dbname=gone", base_url=sandbox.base_url)
+    down = await arun_cli(capsys, "check-config", "--config", gone, "--online")
+    assert down.code == 1 and down.err.startswith("store unreachable: cannot connect to"
+                                                  " PostgreSQL (host="), down.err
+    no_password(ok, down)
 
 
 def test_an_unreachable_server_is_one_line_naming_it(
