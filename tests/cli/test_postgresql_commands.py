@@ -307,6 +307,22 @@ async def test_check_config_online_reads_the_postgresql_store(
     no_password(ok, down)
 
 
+def test_status_and_jobs_before_any_daemon_ran_on_the_database(
+    tmp_path: Path, pg_server: PgServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty database (not migrated yet): exit 0 saying so; nothing is created in it."""
+    pg_server.psql("CREATE DATABASE co_cli_empty")
+    config = pg_config(tmp_path, pg_server.dsn("co_cli_empty"))
+    status = run_cli(capsys, "status", "--config", config)
+    jobs = run_cli(capsys, "jobs", "--config", config, "--json")
+    assert status.code == jobs.code == 0, status.err + jobs.err
+    assert "no state in the PostgreSQL database yet" in status.out
+    assert jobs.json["note"].startswith("no state in the PostgreSQL database yet")
+    assert pg_server.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+                          "co_cli_empty") == "0"
+    no_password(status, jobs)
+
+
 def test_an_unreachable_server_is_one_line_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
