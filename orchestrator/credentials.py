@@ -158,3 +158,16 @@ def load_db_password(
     if not password or "\n" in password:
         raise ConfigError(f"the database password in {found[1]} is empty or has several lines")
     return password
+
+
+def db_password_source(store: StoreConfig, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the PostgreSQL password comes from (for check-config); validates it too."""
+    password = load_db_password(store, environ)
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / DB_CREDENTIAL_NAME).exists():
+        return f"$CREDENTIALS_DIRECTORY/{DB_CREDENTIAL_NAME}"
+    if store.password_file is not None:
+        return f"store.password_file ({store.password_file})"
+    if password is not None:
+        return f"${DB_PASSWORD_ENV}"
+    return "none set (libpq then tries ~/.pgpass, peer or certificate authentication)"

@@ -84,11 +84,15 @@ class Layout:
     spool_dir: Path | None = None  # None: <state_dir>/spool
     # Where the state lives when it is not <state_dir>/state.db ([store], PostgreSQL).
     store: StoreConfig | None = None
+    # This host's id when the store is shared (its daemon's lock is daemon.<host_id>.lock).
+    host_id: str | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Layout:
         paths = config.paths
-        return cls(paths.inbox, paths.outbox, paths.state_dir, paths.spool_dir, config.store)
+        host = config.service.host if config.store.shared else None
+        return cls(paths.inbox, paths.outbox, paths.state_dir, paths.spool_dir, config.store,
+                   host)
 
     @property
     def spool(self) -> Path:

@@ -1,5 +1,6 @@
 """`check-config --config PATH [--online]`: is the config usable, are its folders, and is a
-bearer token available (and, with --online, accepted by X)?"""
+bearer token available (and, with --online, accepted by X; and a PostgreSQL store reachable,
+read-only)?"""
 
 from __future__ import annotations
 
@@ -8,19 +9,44 @@ import sys
 
 import anyio
 
-from orchestrator.config import load_config
-from orchestrator.credentials import bearer_token_source, load_bearer_token
+from orchestrator.config import Config, load_config
+from orchestrator.credentials import bearer_token_source, db_password_source, load_bearer_token
 from orchestrator.daemon.preflight import Reach, check_folders, probe_api
 from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.layout import Layout
+from orchestrator.store import reports
+from orchestrator.store.opening import DATABASE_ERRORS
+from orchestrator.store.postgresql import StoreUnavailable
+
+
+def _store_summary(config: Config) -> str:
+    """The backend and where it is; for PostgreSQL, where the password comes from (read, so a
+    missing password file is a config error; never shown)."""
+    if config.store.backend != "postgresql":
+        return f"sqlite, {Layout.from_config(config).db_path}"
+    from orchestrator.store.postgresql import describe_dsn
+
+    return (f"postgresql, {describe_dsn(config.store.dsn)}, password from "
+            f"{db_password_source(config.store)}")
+
+
+def _probe_store(config: Config) -> str:
+    """--online on PostgreSQL: can we connect and read (read-only, nothing created)?"""
+    with reports.open_reports(Layout.from_config(config)) as reader:
+        if reader is None:
+            return ("reachable; no tables yet (a daemon creates them when it first starts, or"
+                    " `migrate`)")
+        return f"reachable; schema version {reader.schema_version()}"
 
 
 def check_config_command(args: argparse.Namespace) -> int:
     """0 and a summary if usable; 2 for a bad config, an unusable folder or (--online) a
-    refused token; 1 (--online) when X cannot be reached."""
+    refused token; 1 (--online) when X, or the PostgreSQL store, cannot be reached."""
     try:
         config = load_config(args.config)
         source = bearer_token_source(config)
         check_folders(config)
+        store = _store_summary(config)
         token = load_bearer_token(config) if getattr(args, "online", False) else None
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
@@ -35,6 +61,16 @@ def check_config_command(args: argparse.Namespace) -> int:
         if online.reach is Reach.UNREACHABLE:
             print(f"X unreachable: {online.detail}", file=sys.stderr)
             return ExitCode.FAILURE
+    database = None
+    if token is not None and config.store.backend == "postgresql":
+        try:
+            database = _probe_store(config)
+        except StoreUnavailable as exc:
+            print(f"store unreachable: {exc}", file=sys.stderr)
+            return ExitCode.FAILURE
+        except DATABASE_ERRORS as exc:
+            print(f"store unreadable: {' '.join(str(exc).split())}", file=sys.stderr)
+            return ExitCode.FAILURE
     health = (
         f"http://{config.health.host}:{config.health.port}/healthz"
         if config.health.enabled
@@ -47,12 +83,15 @@ def check_config_command(args: argparse.Namespace) -> int:
         "state_dir": config.paths.state_dir,
         "api": config.api.base_url,
         "token from": source,
+        "store": store,
         "concurrency": config.jobs.concurrency,
         "log": f"{config.log.level}, {config.log.format}",
         "health": health,
     }
     if online is not None:
         summary["online"] = f"{online.reach}: {online.detail}"
+    if database is not None:
+        summary["database"] = database
     for label, value in summary.items():
         print(f"  {label + ':':<13}{value}")
     return ExitCode.OK

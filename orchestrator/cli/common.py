@@ -21,11 +21,13 @@ from orchestrator.cli.status import daemon_pid
 from orchestrator.clock import SystemClock, rfc3339
 from orchestrator.config import load_config
 from orchestrator.core.hooks import HookTarget
+from orchestrator.daemon.lock import lock_file_name
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.logs import configure_logging
 from orchestrator.store.migrate import MigrationError, connect, pending_migrations
 from orchestrator.store.opening import DATABASE_ERRORS
+from orchestrator.store.postgresql import StoreUnavailable
 from orchestrator.store.sqlite import Store
 
 _COMMAND_ERRORS: tuple[type[Exception], ...] = (MigrationError, OSError, *DATABASE_ERRORS)
@@ -82,10 +84,13 @@ def run_admin(args: argparse.Namespace, work: Callable[[argparse.Namespace], Out
         result, text = work(args)
     except AdminError as error:
         return _fail(as_json, error.message, error.exit_code, error.detail)
+    except StoreUnavailable as error:  # the server is down or refuses us: not a config error
+        return _fail(as_json, error.message, EXIT_FAILURE, {})
     except ConfigError as error:  # bad config, schema too new, state directory locked
         return _fail(as_json, error.message, EXIT_USAGE, {})
-    except _COMMAND_ERRORS as error:
-        return _fail(as_json, f"{type(error).__name__}: {error}", EXIT_FAILURE, {})
+    except _COMMAND_ERRORS as error:  # one line: libpq's messages span several
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        return _fail(as_json, text, EXIT_FAILURE, {})
     if as_json:
         print(json.dumps({"ok": True, **result}, indent=2, sort_keys=True, default=str))
     else:
@@ -102,11 +107,21 @@ def _fail(as_json: bool, message: str, code: int, detail: Mapping[str, Any]) -> 
 
 
 def daemon_note(layout: Layout) -> tuple[int | None, str]:
-    """(PID or None, a clause saying when the daemon will act on what we just changed)."""
-    pid = daemon_pid(layout.state_dir)
+    """(PID or None of this host's daemon, a clause saying when the daemon will act on what
+    we just changed). A shared store (PostgreSQL): the leader acts, on whichever host."""
+    pid = daemon_pid(layout.state_dir, lock_file_name(layout.host_id))
+    if layout.host_id is not None:
+        here = f"PID {pid}" if pid else "none"
+        return pid, (f"the cluster's leader picks it up within a few seconds (the daemon on "
+                     f"this host, {layout.host_id}: {here}; `status` shows the leader)")
     if pid:
         return pid, f"the running daemon (PID {pid}) picks it up within a few seconds"
     return None, "the daemon is not running: it picks this up when it starts"
+
+
+def has_state(layout: Layout) -> bool:
+    """A store to note history in: the SQLite file exists, or the store is PostgreSQL."""
+    return layout.host_id is not None or layout.db_path.exists()
 
 
 @asynccontextmanager

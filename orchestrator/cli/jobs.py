@@ -1,8 +1,9 @@
 """`jobs`: the history of batches (one remote job's worth of work each), newest first.
 
-Read-only, like `status` (the store's reports, on a `mode=ro` connection), so it works while
-the daemon runs and never creates or changes the database. Signed URLs are never selected,
-and error texts pass through redaction, so nothing secret can be printed.
+Read-only, like `status` (the store's reports: SQLite `mode=ro`, or a PostgreSQL READ ONLY
+transaction), so it works while the daemons run and never creates or changes the database.
+Signed URLs are never selected, and error texts pass through redaction, so nothing secret
+can be printed.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from orchestrator.cli.common import (
     run_admin,
     short_time,
 )
-from orchestrator.cli.status import daemon_pid
+from orchestrator.cli.status import daemon_pid, no_state_note
 from orchestrator.clock import SystemClock, rfc3339
 from orchestrator.core.model import BatchState, JobType
+from orchestrator.daemon.lock import lock_file_name
 from orchestrator.files.inbox import printable
 from orchestrator.layout import Layout
 from orchestrator.redact import redact_text
 from orchestrator.store import reports
-from orchestrator.store.reports import open_readonly
 
 
 def duration_text(seconds: float | None) -> str:
@@ -75,21 +76,22 @@ def _reason(row: Mapping[str, Any]) -> str | None:
 
 
 def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
+    """The report of `jobs`, from the configured store (either backend), read-only."""
     report: dict[str, Any] = {
-        "daemon_pid": daemon_pid(layout.state_dir), "state_db": str(layout.db_path),
-        "limit": limit, "jobs": [],
+        "daemon_pid": daemon_pid(layout.state_dir, lock_file_name(layout.host_id)),
+        "state_db": reports.store_location(layout), "limit": limit, "jobs": [],
     }
-    if not layout.db_path.exists():
-        report["note"] = "no state database yet"
-        return report
-    with open_readonly(layout.db_path) as conn:
-        rows = reports.batch_history(conn, limit)
-        report["total"] = reports.batch_total(conn)
-        remote = reports.remote_jobs_by_batch(conn, [r["id"] for r in rows])
-        hooks = reports.hook_runs_report(conn, 0, [r["id"] for r in rows] or [0]).get(
+    with reports.open_reports(layout) as reader:
+        if reader is None:
+            report["note"] = no_state_note(layout)
+            return report
+        rows = reports.batch_history(reader, limit)
+        report["total"] = reports.batch_total(reader)
+        remote = reports.remote_jobs_by_batch(reader, [r["id"] for r in rows])
+        hooks = reports.hook_runs_report(reader, 0, [r["id"] for r in rows] or [0]).get(
             "by_batch", {})
     for row in rows:
-        files = json.loads(row["files"] or "[]")
+        files = row["files"]
         started = datetime.fromisoformat(row["created_at"])
         finished = datetime.fromisoformat(row["finished_at"]) if row["finished_at"] else None
         affected = row["affected"]

@@ -21,7 +21,7 @@ from orchestrator.cli.common import (
     run_admin,
 )
 from orchestrator.clock import SystemClock
-from orchestrator.daemon.lock import AlreadyRunning, StateLock
+from orchestrator.daemon.lock import AlreadyRunning, StateLock, lock_file_name
 from orchestrator.errors import ExitCode
 from orchestrator.layout import Layout
 from orchestrator.store.migrate import (
@@ -101,7 +101,8 @@ def render(result: dict[str, Any]) -> str:
 
 def _migrate(args: argparse.Namespace) -> Outcome:
     layout = layout_from_args(args)
-    lock = StateLock(layout.state_dir)
+    # This host's daemon lock (per host on a shared store): a daemon running here refuses.
+    lock = StateLock(layout.state_dir, lock_file_name(layout.host_id))
     try:
         lock.acquire()
     except AlreadyRunning as error:

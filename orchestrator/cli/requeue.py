@@ -30,6 +30,7 @@ from orchestrator.cli.common import (
     Outcome,
     config_hint,
     daemon_note,
+    has_state,
     layout_from_args,
     open_store,
     run_admin,
@@ -248,7 +249,7 @@ def _requeue(args: argparse.Namespace) -> Outcome:
     job_type = JobType(args.type) if args.type else None
     item = requeue_file(layout, args.file, job_type)
     warnings = []
-    if layout.db_path.exists():
+    if has_state(layout):
         try:
             anyio.run(record_requeues, layout, [item], "operator.requeue")
         except Exception as error:  # the move is done; the history line is a nicety

@@ -16,7 +16,14 @@ from typing import Any
 
 import anyio
 
-from orchestrator.cli.common import AdminError, Outcome, daemon_note, layout_from_args, plural
+from orchestrator.cli.common import (
+    AdminError,
+    Outcome,
+    daemon_note,
+    has_state,
+    layout_from_args,
+    plural,
+)
 from orchestrator.cli.requeue import Requeued, record_requeues, requeue_file
 from orchestrator.core.model import JobType
 from orchestrator.errors import ExitCode
@@ -70,7 +77,7 @@ def requeue_all(args: argparse.Namespace) -> Outcome:
         except AdminError as error:
             failed.append({"file": name, "error": error.message})
     warnings = []
-    if done and layout.db_path.exists():
+    if done and has_state(layout):
         try:
             anyio.run(partial(record_requeues, layout, done, "operator.requeue", all=True))
         except Exception as error:  # the moves are done; the history line is a nicety

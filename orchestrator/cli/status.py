@@ -1,8 +1,9 @@
 """`status`: queue, current jobs, deadlines, recent outcomes, read from the state database.
 
-Reads the database through the store's read-only reports (`mode=ro`), so it works while the
-daemon runs and never takes the daemon's lock. Signed URLs are never selected, so they
-cannot be printed.
+Reads the configured store through its read-only reports (SQLite `mode=ro`, PostgreSQL a
+READ ONLY transaction), so it works while the daemons run and never takes a daemon's lock or
+the leader lease. Signed URLs are never selected, so they cannot be printed. On PostgreSQL
+it starts with the cluster: the leader, the standbys, the lease's age, each host's heartbeat.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,8 @@ from orchestrator.errors import ConfigError
 from orchestrator.files.inbox import printable
 from orchestrator.layout import Layout
 from orchestrator.store import reports
-from orchestrator.store.reports import open_readonly
+from orchestrator.store.opening import DATABASE_ERRORS
+from orchestrator.store.postgresql import StoreUnavailable
 
 _RECENT_FAILURE_KINDS = (
     "step.retry",
@@ -115,28 +116,37 @@ def _render_cluster(cluster: dict[str, Any]) -> list[str]:
     return lines
 
 
+def no_state_note(layout: Layout) -> str:
+    """What `status` and `jobs` say before the first daemon has run on this store."""
+    if layout.store is not None and layout.store.backend == "postgresql":
+        return ("no state in the PostgreSQL database yet (its tables are created when a daemon"
+                " first starts, or by `migrate`)")
+    return "no state database yet"
+
+
 def collect(layout: Layout, now: datetime, *, with_files: bool = False,
-            lock_name: str = "daemon.lock") -> dict[str, Any]:
+            lock_name: str | None = None) -> dict[str, Any]:
+    """The report of `status`, from the configured store (either backend), read-only."""
     report: dict[str, Any] = {
-        "daemon_pid": daemon_pid(layout.state_dir, lock_name),
-        "state_db": str(layout.db_path),
+        "daemon_pid": daemon_pid(layout.state_dir, lock_name or lock_file_name(layout.host_id)),
+        "state_db": reports.store_location(layout),
     }
-    if not layout.db_path.exists():
-        report.update(queue={}, current=[], recent=[], failures=[], note="no state database yet")
-        if with_files:
-            report["queued_files"] = []
-        return report
-    with open_readonly(layout.db_path) as conn:
-        queue = reports.input_counts(conn)
-        current = reports.open_batches(conn)
-        recent = reports.recent_outcomes(conn, 10)
-        failures = collapse_repeats(reports.recent_events(conn, _RECENT_FAILURE_KINDS, 30))[:10]
-        paused = reports.pause_state(conn)
-        queued = reports.queued_inputs(conn) if with_files else None
-        hooks = reports.hook_runs_report(conn)
-        cluster = cluster_report(reports.cluster_view(conn, now))
+    with reports.open_reports(layout) as reader:
+        if reader is None:
+            report.update(queue={}, current=[], recent=[], failures=[],
+                          note=no_state_note(layout))
+            if with_files:
+                report["queued_files"] = []
+            return report
+        queue = reports.input_counts(reader)
+        current = reports.open_batches(reader)
+        recent = reports.recent_outcomes(reader, 10)
+        failures = collapse_repeats(reports.recent_events(reader, _RECENT_FAILURE_KINDS, 30))[:10]
+        paused = reports.pause_state(reader)
+        queued = reports.queued_inputs(reader) if with_files else None
+        hooks = reports.hook_runs_report(reader)
+        cluster = cluster_report(reports.cluster_view(reader, now))
     for entry in current:
-        entry["files"] = json.loads(entry["files"] or "[]")
         for key in ("upload_expires_at", "download_expires_at"):
             if entry[key]:
                 left = round((datetime.fromisoformat(entry[key]) - now).total_seconds())
@@ -284,10 +294,17 @@ def status_command(args: argparse.Namespace) -> int:
         return 2
     layout = Layout.from_config(config)
     try:
-        lock = lock_file_name(config.service.host if config.store.shared else None)
-        report = collect(layout, SystemClock().now(), with_files=args.files, lock_name=lock)
-    except sqlite3.Error as error:
-        print(f"compliance-orchestrator: cannot read {layout.db_path}: {error}", file=sys.stderr)
+        report = collect(layout, SystemClock().now(), with_files=args.files)
+    except StoreUnavailable as error:  # before ConfigError: the server is down, not the config
+        print(f"compliance-orchestrator: {error}", file=sys.stderr)
+        return 1
+    except ConfigError as error:  # e.g. the database password cannot be read
+        print(f"compliance-orchestrator: {error}", file=sys.stderr)
+        return 2
+    except DATABASE_ERRORS as error:
+        text = " ".join(str(error).split())
+        print(f"compliance-orchestrator: cannot read {reports.store_location(layout)}: {text}",
+              file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))

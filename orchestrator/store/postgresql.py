@@ -137,6 +137,35 @@ class PgConnection:
         await self.raw.close()
 
 
+class StoreUnavailable(ConfigError):
+    """The PostgreSQL server cannot be reached, or refuses us (a ConfigError: the daemon
+    exits 2 as before; the commands say it in one line and exit 1)."""
+
+
+_DESCRIBED = ("host", "hostaddr", "port", "dbname", "user")
+
+
+def describe_dsn(dsn: str) -> str:
+    """`host=db.example port=5432 dbname=compliance user=compliance`: where store.dsn points,
+    for messages; never a password (nor any other parameter)."""
+    if psycopg is None:
+        return "store.dsn"
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "store.dsn (not a valid connection string)"
+    shown = " ".join(f"{key}={parts[key]}" for key in _DESCRIBED if parts.get(key))
+    return shown or "store.dsn (libpq defaults)"
+
+
+def unavailable(dsn: str, error: Exception, password: str | None) -> StoreUnavailable:
+    """One line naming the server and database, with libpq's reason, redacted."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = redact_text(first.removeprefix("connection failed: ")
+                       .removeprefix("connection is bad: "), (password,) if password else ())
+    return StoreUnavailable(f"cannot connect to PostgreSQL ({describe_dsn(dsn)}): {text}")
+
+
 async def connect_pg(dsn: str, password: str | None, host_id: str | None = None) -> PgConnection:
     """An autocommit connection, named `compliance-orchestrator/<host_id>` in
     pg_stat_activity; errors never show the password (libpq may echo the DSN)."""
@@ -149,8 +178,7 @@ async def connect_pg(dsn: str, password: str | None, host_id: str | None = None)
                                                     application_name=name,
                                                     **extra)
     except psycopg.Error as error:
-        text = redact_text(str(error), (password,) if password else ())
-        raise ConfigError(f"cannot connect to PostgreSQL: {text}") from None
+        raise unavailable(dsn, error, password) from None
     return PgConnection(raw)
 
 

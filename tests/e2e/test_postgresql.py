@@ -4,13 +4,18 @@ history in PostgreSQL with this host's id."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import anyio
 import psycopg
 from daemon_helpers import drop, load, make_ids, outcome, read_results, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
 from pg_server import PgServer
 
+from orchestrator.cli import status
+from orchestrator.clock import SystemClock
+from orchestrator.layout import Layout
 from orchestrator.sandbox import Sandbox
 
 
@@ -30,6 +35,13 @@ async def test_the_daemon_on_postgresql_delivers_a_file(
         await wait_for(lambda: outcome(tmp_path, "tweets", "ids.txt") == "delivered",
                        timeout=60, what="the file delivered by the daemon on PostgreSQL")
         assert service.cluster is not None and service.cluster.is_leader
+        # What `status` shows meanwhile: this host's daemon, the leader, the delivery.
+        report = await anyio.to_thread.run_sync(
+            lambda: status.collect(Layout.from_config(load(path)), SystemClock().now()))
+        assert report["daemon_pid"] == os.getpid()
+        assert report["cluster"]["leader"] == "node-pg"
+        assert report["queue"]["tweets"]["delivered"] == 1
+        assert report["recent"][0]["file"] == "ids.txt"
     assert read_results(tmp_path, "tweets", "ids") == sandbox.expected_results("tweets", ids)
     assert not (tmp_path / "state" / "state.db").exists(), "no SQLite state on this backend"
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
