@@ -34,7 +34,7 @@ from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
 from orchestrator.daemon.preflight import check_folders, probe_at_start
 from orchestrator.daemon.reload import plan_reload
-from orchestrator.daemon.retention import run_retention
+from orchestrator.daemon.retention import Retention, run_retention
 from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import Scheduler
 from orchestrator.daemon.settings import packing_of, policy_of, settings_of
@@ -311,7 +311,10 @@ class Service:
                     group.start_soon(self._lead_when_elected, cluster, runner, hooks)
                 await group.start(inbox)
                 group.start_soon(self._maintain, intake)
-                group.start_soon(run_retention, store, self.clock, config.retention.events_days)
+                keep_twins = (config.inbox.link_max_age_s
+                              if config.inbox.duplicate_content == "link" else 0.0)
+                group.start_soon(run_retention, store, layout, self.clock,
+                                 Retention.of(config.retention, keep_inputs_s=keep_twins))
                 await monitor.refresh_queue()
                 self.phase = "running"
                 self._running.set()
