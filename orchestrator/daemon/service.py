@@ -208,7 +208,7 @@ class Service:
             min_free_bytes=config.inbox.min_free_bytes, settle_s=config.inbox.min_age_s,
             formats={JobType.TWEETS: config.inbox.tweets_format,
                      JobType.USERS: config.inbox.users_format},
-            id_column=config.inbox.id_column,
+            id_column=config.inbox.id_column, on_rejected=self.metrics.input_rejected,
         )
         # Shared store: another live host may be mid-claim; only claims it left long ago heal.
         await intake.recover(claims_before=self._claim_grace_cutoff())
