@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from clocks import FakeClock
 from daemon_helpers import drained, drop, load, make_ids, outcome, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
+from pg_server import PgServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import __version__
@@ -233,20 +235,58 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return queries
 
 
-async def test_every_metric_the_dashboard_queries_is_exported(
-    tmp_path: Path, sandbox: Sandbox
-) -> None:
-    config = health_config(tmp_path, sandbox.base_url)
-    async with running_service(config) as service:
+# Families a daemon exports only on some store backends (the dashboard may query them).
+BACKEND_SPECIFIC = {P + "standbys": "postgresql"}  # hosts to fail over to: a shared store
+
+
+async def scrape_after_a_job(tmp_path: Path, base_url: str, extra: str = "") -> str:
+    """A daemon with a hook (so hook series have samples) after one delivered file."""
+    path = write_test_config(tmp_path, base_url)
+    command = json.dumps([sys.executable, "-c", "pass"])
+    text = path.read_text()
+    if extra:  # a shared store: the spool beside the inbox
+        (tmp_path / "spool").mkdir()
+        text = text.replace("[paths]\n", '[paths]\nspool_dir = "spool"\n', 1)
+    path.write_text(text + extra
+                    + '\n[health]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n'
+                    + f'\n[[hooks]]\non = "delivered"\ncommand = {command}\n')
+    async with running_service(load(path)) as service:
         drop(tmp_path, "users", "ids.txt", make_ids(6, 50))
         await drained(service)
-        text = await scrape(service)
-    names = exported_names(text)
+        with anyio.fail_after(10):
+            while value(samples(text := await scrape(service)), "hook_runs_total", kind="hook",
+                        on="delivered", outcome="done") != 1:
+                await anyio.sleep(0.05)
+    return text
+
+
+async def test_every_metric_the_dashboard_queries_is_exported(
+    tmp_path: Path, sandbox: Sandbox, pg_server: PgServer
+) -> None:
+    """On SQLite every queried family but the backend-specific ones; on PostgreSQL (a real
+    server, a leader with its lease) all of them, and that scrape passes promtool too."""
     used = {(title, name) for title, expr in dashboard_queries()
             for name in METRIC_NAME.findall(expr)}
-    assert {name for _, name in used} >= {P + "queue_length", P + "stage_duration_seconds_bucket",
-                                         P + "rate_limit_limit", P + "transfer_bytes_total"}
-    assert sorted((title, name) for title, name in used if name not in names) == []
+    assert {name for _, name in used} >= {
+        P + "queue_length", P + "stage_duration_seconds_bucket", P + "rate_limit_limit",
+        P + "transfer_bytes_total", P + "hook_runs_total", P + "hook_runs_pending",
+        P + "leader", P + "lease_age_seconds", P + "standbys"}
+    (tmp_path / "sqlite").mkdir()
+    on_sqlite = exported_names(await scrape_after_a_job(tmp_path / "sqlite", sandbox.base_url))
+    assert sorted(name for _, name in used if name not in on_sqlite) == sorted(BACKEND_SPECIFIC)
+
+    pg_server.psql("CREATE DATABASE co_dashboard")
+    (tmp_path / "pg").mkdir()
+    extra = (f'\n[store]\nbackend = "postgresql"\ndsn = "{pg_server.dsn("co_dashboard")}"\n'
+             'lease_ttl_s = 6.0\n')
+    text = await scrape_after_a_job(tmp_path / "pg", sandbox.base_url, extra)
+    checked = run_promtool("check", "metrics", stdin=text)
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    on_pg = exported_names(text)
+    assert sorted((title, name) for title, name in used if name not in on_pg) == []
+    found = samples(text)
+    assert value(found, "leader") == 1 and value(found, "standbys") == 0
+    assert (value(found, "lease_age_seconds") or 0) >= 0
 
 
 def test_hook_outcomes_are_counted_and_pass_promtool() -> None:
