@@ -8,6 +8,7 @@ import sys
 
 import anyio
 
+from orchestrator.cli.common import quiet_logging
 from orchestrator.config import load_config
 from orchestrator.credentials import bearer_token_source, load_bearer_token
 from orchestrator.daemon.preflight import Reach, check_folders, probe_api
@@ -17,6 +18,7 @@ from orchestrator.errors import ConfigError, ExitCode
 def check_config_command(args: argparse.Namespace) -> int:
     """0 and a summary if usable; 2 for a bad config, an unusable folder or (--online) a
     refused token; 1 (--online) when X cannot be reached."""
+    quiet_logging()  # stdout is the summary: the probe's request log stays out of it
     try:
         config = load_config(args.config)
         source = bearer_token_source(config)
