@@ -171,7 +171,7 @@ class Intake:
                           else "file vanished before it was claimed")
                 await self.store.delete_claiming(row.id, reason)
                 log.info("inbox.claim_skipped", file=name, job_type=str(candidate.job_type),
-                         reason=reason)
+                         reason="replaced" if replaced else "vanished", detail=reason)
                 return None
             except OSError as error:
                 with anyio.CancelScope(shield=True):

@@ -146,7 +146,7 @@ class Rejections:
             # place, said once, tried again every rescan.
             self._pending_entries[entry.path] = entry
             self.warnings.warn(log, key, "inbox.reject_deferred", failure, file=name,
-                               reason=entry.reason, retry="every rescan")
+                               reason=reason, detail=entry.reason, retry="every rescan")
             return
         self._pending_entries.pop(entry.path, None)
         self.warnings.resolved(log, key, "inbox.reject_resumed", file=name)
