@@ -70,6 +70,19 @@ def rfc3339(value: datetime | str | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def rfc3339_ms(value: datetime | str | None) -> str | None:
+    """rfc3339 with milliseconds, for records where sub-second timings matter (manifests):
+    `2026-12-02T04:50:00.123Z`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
 def human_duration(seconds: float) -> str:
     """A deadline for people: `6d 23h`, `4h 05m`, `12m 30s`, `42s`; `overdue 5m 00s` when past."""
     if seconds < 0:

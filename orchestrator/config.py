@@ -313,6 +313,14 @@ class RetentionConfig:
     # Event rows (the per-file history) older than this are deleted, once their input and
     # batch are final; about 15 rows per file. 0: keep forever.
     events_days: float = field(default=90.0, metadata=_NON_NEGATIVE)
+    # Input rows (a file's line in `jobs`) older than this, counted from when the file was
+    # delivered or rejected, are deleted with their batch rows and hook runs; never a file
+    # still queued or in flight. 0: keep forever.
+    inputs_days: float = field(default=365.0, metadata=_NON_NEGATIVE)
+    # Delivered results in the outbox (<stem>.jsonl, .manifest.json, .delta.jsonl,
+    # .compliant.jsonl) whose manifest is older than this are deleted. Never rejected/.
+    # 0 (the default): keep forever.
+    outbox_days: float = field(default=0.0, metadata=_NON_NEGATIVE)
 
 
 HOOK_EVENTS = ("delivered", "rejected", "paused")

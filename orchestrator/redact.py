@@ -22,8 +22,9 @@ SECRET_KEY_PATTERN = re.compile(
 _URL_WITH_QUERY = re.compile(
     r"(https?://[^\s?\"'<>]+)\?(?!<redacted>)[^\s\"'<>]*", re.IGNORECASE
 )
-# Bearer tokens in free text ("Authorization: Bearer abc", "Bearer abc").
-_BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9%._~+/=-]+", re.IGNORECASE)
+# Bearer tokens in free text ("Authorization: Bearer abc", "Bearer abc"); not the words of
+# a message about one ("the bearer token was refused").
+_BEARER = re.compile(r"(bearer\s+)(?!token\b)[A-Za-z0-9%._~+/=-]+", re.IGNORECASE)
 # Query parameters that carry signatures, even outside a full URL.
 _SIGNED_PARAM = re.compile(
     r"((?:X-Goog-)?(?:Signature|Credential)=)[^&\s\"'<>]+", re.IGNORECASE

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.logs import add_secret, configure_logging, reset_logging, set_level
+from orchestrator.redact import redact_text
 
 TOKEN = "AAAAAAAAAAAAAAAAAAAAAMLheAAAAAAA0%2BuSeid%2BULvsea4JtiGRiSDSJSI%3DEUifiRBkKG5E2"
 SIGNATURE = "5a6b3c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f"
@@ -135,6 +136,12 @@ def test_known_secret_is_redacted_even_without_a_pattern(out: io.StringIO) -> No
         "value <redacted> inside",
         "now <redacted> too",
     ]
+
+
+def test_a_message_about_the_bearer_token_keeps_its_words() -> None:
+    text = "X refused the bearer token: HTTP 401; replace the Bearer token and restart"
+    assert redact_text(text) == text
+    assert redact_text("Authorization: Bearer tokenABC123") == "Authorization: Bearer <redacted>"
 
 
 TOKEN_CHARS = st.sampled_from(

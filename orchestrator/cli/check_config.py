@@ -9,6 +9,7 @@ import sys
 
 import anyio
 
+from orchestrator.cli.common import quiet_logging
 from orchestrator.config import Config, load_config
 from orchestrator.credentials import bearer_token_source, db_password_source, load_bearer_token
 from orchestrator.daemon.preflight import Reach, check_folders, probe_api
@@ -42,6 +43,7 @@ def _probe_store(config: Config) -> str:
 def check_config_command(args: argparse.Namespace) -> int:
     """0 and a summary if usable; 2 for a bad config, an unusable folder or (--online) a
     refused token; 1 (--online) when X, or the PostgreSQL store, cannot be reached."""
+    quiet_logging()  # stdout is the summary: the probe's request log stays out of it
     try:
         config = load_config(args.config)
         source = bearer_token_source(config)

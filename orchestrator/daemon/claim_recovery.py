@@ -61,4 +61,5 @@ async def recover_claiming(store: Store, layout: Layout, item: InputFile) -> Non
     reason = ("claim interrupted; the file stays in the inbox" if same_original
               else "file vanished before it was claimed")
     await store.delete_claiming(item.id, reason)
-    log.warning("inbox.claim_undone", file=item.name, reason=reason)
+    log.warning("inbox.claim_undone", file=item.name,
+                reason="claim_interrupted" if same_original else "vanished", detail=reason)

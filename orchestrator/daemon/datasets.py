@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import structlog
 
-from orchestrator.clock import iso
+from orchestrator.clock import rfc3339_ms
 from orchestrator.core.datasets import dataset_of
 from orchestrator.core.model import InputFile
 from orchestrator.files.atomic import Progress, atomic_write_json
@@ -68,7 +68,7 @@ def _compute(layout: Layout, item: InputFile, dataset: str, results: Path, now: 
             keys.unlink(missing_ok=True)
     atomic_write_json(folder / f"{item.id}.json",
                       {"input_id": item.id, "file": item.name, "out_stem": item.out_stem,
-                       "delivered_at": iso(now)})
+                       "delivered_at": rfc3339_ms(now)})
     compared: dict[str, Any] | None = None
     if previous is not None:
         with contextlib.suppress(OSError, ValueError):

@@ -21,7 +21,7 @@ import anyio
 import structlog
 
 from orchestrator import __version__
-from orchestrator.clock import iso
+from orchestrator.clock import iso, rfc3339, rfc3339_ms
 from orchestrator.core.model import Batch, InputFile, InputState
 from orchestrator.daemon.compliant import compliant_copy_of
 from orchestrator.daemon.datasets import after_delivery, dataset_delta
@@ -210,7 +210,7 @@ async def _deliver_input(
         "generator": f"compliance-orchestrator {__version__}",
         "input": {
             "file": item.name, "job_type": str(item.job_type), "bytes": item.size_bytes,
-            "sha256": item.input_sha256, "claimed_at": iso(claimed),
+            "sha256": item.input_sha256, "claimed_at": rfc3339_ms(claimed),
             "dropped_lines": item.bad_line_count,
             **({"bad_lines": item.report.get("bad_lines", [])}
                if item.report and item.bad_line_count else {}),
@@ -225,15 +225,18 @@ async def _deliver_input(
                   "parts": len(sources)},
         "jobs": [
             {"x_job_id": job["x_job_id"], "attempt": job["attempt"], "name": job["name"],
-             "created_at": job["created_at"], "status": job["final_status"],
+             "created_at": rfc3339(job["created_at"]), "status": job["final_status"],
              "shared_by_inputs": job["batch_inputs"],
              **({"error": job["error"]} if job["error"] else {})}
             for job in jobs
         ],
+        # RFC 3339 UTC, milliseconds; job_created_at is X's, in X's whole seconds (so it may
+        # read up to a second before queued_at).
         "timings": {
-            "claimed_at": iso(claimed), "queued_at": iso(item.queued_at),
-            "job_created_at": iso(batch.x_created_at), "uploaded_at": iso(batch.uploaded_at),
-            "completed_at": iso(batch.completed_at), "delivered_at": iso(now),
+            "claimed_at": rfc3339_ms(claimed), "queued_at": rfc3339_ms(item.queued_at),
+            "job_created_at": rfc3339(batch.x_created_at),
+            "uploaded_at": rfc3339_ms(batch.uploaded_at),
+            "completed_at": rfc3339_ms(batch.completed_at), "delivered_at": rfc3339_ms(now),
             "total_s": round((now - claimed).total_seconds(), 3) if claimed else None,
         },
     }

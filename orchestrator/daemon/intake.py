@@ -78,6 +78,7 @@ class Intake:
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES, settle_s: float = 0.0,
         backoff: ClaimBackoff | None = None,
         formats: Mapping[JobType, str] | None = None, id_column: str = "",
+        on_rejected: Callable[[str, str], None] = lambda job_type, reason: None,
     ) -> None:
         self.store = store
         self.formats = dict(formats or {})
@@ -93,7 +94,8 @@ class Intake:
         self.warnings = WarnOnce()
         self.deduper = Deduper(store, layout, link_max_age_s=link_max_age_s,
                                warnings=self.warnings)
-        self.rejections = Rejections(store, layout, self.warnings, min_free=min_free_bytes)
+        self.rejections = Rejections(store, layout, self.warnings, min_free=min_free_bytes,
+                                     on_rejected=on_rejected)
         self._busy: set[int] = set()  # inputs a task is working on right now
         self._unclaimable: set[tuple[str, int, int]] = set()  # (path, inode, size)
 
@@ -169,7 +171,7 @@ class Intake:
                           else "file vanished before it was claimed")
                 await self.store.delete_claiming(row.id, reason)
                 log.info("inbox.claim_skipped", file=name, job_type=str(candidate.job_type),
-                         reason=reason)
+                         reason="replaced" if replaced else "vanished", detail=reason)
                 return None
             except OSError as error:
                 with anyio.CancelScope(shield=True):

@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import Metric
 from orchestrator import __version__
 from orchestrator.core.model import Batch, BatchState, InputState, JobType
 from orchestrator.core.ratelimit import RateLimit
+from orchestrator.remote.storage import REQUEST_OBSERVER
 from orchestrator.store.rows import BatchPart
 
 # `*_created` series read as extra gauge families to promtool and most dashboards.
@@ -168,8 +169,9 @@ class Metrics:
         )
         self.inputs_finished = Counter(
             PREFIX + "inputs_finished",
-            "Input files of finished batches by outcome (delivered, rejected) and reason "
-            "(none when delivered).",
+            "Input files that reached an end, by outcome (delivered, rejected) and reason "
+            "(none when delivered; the .error.json reason code when rejected, at intake or "
+            "when their batch ended). job_type none: an entry outside a type folder.",
             ["job_type", "outcome", "reason"],
             registry=registry,
         )
@@ -187,8 +189,8 @@ class Metrics:
         )
         self.storage_requests = Counter(
             PREFIX + "storage_requests",
-            "Uploads and downloads to the signed storage URLs by operation and result "
-            "(status 'ok', the HTTP status of a refusal, or 'error': no answer).",
+            "HTTP requests to the signed storage URLs by operation (upload, download) and "
+            "HTTP status ('error': no answer); a resumable upload is many requests.",
             ["operation", "status"],
             registry=registry,
         )
@@ -241,15 +243,18 @@ class Metrics:
 
     @contextmanager
     def storage_request(self, operation: str) -> Iterator[None]:
-        """Count one upload or download by how it ended (the exception propagates)."""
+        """Count every HTTP request to storage made inside (a resumable upload is a POST and
+        many chunk PUTs) by operation and HTTP status, or 'error' when no answer came."""
+
+        def counted(endpoint: str, status: int | None) -> None:
+            label = "error" if status is None else str(status)
+            self.storage_requests.labels(endpoint or operation, label).inc()
+
+        token = REQUEST_OBSERVER.set(counted)
         try:
             yield
-        except Exception as error:
-            status = getattr(error, "http_status", None)
-            label = "error" if status is None else str(status)
-            self.storage_requests.labels(operation, label).inc()
-            raise
-        self.storage_requests.labels(operation, "ok").inc()
+        finally:
+            REQUEST_OBSERVER.reset(token)
 
     def transferred(self, direction: str, count: int) -> None:
         if count > 0:
@@ -270,6 +275,10 @@ class Metrics:
                 self.inputs_finished.labels(job_type, "rejected", "changed_after_claim").inc()
         if not failed:
             self.last_delivery.set(at.timestamp())
+
+    def input_rejected(self, job_type: str, reason: str) -> None:
+        """An input (or inbox entry) rejected at intake, before any batch."""
+        self.inputs_finished.labels(job_type, "rejected", reason).inc()
 
     def retry(self, stage: str, error_class: str) -> None:
         self.retries.labels(stage, error_class).inc()

@@ -41,14 +41,14 @@ def folder_problem(key: str, folder: Path, create_missing: bool) -> str | None:
         if not os.access(folder, os.W_OK | os.X_OK):
             return f"{key} ({folder}) is not writable by this user"
         return None
-    if not create_missing:
-        return (f"{key} ({folder}) does not exist; create it, fix the path, or set "
-                "paths.create_missing = true")
     parent = folder.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir():
+    if not parent.is_dir():  # under a regular file: no setting makes that usable
         return f"{key} ({folder}) cannot be created: {parent} is not a directory"
+    if not create_missing:
+        return (f"{key} ({folder}) does not exist; create it, fix the path, or set "
+                "paths.create_missing = true")
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{key} ({folder}) cannot be created: {parent} is not writable by this user"
     return None

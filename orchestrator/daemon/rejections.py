@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,12 @@ class Rejections:
     """Moves rejected inputs and unusable inbox entries to outbox/rejected/ (one at a time)."""
 
     def __init__(self, store: Store, layout: Layout, warnings: WarnOnce, *,
-                 min_free: int = DEFAULT_MIN_FREE_BYTES) -> None:
+                 min_free: int = DEFAULT_MIN_FREE_BYTES,
+                 on_rejected: Callable[[str, str], None] = lambda job_type, reason: None,
+                 ) -> None:
         self.store = store
+        # (job_type or "none", reason code): once per input or entry rejected at intake.
+        self.on_rejected = on_rejected
         self.min_free = min_free  # a copy across filesystems must leave this much free
         self.layout = layout
         self.warnings = warnings
@@ -63,6 +68,7 @@ class Rejections:
             event="input.rejected", detail={"reason": error.get("reason")},
             error_json=document,
         )
+        self.on_rejected(str(item.job_type), str(error.get("reason") or "unknown"))
         await self.finish_rejection(item.id)
 
     async def finish_rejection(self, input_id: int) -> bool:
@@ -122,7 +128,8 @@ class Rejections:
             self._pending_entries.pop(entry.path, None)
             return  # replaced since the scan: the new entry gets its own quiet period
         name = display_name(entry.path.name)
-        error = {"file": name, "stage": "inbox", "reason": _entry_reason(entry),
+        reason = _entry_reason(entry)
+        error = {"file": name, "stage": "inbox", "reason": reason,
                  "message": f"{name}: {entry.reason}",
                  "job_type": str(entry.job_type) if entry.job_type else None}
         key = ("entry", str(entry.path))
@@ -139,11 +146,14 @@ class Rejections:
             # place, said once, tried again every rescan.
             self._pending_entries[entry.path] = entry
             self.warnings.warn(log, key, "inbox.reject_deferred", failure, file=name,
-                               reason=entry.reason, retry="every rescan")
+                               reason=reason, detail=entry.reason, retry="every rescan")
             return
         self._pending_entries.pop(entry.path, None)
         self.warnings.resolved(log, key, "inbox.reject_resumed", file=name)
-        log.error("input.rejected", file=name, reason=entry.reason, stage="inbox",
+        self.on_rejected(str(entry.job_type) if entry.job_type else "none", reason)
+        # The reason code, as in the .error.json; the sentence apart.
+        log.error("input.rejected", file=name, reason=reason, stage="inbox",
+                  error_msg=entry.reason,
                   job_type=str(entry.job_type) if entry.job_type else None,
                   rejected_as=placed.name)
 

@@ -34,7 +34,7 @@ from orchestrator.daemon.metrics import LiveSources, Metrics
 from orchestrator.daemon.monitor import Monitor, describe_batch
 from orchestrator.daemon.preflight import check_folders, probe_at_start
 from orchestrator.daemon.reload import plan_reload
-from orchestrator.daemon.retention import run_retention
+from orchestrator.daemon.retention import Retention, run_retention
 from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import Scheduler
 from orchestrator.daemon.settings import packing_of, policy_of, settings_of
@@ -208,7 +208,7 @@ class Service:
             min_free_bytes=config.inbox.min_free_bytes, settle_s=config.inbox.min_age_s,
             formats={JobType.TWEETS: config.inbox.tweets_format,
                      JobType.USERS: config.inbox.users_format},
-            id_column=config.inbox.id_column,
+            id_column=config.inbox.id_column, on_rejected=self.metrics.input_rejected,
         )
         # Shared store: another live host may be mid-claim; only claims it left long ago heal.
         await intake.recover(claims_before=self._claim_grace_cutoff())
@@ -311,7 +311,10 @@ class Service:
                     group.start_soon(self._lead_when_elected, cluster, runner, hooks)
                 await group.start(inbox)
                 group.start_soon(self._maintain, intake)
-                group.start_soon(run_retention, store, self.clock, config.retention.events_days)
+                keep_twins = (config.inbox.link_max_age_s
+                              if config.inbox.duplicate_content == "link" else 0.0)
+                group.start_soon(run_retention, store, layout, self.clock,
+                                 Retention.of(config.retention, keep_inputs_s=keep_twins))
                 await monitor.refresh_queue()
                 self.phase = "running"
                 self._running.set()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.clock import iso
+from orchestrator.clock import rfc3339_ms
 from orchestrator.core.model import InputFile
 from orchestrator.layout import Layout
 
@@ -51,7 +51,7 @@ def link_intent(layout: Layout, twin: InputFile) -> tuple[dict[str, Any] | None,
         "affected": affected,
         "by_reason": by_reason,
         "delivered_at": (manifest.get("timings") or {}).get("delivered_at")
-        or iso(twin.finished_at),
+        or rfc3339_ms(twin.finished_at),
         "jobs": jobs,
     }, ""
 
@@ -66,7 +66,7 @@ def linked_manifest(item: InputFile, intent: dict[str, Any], dest: Path,
             "job_type": str(item.job_type),
             "bytes": item.size_bytes,
             "sha256": item.input_sha256,
-            "claimed_at": iso(claimed),
+            "claimed_at": rfc3339_ms(claimed),
             "dropped_lines": item.bad_line_count,
             **({"bad_lines": (item.report or {}).get("bad_lines", [])}
                if item.bad_line_count else {}),
@@ -80,9 +80,9 @@ def linked_manifest(item: InputFile, intent: dict[str, Any], dest: Path,
         "batch": None,
         "jobs": [],
         "timings": {
-            "claimed_at": iso(claimed),
+            "claimed_at": rfc3339_ms(claimed),
             "queued_at": None,
-            "delivered_at": iso(now),
+            "delivered_at": rfc3339_ms(now),
             "total_s": round((now - claimed).total_seconds(), 3) if claimed else None,
         },
     }

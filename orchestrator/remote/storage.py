@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,6 +33,12 @@ from orchestrator.remote.http import read_limited
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[int, int], None]  # (bytes done, total bytes; -1 when unknown)
+# Told of every HTTP request to storage as it ends: (endpoint, HTTP status or None when no
+# answer came). Set by the caller around a transfer (daemon metrics); every request of
+# upload.py and download.py goes through log_request, so one resumable upload's many chunk
+# PUTs each count.
+REQUEST_OBSERVER: ContextVar[Callable[[str, int | None], None] | None] = ContextVar(
+    "storage_request_observer", default=None)
 
 IO_CHUNK = 1024 * 1024  # disk reads and writes, and socket writes
 STORAGE_RATE_LIMIT_WAIT_S = 30.0
@@ -127,6 +134,9 @@ def log_request(
     clock: Clock, endpoint: str, method: str, status: int | None, started: float,
     **extra: object,
 ) -> None:
+    observer = REQUEST_OBSERVER.get()
+    if observer is not None:
+        observer(endpoint, status)
     log.debug(
         "storage.request",
         endpoint=endpoint,

@@ -2,16 +2,25 @@
 
 Guarded: an event row goes only when it is older than the cut-off AND its batch (if any) and
 its input (if any) are final, so the history of live work is never pruned, however old.
+
+An input row goes only when it is final (delivered or rejected) since before the cut-off, no
+batch holding a part of it is still open, and none of its hook runs is pending or running.
+With it go its events, its finished hook runs, its batch parts, and every batch left with no
+part (with that batch's events and remote job rows). What is lost: its line in `jobs` and
+`status`, and its use as a duplicate-content twin (the daemon keeps inputs younger than
+`inbox.link_max_age_s` when linking). The outbox files and rejected/ are not touched here.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from orchestrator.clock import iso
 from orchestrator.store.sqlite import Store
 
 BATCH_ROWS = 1000  # per transaction: a few milliseconds of the write lock
+BATCH_INPUTS = 100  # inputs per transaction (each takes its events, parts and batches)
 
 _PRUNE_EVENTS = (
     "DELETE FROM events WHERE id IN ("
@@ -24,9 +33,62 @@ _PRUNE_EVENTS = (
     " ORDER BY e.id LIMIT ?)"
 )
 
+_PRUNABLE_INPUTS = (
+    "SELECT i.id FROM inputs i"
+    " WHERE i.state IN ('delivered', 'rejected')"
+    " AND i.finished_at IS NOT NULL AND i.finished_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM batch_inputs bi JOIN batches b ON b.id = bi.batch_id"
+    "  WHERE bi.input_id = i.id AND b.state NOT IN ('done', 'failed', 'cancelled'))"
+    " AND NOT EXISTS (SELECT 1 FROM hook_runs h"
+    "  WHERE h.input_id = i.id AND h.state IN ('pending', 'running'))"
+    " ORDER BY i.id LIMIT ?"
+)
+_BATCHES_OF_INPUT = "SELECT DISTINCT batch_id FROM batch_inputs WHERE input_id = ?"
+_DELETE_OF_INPUT = (
+    "DELETE FROM hook_runs WHERE input_id = ?",
+    "DELETE FROM events WHERE input_id = ?",
+    "DELETE FROM batch_inputs WHERE input_id = ?",
+)
+_DELETE_INPUT = "DELETE FROM inputs WHERE id = ?"
+# A final batch none of whose parts is left.
+_EMPTIED_BATCH = (
+    "SELECT b.id FROM batches b WHERE b.id = ? AND b.state IN ('done', 'failed', 'cancelled')"
+    " AND NOT EXISTS (SELECT 1 FROM batch_inputs bi WHERE bi.batch_id = b.id)"
+)
+_DELETE_BATCH = (
+    "DELETE FROM events WHERE batch_id = ?",
+    "DELETE FROM remote_jobs WHERE batch_id = ?",
+    "DELETE FROM batches WHERE id = ?",
+)
+
 
 async def prune_events(store: Store, older_than: datetime, limit: int = BATCH_ROWS) -> int:
     """Delete up to `limit` prunable event rows older than `older_than`; return how many."""
     async with store.transaction() as conn:
         cursor = await conn.execute(_PRUNE_EVENTS, (iso(older_than), limit))
         return int(cursor.rowcount)
+
+
+async def prune_inputs(store: Store, older_than: datetime, limit: int = BATCH_INPUTS) -> int:
+    """Delete up to `limit` prunable input rows (and what hangs on them); return how many
+    inputs went. One transaction: the selection and the deletes see the same rows."""
+    async with store.transaction() as conn:
+
+        async def ids_of(sql: str, params: tuple[Any, ...]) -> list[int]:
+            async with conn.execute(sql, params) as cursor:
+                return [int(row[0]) for row in await cursor.fetchall()]
+
+        inputs = await ids_of(_PRUNABLE_INPUTS, (iso(older_than), limit))
+        batches: set[int] = set()
+        deleted = 0
+        for input_id in inputs:
+            batches.update(await ids_of(_BATCHES_OF_INPUT, (input_id,)))
+            for sql in _DELETE_OF_INPUT:
+                await conn.execute(sql, (input_id,))
+            cursor = await conn.execute(_DELETE_INPUT, (input_id,))
+            deleted += int(cursor.rowcount)
+        for batch_id in sorted(batches):
+            if await ids_of(_EMPTIED_BATCH, (batch_id,)):
+                for sql in _DELETE_BATCH:
+                    await conn.execute(sql, (batch_id,))
+        return deleted

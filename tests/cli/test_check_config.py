@@ -101,6 +101,11 @@ def test_an_outbox_under_a_regular_file_is_an_error(
     err = capsys.readouterr().err
     assert f"paths.outbox ({tmp_path / 'file' / 'out'}) cannot be created" in err
     assert "is not a directory" in err
+    # Without create_missing too: the file is named, not a "does not exist" to be created.
+    path.write_text(path.read_text().replace("create_missing = true\n", ""))
+    assert check_config_command(argparse.Namespace(config=path)) == 2
+    err = capsys.readouterr().err
+    assert f"cannot be created: {tmp_path / 'file'} is not a directory" in err
 
 
 def test_create_missing_accepts_folders_it_can_make(
@@ -139,6 +144,7 @@ async def test_online_ok_against_the_sandbox(
     assert await anyio.to_thread.run_sync(check_config_command, args) == 0
     out = capsys.readouterr().out
     assert "online:      ok: token accepted" in out
+    assert "xapi.request" not in out  # the summary alone: the probe's debug log stays out
 
 
 async def test_online_wrong_token_exits_2(

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
-from daemon_helpers import drained, drop, load, make_ids, outcome, running_service
+from clocks import FakeClock
+from daemon_helpers import drained, drop, load, make_ids, outcome, running_service, wait_for
 from daemon_helpers import write_config as write_test_config
+from pg_server import PgServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import __version__
@@ -26,6 +29,7 @@ from orchestrator.config import Config
 from orchestrator.core.ratelimit import RateLimit
 from orchestrator.daemon.metrics import Deadline, LiveSources, Metrics
 from orchestrator.daemon.service import Service
+from orchestrator.remote.storage import log_request
 from orchestrator.sandbox import Sandbox
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -80,8 +84,13 @@ async def test_a_live_scrape_after_a_job_passes_promtool_and_reads_what_happened
     started = time.time()
     async with running_service(config) as service:
         drop(tmp_path, "tweets", "ids.txt", make_ids(5, 100))
+        drop(tmp_path, "tweets", "words.txt", ["not an id"])  # rejected at intake
+        (tmp_path / "inbox" / "stray.txt").write_text("1\n")  # outside a type folder
         await drained(service)
         assert outcome(tmp_path, "tweets", "ids.txt") == "delivered"
+        assert outcome(tmp_path, "tweets", "words.txt") == "rejected"
+        await wait_for(lambda: (tmp_path / "outbox" / "rejected" / "stray.txt").exists(),
+                       what="the stray entry rejected")
         with anyio.fail_after(10):  # the counters follow the batch's cleanup
             while value(samples(text := await scrape(service)), "batches_finished_total",
                         job_type="tweets", outcome="done") != 1:
@@ -95,13 +104,40 @@ async def test_a_live_scrape_after_a_job_passes_promtool_and_reads_what_happened
                  reason="none") == 1
     delivered_at = value(found, "last_delivery_timestamp_seconds")
     assert delivered_at is not None and started <= delivered_at <= time.time()
-    assert value(found, "storage_requests_total", operation="upload", status="ok") == 1
-    assert value(found, "storage_requests_total", operation="download", status="ok") == 1
+    error_json = tmp_path / "outbox" / "rejected" / "words.txt.error.json"
+    words = json.loads(error_json.read_text())["reason"]
+    assert value(found, "inputs_finished_total", job_type="tweets", outcome="rejected",
+                 reason=words) == 1
+    assert value(found, "inputs_finished_total", job_type="none", outcome="rejected",
+                 reason="not_in_type_folder") == 1
+    # One PUT of the body, one GET of the results: HTTP requests, by status.
+    assert value(found, "storage_requests_total", operation="upload", status="200") == 1
+    assert value(found, "storage_requests_total", operation="download", status="200") == 1
     assert value(found, "auth_paused") == 0
     assert value(found, "oldest_queued_input_age_seconds") == 0
     limit = value(found, "rate_limit_limit", endpoint="create")
     remaining = value(found, "rate_limit_remaining", endpoint="create")
     assert limit is not None and remaining is not None and 0 <= remaining < limit
+
+
+async def test_a_resumable_upload_counts_every_chunk_request(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    path = write_test_config(tmp_path, sandbox.base_url, resumable_threshold_bytes=0)
+    path.write_text(path.read_text() + '\n[health]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n')
+    async with running_service(load(path)) as service:
+        drop(tmp_path, "tweets", "big.txt", make_ids(6, 40_000))  # ~760 KB: 3 chunks of 256 KiB
+        await drained(service)
+        assert outcome(tmp_path, "tweets", "big.txt") == "delivered"
+        found = samples(await scrape(service))
+    uploads = {labels: count for (name, labels), count in found.items()
+               if name == P + "storage_requests_total" and ("operation", "upload") in labels}
+    # The session POST and a PUT per chunk, each counted once, by its HTTP status.
+    by_status = {dict(labels)["status"]: count for labels, count in uploads.items()}
+    # The session POST (201), the chunk PUTs but the last (308: resume incomplete), the last
+    # one (200): each HTTP request counted once.
+    assert by_status.get("201") == 1 and by_status.get("200") == 1, by_status
+    assert (by_status.get("308") or 0) >= 2, by_status
 
 
 def test_live_values_read_at_scrape_time() -> None:
@@ -129,23 +165,25 @@ def test_live_values_read_at_scrape_time() -> None:
     assert value(first, "rate_limit_limit", endpoint="get") == 75
 
 
-class Refused(Exception):
-    http_status = 403
-
-
-def test_storage_requests_and_retries_are_counted_by_result() -> None:
+def test_storage_requests_count_each_http_request_inside_a_transfer() -> None:
     metrics = Metrics()
-    with metrics.storage_request("download"):
-        pass
-    for error in (Refused("signed URL expired"), OSError("connection reset")):
-        with pytest.raises(type(error)), metrics.storage_request("upload"):
-            raise error
+    clock = FakeClock()
+    with metrics.storage_request("upload"):  # a resumable upload: POST, chunk PUTs, a retry
+        for status in (201, 308, 308, None, 200):
+            log_request(clock, "upload", "PUT", status, clock.monotonic())
+    log_request(clock, "download", "GET", 200, clock.monotonic())  # outside: not counted
+    found = samples(metrics.render().decode())
+    assert value(found, "storage_requests_total", operation="upload", status="308") == 2
+    assert value(found, "storage_requests_total", operation="upload", status="error") == 1
+    assert value(found, "storage_requests_total", operation="upload", status="201") == 1
+    assert value(found, "storage_requests_total", operation="download", status="200") is None
+
+
+def test_retries_are_counted_by_stage_and_class() -> None:
+    metrics = Metrics()
     metrics.retry("uploading", "Refused")
     metrics.retry("uploading", "Refused")
     found = samples(metrics.render().decode())
-    assert value(found, "storage_requests_total", operation="download", status="ok") == 1
-    assert value(found, "storage_requests_total", operation="upload", status="403") == 1
-    assert value(found, "storage_requests_total", operation="upload", status="error") == 1
     assert value(found, "retries_total", stage="uploading", error_class="Refused") == 2
 
 
@@ -197,20 +235,58 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return queries
 
 
-async def test_every_metric_the_dashboard_queries_is_exported(
-    tmp_path: Path, sandbox: Sandbox
-) -> None:
-    config = health_config(tmp_path, sandbox.base_url)
-    async with running_service(config) as service:
+# Families a daemon exports only on some store backends (the dashboard may query them).
+BACKEND_SPECIFIC = {P + "standbys": "postgresql"}  # hosts to fail over to: a shared store
+
+
+async def scrape_after_a_job(tmp_path: Path, base_url: str, extra: str = "") -> str:
+    """A daemon with a hook (so hook series have samples) after one delivered file."""
+    path = write_test_config(tmp_path, base_url)
+    command = json.dumps([sys.executable, "-c", "pass"])
+    text = path.read_text()
+    if extra:  # a shared store: the spool beside the inbox
+        (tmp_path / "spool").mkdir()
+        text = text.replace("[paths]\n", '[paths]\nspool_dir = "spool"\n', 1)
+    path.write_text(text + extra
+                    + '\n[health]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n'
+                    + f'\n[[hooks]]\non = "delivered"\ncommand = {command}\n')
+    async with running_service(load(path)) as service:
         drop(tmp_path, "users", "ids.txt", make_ids(6, 50))
         await drained(service)
-        text = await scrape(service)
-    names = exported_names(text)
+        with anyio.fail_after(10):
+            while value(samples(text := await scrape(service)), "hook_runs_total", kind="hook",
+                        on="delivered", outcome="done") != 1:
+                await anyio.sleep(0.05)
+    return text
+
+
+async def test_every_metric_the_dashboard_queries_is_exported(
+    tmp_path: Path, sandbox: Sandbox, pg_server: PgServer
+) -> None:
+    """On SQLite every queried family but the backend-specific ones; on PostgreSQL (a real
+    server, a leader with its lease) all of them, and that scrape passes promtool too."""
     used = {(title, name) for title, expr in dashboard_queries()
             for name in METRIC_NAME.findall(expr)}
-    assert {name for _, name in used} >= {P + "queue_length", P + "stage_duration_seconds_bucket",
-                                         P + "rate_limit_limit", P + "transfer_bytes_total"}
-    assert sorted((title, name) for title, name in used if name not in names) == []
+    assert {name for _, name in used} >= {
+        P + "queue_length", P + "stage_duration_seconds_bucket", P + "rate_limit_limit",
+        P + "transfer_bytes_total", P + "hook_runs_total", P + "hook_runs_pending",
+        P + "leader", P + "lease_age_seconds", P + "standbys"}
+    (tmp_path / "sqlite").mkdir()
+    on_sqlite = exported_names(await scrape_after_a_job(tmp_path / "sqlite", sandbox.base_url))
+    assert sorted(name for _, name in used if name not in on_sqlite) == sorted(BACKEND_SPECIFIC)
+
+    pg_server.psql("CREATE DATABASE co_dashboard")
+    (tmp_path / "pg").mkdir()
+    extra = (f'\n[store]\nbackend = "postgresql"\ndsn = "{pg_server.dsn("co_dashboard")}"\n'
+             'lease_ttl_s = 6.0\n')
+    text = await scrape_after_a_job(tmp_path / "pg", sandbox.base_url, extra)
+    checked = run_promtool("check", "metrics", stdin=text)
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    on_pg = exported_names(text)
+    assert sorted((title, name) for title, name in used if name not in on_pg) == []
+    found = samples(text)
+    assert value(found, "leader") == 1 and value(found, "standbys") == 0
+    assert (value(found, "lease_age_seconds") or 0) >= 0
 
 
 def test_hook_outcomes_are_counted_and_pass_promtool() -> None:

@@ -3,6 +3,8 @@ the running daemon prunes at start."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +13,10 @@ from clocks import FakeClock
 from daemon_helpers import db_rows, load, running_service, wait_for, write_config
 from structlog.testing import capture_logs
 
+from orchestrator.clock import iso
+from orchestrator.core.model import JobType
 from orchestrator.daemon import retention
+from orchestrator.layout import Layout
 from orchestrator.sandbox import Sandbox
 from orchestrator.store.sqlite import EventNote, Store
 
@@ -37,8 +42,9 @@ async def test_a_pass_prunes_in_batches_and_logs_the_total(
 
 async def test_the_daemon_prunes_old_history_at_start(tmp_path: Path, sandbox: Sandbox) -> None:
     path = write_config(tmp_path, sandbox.base_url)
-    path.write_text(path.read_text() + "\n[retention]\nevents_days = 1\n")
+    path.write_text(path.read_text() + "\n[retention]\nevents_days = 1\noutbox_days = 1\n")
     config = load(path)
+    old = _write(config.paths.outbox / "tweets" / "old.manifest.json", 3, time.time())
     clock = FakeClock()  # 2026-01-01: long before today
     (tmp_path / "state").mkdir()
     store = await Store.open(tmp_path / "state" / "state.db", clock)
@@ -49,5 +55,75 @@ async def test_the_daemon_prunes_old_history_at_start(tmp_path: Path, sandbox: S
     async with running_service(config):
         await wait_for(lambda: db_rows(tmp_path, "SELECT kind FROM events WHERE kind = 'ancient'")
                        == [], what="the old event pruned")
+        await wait_for(lambda: not old.exists(), what="the old delivery removed")
     assert db_rows(tmp_path, "SELECT kind FROM events WHERE kind = 'recent'") == [
         {"kind": "recent"}]
+
+
+def _write(path: Path, age_days: float, now: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x\n")
+    os.utime(path, (now - age_days * 86400, now - age_days * 86400))
+    return path
+
+
+async def test_outbox_days_removes_old_deliveries_only(tmp_path: Path) -> None:
+    clock = FakeClock()
+    now = clock.now().timestamp()
+    layout = Layout(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
+    tweets, users = layout.outbox_for(JobType.TWEETS), layout.outbox_for(JobType.USERS)
+    old = [_write(tweets / f"old.{s}", 40, now)
+           for s in ("jsonl", "delta.jsonl", "compliant.jsonl", "manifest.json")]
+    old_user = [_write(users / f"u.{s}", 40, now) for s in ("jsonl", "manifest.json")]
+    # The results were rewritten lately, but the delivery's age is its manifest's.
+    young = [_write(tweets / "young.jsonl", 40, now),
+             _write(tweets / "young.manifest.json", 5, now)]
+    stray = _write(tweets / "no-manifest.jsonl", 40, now)  # not a delivery we know: kept
+    rejected = [_write(layout.rejected / "bad.txt", 400, now),
+                _write(layout.rejected / "bad.txt.manifest.json", 400, now)]
+    assert await retention.prune_outbox_once(layout, clock, 0) == 0  # off by default
+    assert all(p.exists() for p in old)
+    with capture_logs() as events:
+        assert await retention.prune_outbox_once(layout, clock, 30) == 2
+    assert not any(p.exists() for p in old + old_user)
+    assert all(p.exists() for p in [*young, stray, *rejected])
+    lines = {e["job_type"]: e for e in events if e["event"] == "retention.pruned"}
+    assert (lines["tweets"]["deliveries"], lines["tweets"]["files"]) == (1, 4)
+    assert (lines["users"]["deliveries"], lines["users"]["files"]) == (1, 2)
+    assert await retention.prune_outbox_once(layout, clock, 30) == 0
+
+
+async def test_outbox_pruning_goes_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    clock = FakeClock()
+    now = clock.now().timestamp()
+    layout = Layout(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
+    folder = layout.outbox_for(JobType.TWEETS)
+    for i in range(7):
+        _write(folder / f"f{i}.jsonl", 10, now)
+        _write(folder / f"f{i}.manifest.json", 10, now)
+    monkeypatch.setattr(retention, "BATCH_FILES", 3)
+    assert await retention.prune_outbox_once(layout, clock, 1) == 7
+    assert list(folder.iterdir()) == []
+
+
+async def test_inputs_days_keeps_link_twins_and_logs(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = await Store.open(tmp_path / "state.db", clock)
+    try:
+        row = await store.insert_claiming(job_type=JobType.TWEETS, name="a.txt", out_stem="a",
+                                          spool_name="a.txt", inode=1, size_bytes=1)
+        async with store.transaction() as conn:
+            await conn.execute("UPDATE inputs SET state = 'delivered', finished_at = ?"
+                               " WHERE id = ?", (iso(clock.now()), row.id))
+        clock.advance(10 * 86400)
+        assert await retention.prune_inputs_once(store, clock, 0) == 0  # off
+        # duplicate_content = "link" reuses inputs up to link_max_age_s: those stay.
+        assert await retention.prune_inputs_once(store, clock, 1, keep_s=30 * 86400) == 0
+        with capture_logs() as events:
+            assert await retention.prune_inputs_once(store, clock, 1) == 1
+        [line] = [e for e in events if e["event"] == "retention.pruned"]
+        assert (line["table"], line["rows"]) == ("inputs", 1)
+        assert await store.get_input(row.id) is None
+    finally:
+        await store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 from daemon_helpers import (
@@ -56,6 +57,12 @@ async def test_files_of_both_types_come_back_exactly_as_the_sandbox_says(
         assert len(manifest["jobs"]) == 1 and manifest["jobs"][0]["status"] == "complete"
         assert len(manifest["input"]["sha256"]) == 64
         assert len(manifest["output"]["sha256"]) == 64
+        # One timestamp format: RFC 3339 UTC with Z (milliseconds; X's own in whole seconds).
+        stamps = [manifest["input"]["claimed_at"], manifest["jobs"][0]["created_at"],
+                  *(v for k, v in manifest["timings"].items() if k.endswith("_at"))]
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", t)
+                   for t in stamps), stamps
+        assert re.fullmatch(r".*:\d\dZ", manifest["timings"]["job_created_at"])
     # Inputs are released only after delivery: nothing left in the inbox or the spool.
     assert not list((tmp_path / "inbox" / "tweets").iterdir())
     assert not list((tmp_path / "state" / "spool").iterdir())
