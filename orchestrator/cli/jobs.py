@@ -62,17 +62,19 @@ def _affected_from_manifests(layout: Layout, batch_id: int, job_type: str,
     return total if found else None
 
 
-def _reason(row: Mapping[str, Any]) -> str | None:
+def _reason(row: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(code, sentence): the codes are those of `.error.json` (cancelled, gave_up) and
+    `retrying` for a batch still backing off after an error."""
     state = row["state"]
     if state == "cancelled":
         detail = json.loads(row["cancel_detail"] or "{}")
         forced = " (--force: remote job abandoned)" if detail.get("forced") else ""
-        return f"cancelled by operator{forced}"
+        return "cancelled", f"cancelled by operator{forced}"
     if state == "done" or not row["last_error"]:
-        return None
+        return None, None
     if state == "failed":
-        return f"gave up: {redact_text(row['last_error'])}"
-    return f"last error: {redact_text(row['last_error'])}"
+        return "gave_up", f"gave up: {redact_text(row['last_error'])}"
+    return "retrying", f"last error: {redact_text(row['last_error'])}"
 
 
 def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
@@ -95,6 +97,7 @@ def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
         started = datetime.fromisoformat(row["created_at"])
         finished = datetime.fromisoformat(row["finished_at"]) if row["finished_at"] else None
         affected = row["affected"]
+        reason, message = _reason(row)
         if affected is None and row["state"] == "done":
             affected = _affected_from_manifests(layout, row["id"], row["job_type"], files)
         jobs = remote.get(row["id"], [])
@@ -120,7 +123,8 @@ def collect(layout: Layout, limit: int, now: datetime) -> dict[str, Any]:
             "remote_jobs": jobs,
             "next_attempt_at": rfc3339(row["next_attempt_at"]) if not finished else None,
             "last_http_status": row["last_http_status"],
-            "reason": _reason(row),
+            "reason": reason,
+            "message": message,
             "hook_runs": hooks.get(row["id"], {}),  # {state: runs} of its inputs' hooks
         })
     return report
@@ -164,7 +168,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append(line(table[0]))
     for job, cells in zip(report["jobs"], table[1:], strict=True):
         lines.append(line(cells))
-        note = job["reason"]
+        note = job["message"]
         if note and job["next_attempt_at"]:  # backing off; a plain poll interval is no news
             note += f"; next try not before {short_time(job['next_attempt_at'])}"
         if note:

@@ -27,13 +27,13 @@ from orchestrator.store import reports
 from orchestrator.store.opening import DATABASE_ERRORS
 from orchestrator.store.postgresql import StoreUnavailable
 
+# Rejections are not listed here: "recent outcomes" shows each with its reason already.
 _RECENT_FAILURE_KINDS = (
     "step.retry",
     "job.failed",
     "job.expired",
     "job.abandoned",
     "batch.gave_up",
-    "input.rejected",
     "xapi.auth_failed",
     "outbox.write_failed",
 )
@@ -105,8 +105,8 @@ def _render_cluster(cluster: dict[str, Any]) -> list[str]:
         head = "cluster: no leader (the lease is free or expired: a host takes it next round)"
     else:
         head = (f"cluster: leader {cluster['leader']} (epoch {cluster['epoch']}, lease renewed"
-                f" {cluster['lease_age_s']:.0f} s ago, expires in"
-                f" {cluster['lease_expires_in_s']:.0f} s)")
+                f" {human_duration(cluster['lease_age_s'] or 0)} ago, expires in"
+                f" {human_duration(cluster['lease_expires_in_s'] or 0)})")
     lines = [head, f"  standbys: {', '.join(cluster['standbys']) or 'none'}"]
     for host in cluster["hosts"]:
         seen = host["last_seen_age_s"]
@@ -147,11 +147,11 @@ def collect(layout: Layout, now: datetime, *, with_files: bool = False,
         hooks = reports.hook_runs_report(reader)
         cluster = cluster_report(reports.cluster_view(reader, now))
     for entry in current:
-        for key in ("upload_expires_at", "download_expires_at"):
+        for key in ("upload_expires_at", "download_expires_at", "next_attempt_at"):
             if entry[key]:
                 left = round((datetime.fromisoformat(entry[key]) - now).total_seconds())
-                entry[key.replace("_at", "_in_s")] = left
-                entry[key.replace("_at", "_in")] = human_duration(left)
+                entry[key.removesuffix("_at") + "_in_s"] = left
+                entry[key.removesuffix("_at") + "_in"] = human_duration(left)
         for key in _TIME_KEYS:
             entry[key] = rfc3339(entry[key])
     for item in recent:
@@ -164,8 +164,10 @@ def collect(layout: Layout, now: datetime, *, with_files: bool = False,
     for run in (*hooks["pending"], *hooks["failed"]):
         for key in ("next_at", "created_at", "finished_at"):
             run[key] = rfc3339(run[key])
+    on_postgresql = layout.store is not None and layout.store.backend == "postgresql"
     report.update(queue=queue, current=current, recent=recent, failures=failures,
-                  paused=paused, hooks=hooks, cluster=cluster)
+                  paused=paused, hooks=hooks, cluster=cluster,
+                  several_hosts=on_postgresql or len(cluster["hosts"]) > 1)
     if queued is not None:
         for row in queued:
             row["queued_at"] = rfc3339(row["queued_at"])
@@ -181,6 +183,34 @@ def _problem_subject(failure: dict[str, Any]) -> str:
     return "-"
 
 
+def _without_name(message: str, name: str) -> str:
+    """A rejection's message without the file name it starts with (the line names it)."""
+    prefix = f"{name}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def problem_text(detail: dict[str, Any]) -> str:
+    """An event's detail in words: `upload: RetryableError, HTTP 503: reason`."""
+    rest = {k: v for k, v in detail.items() if v is not None and k not in _VOLATILE_DETAIL}
+    stage = rest.pop("stage", None)
+    words = []
+    if "error" in rest:
+        words.append(str(rest.pop("error")))
+    if "http_status" in rest:
+        words.append(f"HTTP {rest.pop('http_status')}")
+    if "x_job_id" in rest:
+        words.append(f"remote {rest.pop('x_job_id')}")
+    reason = rest.pop("reason", None)
+    words.extend(f"{key} {json.dumps(value) if not isinstance(value, str) else value}"
+                 for key, value in sorted(rest.items()))
+    text = ", ".join(words)
+    if reason:
+        text = f"{text}: {reason}" if text else str(reason)
+    if stage:
+        text = f"{stage}: {text}" if text else str(stage)
+    return text or "-"
+
+
 def render(report: dict[str, Any]) -> str:
     lines = []
     pid = report["daemon_pid"]
@@ -188,7 +218,8 @@ def render(report: dict[str, Any]) -> str:
     if report.get("note"):
         lines.append(report["note"])
         return "\n".join(lines)
-    if report.get("cluster") and report["cluster"]["hosts"]:
+    # One host on SQLite is no cluster: its lease and heartbeat are only in --json.
+    if report.get("several_hosts") and report["cluster"]["hosts"]:
         lines.extend(_render_cluster(report["cluster"]))
     paused = report.get("paused")
     if paused:
@@ -227,14 +258,20 @@ def render(report: dict[str, Any]) -> str:
             f" ({job['x_status'] or '-'}), polls {job['poll_count']}"
         )
         if "upload_expires_in" in job and job["state"] in ("creating", "uploading"):
-            lines.append(f"    upload window closes in {job['upload_expires_in']}")
+            left = job["upload_expires_in_s"]
+            lines.append(f"    upload window closes in {job['upload_expires_in']}" if left >= 0
+                         else f"    upload window closed {human_duration(-left)} ago")
         if "download_expires_in" in job:
+            left = job["download_expires_in_s"]
             lines.append(
                 f"    results must be downloaded within {job['download_expires_in']}"
-                f" (by {job['download_expires_at']})"
+                f" (by {job['download_expires_at']})" if left >= 0 else
+                f"    results expired {human_duration(-left)} ago"
+                f" ({job['download_expires_at']})"
             )
-        if job["next_attempt_at"]:
-            lines.append(f"    next step not before {job['next_attempt_at']}")
+        if job["next_attempt_at"] and job["next_attempt_in_s"] > 0:
+            lines.append(f"    next step in {job['next_attempt_in']}"
+                         f" (at {job['next_attempt_at']})")
         if job["last_error"]:
             lines.append(f"    last error: {printable(job['last_error'])}")
     lines.append("recent outcomes:")
@@ -244,8 +281,8 @@ def render(report: dict[str, Any]) -> str:
         if item["outcome"] == "delivered":
             detail = f"-> {printable(item['out_stem'])}.jsonl"
         else:
-            message = f": {item['message']}" if item.get("message") else ""
-            detail = f"({printable((item['reason'] or '-') + message)})"
+            message = _without_name(item.get("message") or "", item["file"])
+            detail = f"({printable((item['reason'] or '-') + (': ' + message if message else ''))})"
         lines.append(
             f"  {item['finished_at'] or '-'}  {item['job_type']:6} {printable(item['file'])}:"
             f" {item['outcome']} {detail}"
@@ -254,14 +291,13 @@ def render(report: dict[str, Any]) -> str:
     if report["failures"]:
         lines.append("recent problems:")
         for failure in report["failures"]:
-            brief = {k: v for k, v in failure["detail"].items() if v is not None}
             repeated = (
                 f"  x{failure['count']} since {failure['first_at']}"
                 if failure["count"] > 1 else ""
             )
             lines.append(
                 f"  {failure['at']}  {failure['kind']}  {_problem_subject(failure)}"
-                f"  {printable(json.dumps(brief, sort_keys=True))}{repeated}"
+                f"  {printable(problem_text(failure['detail']))}{repeated}"
             )
     return "\n".join(lines)
 
@@ -307,7 +343,7 @@ def status_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+        print(json.dumps({"ok": True, **report}, indent=2, sort_keys=True, default=str))
     else:
         print(render(report))
     return 0

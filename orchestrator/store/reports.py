@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.core.model import ClusterView, HostRow
+from orchestrator.core.model import ClusterView, HostRow, InputState
 from orchestrator.layout import Layout
 from orchestrator.store.rows import FINAL_BATCH_STATES, FINAL_INPUT_STATES, sql_list
 
@@ -133,7 +133,9 @@ def input_counts(reader: Reader) -> dict[str, dict[str, int]]:
         "SELECT job_type, state, COUNT(*) AS n FROM inputs GROUP BY job_type, state"
         " ORDER BY job_type, state"
     ):
-        counts.setdefault(row["job_type"], {})[row["state"]] = int(row["n"])
+        # Every state of a type that has inputs, zeros included (as the text shows them).
+        states = counts.setdefault(row["job_type"], dict.fromkeys(map(str, InputState), 0))
+        states[row["state"]] = int(row["n"])
     return counts
 
 

@@ -108,7 +108,7 @@ async def test_cancel_a_queued_batch_while_the_daemon_runs_then_requeue_it(
 
     history = {job["batch_id"]: job for job in outputs[-1].json["jobs"]}
     assert history[1]["outcome"] == "cancelled"
-    assert history[1]["reason"] == "cancelled by operator"
+    assert (history[1]["reason"], history[1]["message"]) == ("cancelled", "cancelled by operator")
     assert [r["status"] for r in history[1]["remote_jobs"]] == ["failed"]
     assert history[2]["outcome"] == "done" and history[2]["files"] == ["cancel-me.txt"]
     assert history[2]["affected"] == len(sandbox.expected_results("tweets", ids))
@@ -188,7 +188,7 @@ async def test_retry_of_a_failed_batch_sends_its_inputs_round_again(
     (job,) = report["jobs"]
     assert set(job) >= {"batch_id", "job_type", "outcome", "state", "started_at",
                         "finished_at", "duration_s", "inputs", "files", "ids", "affected",
-                        "attempts", "remote_jobs", "reason"}
+                        "attempts", "remote_jobs", "reason", "message"}
     assert job["batch_id"] == 2 and job["ids"] == 30 and job["inputs"] == 1
     assert job["attempts"] == 1 and job["duration_s"] >= 0
     assert job["remote_jobs"][0]["status"] == "complete"
