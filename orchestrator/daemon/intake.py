@@ -293,10 +293,7 @@ class Intake:
             "body_sha256": report.output_sha256,
         }
         if report.bad_line_count:
-            summary["bad_lines"] = [
-                {"line": b.line_no, "reason": b.reason, "excerpt": b.excerpt}
-                for b in report.bad_lines
-            ]
+            summary["bad_lines"] = [b.as_dict() for b in report.bad_lines]
         return {"input_sha256": report.input_sha256, "id_count": report.id_count,
                 "bad_line_count": report.bad_line_count, "report_json": summary,
                 "body_sha256": report.output_sha256}

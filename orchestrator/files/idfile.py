@@ -50,11 +50,13 @@ Policy = Literal["reject", "drop"]
 @dataclass(frozen=True)
 class BadLine:
     line_no: int
-    reason: str
+    reason: str  # a code: "hexadecimal", "decimal", "line_too_long", ... (BAD_LINE_CODES)
+    message: str  # the same in words an operator can act on
     excerpt: str  # at most EXCERPT_CHARS printable characters (+ "…")
 
     def as_dict(self) -> dict[str, object]:
-        return {"line": self.line_no, "reason": self.reason, "excerpt": self.excerpt}
+        return {"line": self.line_no, "reason": self.reason, "message": self.message,
+                "excerpt": self.excerpt}
 
 
 @dataclass(frozen=True)
@@ -81,28 +83,36 @@ def excerpt(raw: bytes, limit: int = EXCERPT_CHARS) -> str:
     return shown
 
 
-def describe_bad_id(value: bytes) -> str:
-    """Why a (stripped, non-blank) line is not an ID, in words an operator can act on."""
+def classify_bad_id(value: bytes) -> tuple[str, str]:
+    """Why a (stripped, non-blank) line is not an ID: a code, and words an operator can act
+    on."""
     shown = repr(excerpt(value))
     if value.isdigit():
-        return f"{len(value)} digits, more than the {MAX_ID_DIGITS} an ID can have"
+        return ("too_many_digits",
+                f"{len(value)} digits, more than the {MAX_ID_DIGITS} an ID can have")
     if value[:1] in (b"{", b"["):
-        return f"JSON, not a plain list of IDs (one per line): {shown}"
+        return "json", f"JSON, not a plain list of IDs (one per line): {shown}"
     if _QUOTED.fullmatch(value):
-        return f"quoted, write the digits only: {shown}"
+        return "quoted", f"quoted, write the digits only: {shown}"
     if _NEGATIVE.fullmatch(value):
-        return f"negative number, IDs are positive: {shown}"
+        return "negative", f"negative number, IDs are positive: {shown}"
     if _SIGNED.fullmatch(value):
-        return f"signed number, write the digits only: {shown}"
+        return "signed", f"signed number, write the digits only: {shown}"
     if _EXPONENT.fullmatch(value):
-        return f"number in exponent notation (digits lost, e.g. by a spreadsheet): {shown}"
+        return ("exponent",
+                f"number in exponent notation (digits lost, e.g. by a spreadsheet): {shown}")
     if _DECIMAL.fullmatch(value):
-        return f"decimal number, IDs are whole numbers: {shown}"
+        return "decimal", f"decimal number, IDs are whole numbers: {shown}"
     if _HEX.fullmatch(value):
-        return f"hexadecimal, IDs are decimal: {shown}"
+        return "hexadecimal", f"hexadecimal, IDs are decimal: {shown}"
     if _SEPARATOR.search(value):
-        return f"more than one value on the line, put one ID per line: {shown}"
-    return f"not a number: {shown}"
+        return "several_values", f"more than one value on the line, put one ID per line: {shown}"
+    return "not_a_number", f"not a number: {shown}"
+
+
+def describe_bad_id(value: bytes) -> str:
+    """classify_bad_id's words alone."""
+    return classify_bad_id(value)[1]
 
 
 class _Normaliser:
@@ -181,10 +191,10 @@ class _Normaliser:
                     "not_utf8", f"not UTF-8 text at line {line_no}", line=line_no
                 ) from None
 
-    def add_bad(self, line_no: int, reason: str, raw: bytes) -> None:
+    def add_bad(self, line_no: int, why: tuple[str, str], raw: bytes) -> None:
         self.bad_count += 1
         if len(self.bad) < self.max_reported:
-            self.bad.append(BadLine(line_no, reason, excerpt(raw)))
+            self.bad.append(BadLine(line_no, *why, excerpt(raw)))
 
     # -- lines ----------------------------------------------------------------------------
 
@@ -202,7 +212,7 @@ class _Normaliser:
             self.ids += 1
             self.write(value + b"\n", verbatim=terminated and len(value) == len(raw))
         else:
-            self.add_bad(self.line_no, describe_bad_id(value), value)
+            self.add_bad(self.line_no, classify_bad_id(value), value)
 
     def block(self, data: bytes) -> None:
         """Complete lines (`data` ends with `\\n`): bulk-checked, copied as is when clean."""
@@ -245,7 +255,8 @@ class _Normaliser:
                 line=self.line_no,
                 max_line_bytes=MAX_LINE_BYTES,
             )
-        self.add_bad(self.line_no, f"line longer than {MAX_LINE_BYTES} bytes, not an ID", head)
+        self.add_bad(self.line_no, ("line_too_long",
+                                    f"line longer than {MAX_LINE_BYTES} bytes, not an ID"), head)
 
     def start_skipping(self, head: bytes) -> None:
         """The unfinished line in the carry is over-long: report it now, drop the rest."""
@@ -279,7 +290,7 @@ class _Normaliser:
             plural = "s" if self.bad_count != 1 else ""
             where = ""
             if self.bad:
-                first = f"line {self.bad[0].line_no}: {self.bad[0].reason}"
+                first = f"line {self.bad[0].line_no}: {self.bad[0].message}"
                 numbers = ", ".join(str(b.line_no) for b in self.bad[:5])
                 where = (
                     f" ({first})"

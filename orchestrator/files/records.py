@@ -40,7 +40,7 @@ from orchestrator.files.idfile import (
     IdFileReport,
     Policy,
     _open_regular,
-    describe_bad_id,
+    classify_bad_id,
     excerpt,
     validate_id_file,
 )
@@ -106,18 +106,18 @@ def sniff_file(src: Path, display_name: str | None = None,
         return detect_format(inp.read(_SNIFF_BYTES), id_columns)
 
 
-def check_id(value: str | int | None) -> bytes | str:
-    """An ID as upload bytes, or why it is not one."""
+def check_id(value: str | int | None) -> bytes | tuple[str, str]:
+    """An ID as upload bytes, or why it is not one (a code and words)."""
     if isinstance(value, int):
         if 0 < value <= MAX_ID:
             return b"%d" % value
-        return f"{value} is not a positive 64-bit ID"
+        return "out_of_range", f"{value} is not a positive 64-bit ID"
     if value is None:
-        return "no id"
+        return "no_id", "no id"
     raw = value.strip().encode("utf-8", errors="backslashreplace")
     if raw.isdigit() and len(raw) <= MAX_ID_DIGITS and raw.isascii():
         return raw
-    return describe_bad_id(raw) if raw else "empty id"
+    return classify_bad_id(raw) if raw else ("empty_id", "empty id")
 
 
 @dataclass
@@ -155,10 +155,10 @@ class _Collector:
         self.out_bytes += len(self.pending)
         self.pending.clear()
 
-    def bad_row(self, line_no: int, reason: str, raw: bytes) -> None:
+    def bad_row(self, line_no: int, why: tuple[str, str], raw: bytes) -> None:
         self.bad_count += 1
         if len(self.bad) < self.max_reported:
-            self.bad.append(BadLine(line_no, reason, excerpt(raw)))
+            self.bad.append(BadLine(line_no, *why, excerpt(raw)))
 
     def verdict(self, what: str) -> None:
         self.flush()
@@ -166,7 +166,7 @@ class _Collector:
             first = self.bad[0]
             raise InputRejected(
                 f"{self.name}: {self.bad_count} bad {what}(s); first at line {first.line_no}:"
-                f" {first.reason}",
+                f" {first.message}",
                 {"reason": "invalid_lines", "bad_lines": [b.as_dict() for b in self.bad],
                  "bad_line_count": self.bad_count},
             )
@@ -191,20 +191,21 @@ def _jsonl_line(state: _Collector, raw: bytes, line_no: int) -> None:
     try:
         line = _DECODER.decode(raw)
     except msgspec.ValidationError as exc:
-        state.bad_row(line_no, f"not a Tweet/User object or response page: {exc}", raw)
+        state.bad_row(line_no, ("not_a_record",
+                                f"not a Tweet/User object or response page: {exc}"), raw)
         return
     except msgspec.DecodeError as exc:
-        state.bad_row(line_no, f"not JSON: {exc}", raw)
+        state.bad_row(line_no, ("not_json", f"not JSON: {exc}"), raw)
         return
     ids = _ids_of(line)
     if not ids and line.data is None and line.errors is None:
-        state.bad_row(line_no, "a JSON object with no `id`, `data` or `errors` key (not a Tweet"
-                      " or user object, nor an API response page)", raw)
+        state.bad_row(line_no, ("no_id", "a JSON object with no `id`, `data` or `errors` key"
+                                " (not a Tweet or user object, nor an API response page)"), raw)
         return
     body = bytearray()
     for value in ids:
         checked = check_id(value)
-        if isinstance(checked, str):
+        if isinstance(checked, tuple):
             state.bad_row(line_no, checked, raw)
             continue
         body += checked + b"\n"
@@ -367,8 +368,9 @@ def read_csv(inp: BinaryIO, state: _Collector, id_columns: tuple[str, ...],
             if not row or (len(row) == 1 and not row[0].strip()):
                 state.blank += 1
                 continue
-            checked = check_id(row[column]) if column < len(row) else "no value in the id column"
-            if isinstance(checked, str):
+            checked = (check_id(row[column]) if column < len(row)
+                       else ("no_id", "no value in the id column"))
+            if isinstance(checked, tuple):
                 state.bad_row(line_no, checked, delimiter.join(row).encode())
                 continue
             out += checked

@@ -67,31 +67,33 @@ def test_normalises_harmless_variations(tmp_path: Path, content: bytes, expected
 
 
 @pytest.mark.parametrize(
-    ("line", "words"),
+    ("line", "words", "code"),
     [
-        pytest.param(b"12345678901234567890", "20 digits, more than the 19", id="20-digits"),
-        pytest.param(b"-5", "negative", id="negative"),
-        pytest.param(b"1.5", "decimal", id="float"),
-        pytest.param(b"1.23457E+18", "exponent notation", id="spreadsheet"),
-        pytest.param(b"0x1F", "hexadecimal", id="hex"),
-        pytest.param(b'{"id": "123"}', "JSON", id="json-object"),
-        pytest.param(b"[1, 2, 3]", "JSON", id="json-array"),
-        pytest.param(b'"123"', "quoted", id="quoted"),
-        pytest.param(b"123,456", "more than one value", id="csv"),
-        pytest.param(b"123 456", "more than one value", id="two-ids"),
-        pytest.param(b"tweet_id", "not a number: 'tweet_id'", id="header"),
-        pytest.param("\uff11\uff12\uff13".encode(), "not a number", id="fullwidth-digits"),
+        pytest.param(b"12345678901234567890", "20 digits, more than the 19", "too_many_digits",
+                     id="20-digits"),
+        pytest.param(b"-5", "negative", "negative", id="negative"),
+        pytest.param(b"1.5", "decimal", "decimal", id="float"),
+        pytest.param(b"1.23457E+18", "exponent notation", "exponent", id="spreadsheet"),
+        pytest.param(b"0x1F", "hexadecimal", "hexadecimal", id="hex"),
+        pytest.param(b'{"id": "123"}', "JSON", "json", id="json-object"),
+        pytest.param(b"[1, 2, 3]", "JSON", "json", id="json-array"),
+        pytest.param(b'"123"', "quoted", "quoted", id="quoted"),
+        pytest.param(b"123,456", "more than one value", "several_values", id="csv"),
+        pytest.param(b"123 456", "more than one value", "several_values", id="two-ids"),
+        pytest.param(b"tweet_id", "not a number: 'tweet_id'", "not_a_number", id="header"),
+        pytest.param("\uff11\uff12\uff13".encode(), "not a number", "not_a_number",
+                     id="fullwidth-digits"),
     ],
 )
 def test_bad_line_rejects_the_whole_file_naming_line_and_reason(
-    tmp_path: Path, line: bytes, words: str
+    tmp_path: Path, line: bytes, words: str, code: str
 ) -> None:
     error = rejected(tmp_path, b"111\n222\n" + line + b"\n333\n")
     assert error.details["reason"] == "invalid_lines"
     assert error.details["bad_line_count"] == 1
     [bad] = error.details["bad_lines"]
     assert bad["line"] == 3
-    assert words in bad["reason"]
+    assert bad["reason"] == code and words in bad["message"]
     assert len(bad["excerpt"]) <= 41
     assert "ids.txt" in error.message and "line 3" in error.message
 
@@ -187,7 +189,8 @@ def test_long_line_is_dropped_under_drop_policy_with_bounded_memory(tmp_path: Pa
     assert (tmp_path / "out").read_bytes() == b"1\n2\n"
     assert report.id_count == 2 and report.bad_line_count == 1
     assert report.bad_lines[0].line_no == 2
-    assert f"longer than {MAX_LINE_BYTES} bytes" in report.bad_lines[0].reason
+    assert report.bad_lines[0].reason == "line_too_long"
+    assert f"longer than {MAX_LINE_BYTES} bytes" in report.bad_lines[0].message
     assert peak < 3 * 1024 * 1024
 
 

@@ -78,26 +78,28 @@ def test_blank_lines_bom_and_a_last_line_without_newline(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("line", "reason"),
+    ("line", "reason", "code"),
     [
-        (b'{"id": "12a"}', "hexadecimal"),
-        (b'{"id": "1.5e18"}', "exponent notation"),
-        (b'{"id": ""}', "empty id"),
-        (b'{"id": true}', "not a Tweet/User object"),
-        (b'{"id": -5}', "not a positive 64-bit ID"),
-        (b'{"text": "no id here"}', "no `id`, `data` or `errors`"),
-        (b'{"id": "1"', "not JSON"),
-        (b"[1, 2]", "not a Tweet/User object"),
-        (b'{"data": [{"id": "123456789012345678901"}]}', "21 digits"),
+        (b'{"id": "12a"}', "hexadecimal", "hexadecimal"),
+        (b'{"id": "1.5e18"}', "exponent notation", "exponent"),
+        (b'{"id": ""}', "empty id", "empty_id"),
+        (b'{"id": true}', "not a Tweet/User object", "not_a_record"),
+        (b'{"id": -5}', "not a positive 64-bit ID", "out_of_range"),
+        (b'{"text": "no id here"}', "no `id`, `data` or `errors`", "no_id"),
+        (b'{"id": "1"', "not JSON", "not_json"),
+        (b"[1, 2]", "not a Tweet/User object", "not_a_record"),
+        (b'{"data": [{"id": "123456789012345678901"}]}', "21 digits", "too_many_digits"),
     ],
 )
-def test_a_bad_row_is_named_by_its_line(tmp_path: Path, line: bytes, reason: str) -> None:
+def test_a_bad_row_is_named_by_its_line(
+    tmp_path: Path, line: bytes, reason: str, code: str
+) -> None:
     content = lines(tweet("1"), tweet("2")) + line + b"\n" + lines(tweet("3"))
     error = rejected(tmp_path, content)
     assert error.details["reason"] == "invalid_lines"
     (bad,) = error.details["bad_lines"]
     assert bad["line"] == 3
-    assert reason in bad["reason"]
+    assert bad["reason"] == code and reason in bad["message"]
     assert "line 3" in str(error)
     assert "input.jsonl" in str(error)
 
@@ -189,7 +191,7 @@ def test_csv_configured_column_quoted_newlines_and_line_numbers(tmp_path: Path) 
     error = rejected(tmp_path, content, "csv", id_columns=("statusid",))
     (bad,) = error.details["bad_lines"]
     assert bad["line"] == 4  # the header, a record over lines 2-3, then this one
-    assert "exponent notation" in bad["reason"]
+    assert bad["reason"] == "exponent" and "exponent notation" in bad["message"]
 
 
 def test_csv_without_an_id_column_names_what_it_found(tmp_path: Path) -> None:
@@ -202,7 +204,8 @@ def test_csv_without_an_id_column_names_what_it_found(tmp_path: Path) -> None:
 def test_csv_short_rows_and_not_utf8(tmp_path: Path) -> None:
     error = rejected(tmp_path, b"text,id\nonly-text\n", "csv")
     assert error.details["bad_lines"][0]["line"] == 2
-    assert "no value in the id column" in error.details["bad_lines"][0]["reason"]
+    assert error.details["bad_lines"][0]["reason"] == "no_id"
+    assert "no value in the id column" in error.details["bad_lines"][0]["message"]
     error = rejected(tmp_path, b"id\n1\n\xff\xfe\n", "csv")
     assert error.details["reason"] == "not_utf8"
 
