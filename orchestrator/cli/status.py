@@ -200,7 +200,8 @@ def problem_text(detail: dict[str, Any]) -> str:
         words.append(f"HTTP {rest.pop('http_status')}")
     if "x_job_id" in rest:
         words.append(f"remote {rest.pop('x_job_id')}")
-    reason = rest.pop("reason", None)
+    reason = rest.pop("message", None) or rest.pop("reason", None)  # the words, if any
+    rest.pop("reason", None)
     words.extend(f"{key} {json.dumps(value) if not isinstance(value, str) else value}"
                  for key, value in sorted(rest.items()))
     text = ", ".join(words)

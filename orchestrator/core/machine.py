@@ -225,14 +225,15 @@ def start_attempt(batch: Batch, attempt: int) -> Decision:
 
 
 def _new_job_or_fail(
-    batch: Batch, now: datetime, policy: Policy, rng: random.Random, *, why: str,
+    batch: Batch, now: datetime, policy: Policy, rng: random.Random, *, why: str, code: str,
     event: str, level: str = "warning", detail: Mapping[str, Any] | None = None,
     own_job_active: bool = True, permanent: bool = True,
 ) -> Decision:
     """The remote job is lost (failed, expired, window closed): start over with a new one,
     unless the batch has used up its attempts on a permanent answer. A job lost to our own
     deadline (`permanent=False`: an outage outlasted it) is always replaced."""
-    info = {"reason": why, "attempt": batch.attempt, **(detail or {})}
+    # As in .error.json: `reason` a code, `message` the words.
+    info = {"reason": code, "message": why, "attempt": batch.attempt, **(detail or {})}
     # The lost job's last word: failed / expired as X said, else we stopped tracking it.
     outcome = RemoteOutcome(str(info.get("status") or "abandoned"), info.get("job_error"))
     if permanent and batch.attempt >= policy.max_attempts:
@@ -311,12 +312,13 @@ def _on_polled(
     if status == RemoteStatus.FAILED:
         return _new_job_or_fail(
             batch, now, policy, rng, why=f"remote job failed: {job.error or 'no reason given'}",
-            event="job.failed",
+            code="job_failed", event="job.failed",
             detail={"x_job_id": job.id, "job_error": job.error, "status": "failed"},
         )
     if status == RemoteStatus.EXPIRED:
         return _new_job_or_fail(
-            batch, now, policy, rng, why="remote job expired", event="job.expired",
+            batch, now, policy, rng, why="remote job expired", code="job_expired",
+            event="job.expired",
             detail={"x_job_id": job.id, "status": "expired"},
         )
     # created / in_progress / a status we don't know yet: keep polling, less often over time.
@@ -350,6 +352,8 @@ def _on_error(
         level = "error" if isinstance(error, DownloadExpired) else "warning"
         return _new_job_or_fail(
             batch, now, policy, rng, why=str(error), event="job.abandoned", level=level,
+            code=("download_expired" if isinstance(error, DownloadExpired) else
+                  "job_ended" if isinstance(error, RemoteJobEnded) else "upload_window_closed"),
             detail=detail, own_job_active=not isinstance(error, RemoteJobEnded),
             permanent=not isinstance(error, UploadDeadlinePassed | DownloadDeadlinePassed),
         )
@@ -377,11 +381,12 @@ def _on_error(
         if state is S.CREATING:
             return Decision(
                 S.FAILED, "batch.gave_up", {**base, **fresh_stage()}, level="error",
-                detail={**detail, "reason": verdict.reason},
+                detail={**detail, "reason": "permanent_error",
+                        "message": f"could not create a compliance job: {verdict.reason}"},
                 reject_reason=f"could not create a compliance job: {error}",
             )
         return _new_job_or_fail(batch, now, policy, rng, why=f"{state} failed: {error}",
-                                event="job.abandoned", detail=detail)
+                                code="permanent_error", event="job.abandoned", detail=detail)
     # Transient: the same step again after the delay, however long the outage lasts.
     resume_at = now + timedelta(seconds=verdict.delay_s)
     changes = {**base, "next_attempt_at": resume_at}

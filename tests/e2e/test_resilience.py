@@ -508,7 +508,7 @@ async def test_a_job_that_expired_while_the_daemon_was_down_is_replaced(
     assert [(s, n) for _name, s, n in sandbox_names(sandbox)] == [("expired", 0),
                                                                 ("complete", 300)]
     [abandoned] = logs.events("job.abandoned")
-    assert abandoned["error"] == "RemoteJobEnded" and "expired" in abandoned["reason"]
+    assert abandoned["error"] == "RemoteJobEnded" and "expired" in abandoned["message"]
 
 
 # ---- 3. the upload window -----------------------------------------------------------------
@@ -568,7 +568,7 @@ async def test_a_window_that_passed_while_the_daemon_was_down_is_not_used(
     # The stale upload URL was not even tried: one upload after the restart, the new job's.
     assert len(requests_to(sandbox, "upload")) == uploads_before + 1
     [abandoned] = logs.events("job.abandoned")
-    assert abandoned["error"] == "UploadDeadlinePassed" and "window" in abandoned["reason"]
+    assert abandoned["error"] == "UploadDeadlinePassed" and "window" in abandoned["message"]
 
 
 # ---- 3. resumable upload ------------------------------------------------------------------
@@ -834,7 +834,7 @@ async def test_an_upload_refused_for_its_signature_gets_a_new_job(
                                                                 ("complete", 300)]
     assert statuses(sandbox, "upload") == [403, 200]
     [abandoned] = logs.events("job.abandoned")
-    assert abandoned["http_status"] == 403 and "SignatureDoesNotMatch" in abandoned["reason"]
+    assert abandoned["http_status"] == 403 and "SignatureDoesNotMatch" in abandoned["message"]
     # It waited out its own abandoned job instead of meeting a 409 from it.
     assert 409 not in statuses(sandbox, "create")
 
