@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 LEADER: Final = "leader"
 STANDBY: Final = "standby"
 STOPPED: Final = "stopped"
+MIN_WAIT_S: Final = 0.1  # a standby's shortest wait between two rounds
 
 
 def user_agent(host_id: str) -> str:
@@ -188,6 +189,14 @@ class Cluster:
         if self.role == LEADER and self.deadline is not None:
             # Never sleep past the point where a renewal could still keep the deadline.
             return max(0.0, min(self.renew_s, self.deadline - self.clock.monotonic() - 0.5))
+        view = self.view
+        if (self.role == STANDBY and self.failing_since is None and view is not None
+                and view.leader not in (None, self.host_id) and view.expires_at is not None):
+            # A standby wakes just after the lease can expire rather than up to a round
+            # later: a dead leader is replaced within the TTL of its last renewal.
+            left = ((view.expires_at - view.db_now).total_seconds()
+                    - (self.clock.monotonic() - self._view_at))
+            return max(MIN_WAIT_S, min(self.renew_s, left + MIN_WAIT_S))
         return self.renew_s
 
     async def run(
