@@ -8,7 +8,7 @@ is left behind to block the slot, and each new leader resumed the job in flight 
 upload session, only the chunks not yet acknowledged; the download by Range). And fencing:
 the leader's database connections are cut mid-upload; from the sandbox's request log (each
 request names its host in the User-Agent), no request of the old leader ARRIVES after the
-standby's first one.
+standby's first one. And a standby cut from the database exits 1 and, restarted, takes over.
 
 On SQLite two hosts cannot share a store (one local file), so the cluster logic is covered
 there by tests/daemon/test_cluster.py and tests/store/test_lease.py.
@@ -187,3 +187,38 @@ async def test_a_leader_cut_from_the_database_mid_upload_is_silent_before_the_st
         assert b_uploads and not [r for r in b_uploads if r.method == "POST"], \
             "the standby resumed node-a's upload session, it did not start another"
         assert read_results(tmp_path, "tweets", "big") == sandbox.expected_results("tweets", ids)
+
+
+async def test_a_standby_cut_from_the_database_exits_and_takes_over_once_restarted(
+    tmp_path: Path, sandbox: Sandbox, pg: Database,
+) -> None:
+    """No reconnect inside a process: a standby whose connection died must not stay up
+    looking ready; it exits 1 (systemd restarts it) and, restarted, can take over."""
+    cluster = Cluster(tmp_path, sandbox, pg)
+    try:
+        cluster.start(HOSTS[0])
+        await wait_for(lambda: pg.holder() == HOSTS[0], timeout=30, what="node-a leading")
+        cluster.start(HOSTS[1])
+        await wait_for(lambda: bool(cluster.log_events(HOSTS[1], "cluster.standby")),
+                       timeout=30, what="node-b standing by")
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                 " WHERE datname = %s AND pid <> pg_backend_pid()"
+                 " AND application_name LIKE %s", (pg.name, f"%{HOSTS[1]}%"))
+        await wait_for(lambda: cluster.procs[HOSTS[1]].poll() is not None,
+                       timeout=TTL_S * 4, what="the cut standby exiting")
+        assert cluster.procs[HOSTS[1]].returncode == 1
+        assert cluster.log_events(HOSTS[1], "cluster.standby_lost_database")
+        cluster.procs.pop(HOSTS[1])
+        cluster.start(HOSTS[1])  # what systemd does (Restart=on-failure)
+        await wait_for(lambda: len(cluster.log_events(HOSTS[1], "cluster.standby")) >= 2,
+                       timeout=30, what="node-b back as the standby")
+        cluster.kill(HOSTS[0])
+        await wait_for(lambda: pg.holder() == HOSTS[1], timeout=TTL_S * 4,
+                       what="the restarted standby taking over")
+        ids = make_ids(3, 500)
+        drop(tmp_path, "tweets", "after.txt", ids)
+        await wait_for(lambda: outcome(tmp_path, "tweets", "after.txt") == "delivered",
+                       timeout=60, what="node-b delivering")
+    finally:
+        cluster.stop_all()
+    assert read_results(tmp_path, "tweets", "after") == sandbox.expected_results("tweets", ids)
