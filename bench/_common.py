@@ -32,6 +32,10 @@ FIRST_ID = 1_200_000_000_000_000_000  # 19-digit, snowflake-sized IDs
 ID_STEP = 9_999_991  # spreads the IDs over a wide range (the sandbox picks ~10% by hash)
 
 
+class Skipped(Exception):
+    """Raised by a benchmark whose prerequisites are missing (run.py says so, no failure)."""
+
+
 # ---- figures --------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 from bench import (  # noqa: E402
     delta,
     end_to_end,
+    failover,
     latency,
     packing,
     polling,
@@ -39,7 +40,7 @@ from bench import (  # noqa: E402
     scale,
     validate,
 )
-from bench._common import Figure, fmt, machine_info, make_workspace  # noqa: E402
+from bench._common import Figure, Skipped, fmt, machine_info, make_workspace  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,14 @@ class Sizes:
     poll_cases: list[polling.Case]
     backlog: scale.Slice  # (h)
     result_rows: int = 2_800_000  # (g): the affected rows of a 10M-ID job (issue 11)
+    failovers: int = 10  # (l): leader kills
+    lease_ttl_s: float = 10.0  # (l): the lease of the failover run
+    pg_files: int = 1000  # (l): small files on PostgreSQL vs SQLite
 
 
 FULL = Sizes(10_000_000, 1_000_000, 1000, 15, 20, 20, polling.full_cases(), scale.FULL)
-QUICK = Sizes(1_000_000, 100_000, 100, 5, 5, 2, polling.quick_cases(), scale.QUICK, 280_000)
+QUICK = Sizes(1_000_000, 100_000, 100, 5, 5, 2, polling.quick_cases(), scale.QUICK, 280_000,
+              3, 6.0, 200)
 
 
 def benchmarks(sizes: Sizes) -> dict[str, Callable[[Path], list[Figure]]]:
@@ -70,6 +75,8 @@ def benchmarks(sizes: Sizes) -> dict[str, Callable[[Path], list[Figure]]]:
         "h": lambda w: scale.measure(w, sizes.backlog),
         "j": lambda w: delta.measure(w / "j", sizes.big_ids, sizes.small_ids),
         "k": lambda w: records.measure(w / "k", sizes.small_ids),
+        "l": lambda w: failover.measure(w / "l", sizes.failovers, sizes.lease_ttl_s,
+                                        sizes.pg_files),
     }
 
 
@@ -99,7 +106,7 @@ def table(figures: list[Figure]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", default="a,b,d,e,f,g,h,j,k",
+    parser.add_argument("--only", default="a,b,d,e,f,g,h,j,k,l",
                         help="comma-separated benchmarks to run (default: %(default)s; "
                              "b also measures c's 1M/10M peaks, d c's 1,000 files)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workspace: {workdir}{' (kept)' if args.keep else ''}", flush=True)
     figures: list[Figure] = []
     errors: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     started = time.monotonic()
     try:
         for key in chosen:
@@ -127,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{key}] running ...", flush=True)
             try:
                 figures += available[key](workdir)
+            except Skipped as why:
+                skipped[key] = str(why)
+                print(f"[{key}] SKIPPED: {why}", flush=True)
             except Exception as error:  # one broken benchmark must not hide the others
                 errors[key] = f"{type(error).__name__}: {error}"
                 traceback.print_exc()
@@ -136,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - started
     print()
     print(table(figures))
+    for key, message in skipped.items():
+        print(f"- ({key}) SKIPPED: {message}")
     for key, message in errors.items():
         print(f"- ({key}) DID NOT RUN: {message}")
     missed = [f for f in figures if f.passed is False]
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(
             {"machine": info, "quick": args.quick, "total_s": total, "errors": errors,
-             "figures": [f.as_dict() for f in figures]}, indent=2, default=str))
+             "skipped": skipped, "figures": [f.as_dict() for f in figures]}, indent=2, default=str))
     if args.quick:
         print("(--quick: smaller sizes than the issue's; the targets are meant for the full run "
               "and do not set the exit status)")

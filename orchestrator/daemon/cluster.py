@@ -9,6 +9,10 @@ old leader is silent before the lease can expire in the database (a standby take
 then). A renewal that fails, is refused, or does not answer before the deadline ends this
 host's leadership at once: `run()` raises LeaseLost, the daemon exits 1 and systemd restarts
 it as a standby. A clean stop `release()`s the lease so a standby takes over at once.
+A standby whose every lease round has failed for a whole TTL (its database connection is
+gone: there is no reconnect inside the process) is unhealthy and then exits 1 the same way,
+so that systemd restarts it with a new connection instead of leaving a standby that can never
+take over.
 
 With `enforce=False` (the SQLite backend: one host) the lease is taken and renewed the same
 way, for `status` and the metrics, but never fences or refuses a request.
@@ -34,6 +38,7 @@ log = structlog.get_logger(__name__)
 LEADER: Final = "leader"
 STANDBY: Final = "standby"
 STOPPED: Final = "stopped"
+MIN_WAIT_S: Final = 0.1  # a standby's shortest wait between two rounds
 
 
 def user_agent(host_id: str) -> str:
@@ -59,6 +64,7 @@ class Cluster:
         self.deadline: float | None = None  # monotonic; only while leader
         self.became_leader = anyio.Event()
         self.beat = clock.monotonic()  # the loop's last round: the standby's watchdog pings on it
+        self.failing_since: float | None = None  # monotonic: a standby's rounds fail since
         self.view: ClusterView | None = None
         self._view_at = 0.0  # monotonic time `view` was read
 
@@ -107,13 +113,30 @@ class Cluster:
                 await self._heartbeat(STANDBY)
                 epoch = await self.store.acquire_lease(self.host_id, self.ttl_s)
             except Exception as error:  # the database is away: stay standby, try next round
-                log.warning("cluster.standby_round_failed", host=self.host_id,
-                            error=type(error).__name__, error_msg=str(error)[:300])
+                self._standby_failed(error)
                 return
+            self.failing_since = None
             if epoch is not None:
                 self._lead(epoch, sent=self.beat)
                 await self._heartbeat(LEADER)
         await self._read_view()
+
+    def _standby_failed(self, error: Exception) -> None:
+        """Log a failed standby round; LeaseLost once they have failed for a whole TTL."""
+        now = self.clock.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        failing = now - self.failing_since
+        log.warning("cluster.standby_round_failed", host=self.host_id,
+                    error=type(error).__name__, error_msg=str(error)[:300],
+                    failing_s=round(failing, 1))
+        if self.enforce and failing >= self.ttl_s:
+            log.error("cluster.standby_lost_database", host=self.host_id,
+                      failing_s=round(failing, 1),
+                      detail="this standby could never take over: exiting (status 1) to "
+                             "restart with a new database connection")
+            raise LeaseLost(f"host {self.host_id} (standby): every lease round failed for "
+                            f"{failing:.0f} s ({type(error).__name__}); restarting to reconnect")
 
     def _lead(self, epoch: int, *, sent: float) -> None:
         self.role, self.epoch = LEADER, epoch
@@ -166,6 +189,14 @@ class Cluster:
         if self.role == LEADER and self.deadline is not None:
             # Never sleep past the point where a renewal could still keep the deadline.
             return max(0.0, min(self.renew_s, self.deadline - self.clock.monotonic() - 0.5))
+        view = self.view
+        if (self.role == STANDBY and self.failing_since is None and view is not None
+                and view.leader not in (None, self.host_id) and view.expires_at is not None):
+            # A standby wakes just after the lease can expire rather than up to a round
+            # later: a dead leader is replaced within the TTL of its last renewal.
+            left = ((view.expires_at - view.db_now).total_seconds()
+                    - (self.clock.monotonic() - self._view_at))
+            return max(MIN_WAIT_S, min(self.renew_s, left + MIN_WAIT_S))
         return self.renew_s
 
     async def run(
@@ -221,6 +252,10 @@ def standby_verdict(cluster: Cluster, phase: str, stale_after_s: float) -> Verdi
               "heartbeat_age_s": round(age, 1)}
     if phase != "running":
         return Verdict(False, phase, detail)
+    if cluster.failing_since is not None:
+        failing = max(0.0, cluster.clock.monotonic() - cluster.failing_since)
+        return Verdict(False, f"standby: the database has not answered for {failing:.0f} s",
+                       detail)
     if age > max(stale_after_s, 3 * cluster.renew_s):
         return Verdict(False, f"standby: the lease loop is {age:.0f} s silent", detail)
     return Verdict(True, "standby: ready to take over", detail)

@@ -158,6 +158,42 @@ async def test_a_standby_is_healthy_and_says_so_while_its_loop_runs(
     assert not standby_verdict(b, "starting", 120.0).healthy
 
 
+async def test_a_standby_tries_again_just_after_the_lease_can_expire(
+    stores: tuple[Store, Store, FakeClock],
+) -> None:
+    a_store, b_store, clock = stores
+    a, b = cluster(a_store, "a", clock), cluster(b_store, "b", clock)
+    await a.tick()
+    clock.advance(TTL / 3 - 1)  # a dies 1 s before its next renewal: 21 s of lease left
+    await b.tick()
+    assert b.role == STANDBY
+    assert b._wait_s() == TTL / 3  # the lease ends later than a round away
+    clock.advance(15)
+    assert b._wait_s() == pytest.approx(6.1)  # read 15 s ago: 6 s left, then a little
+    clock.advance(b._wait_s())
+    await b.tick()
+    assert b.role == LEADER  # 30.1 s after a's last renewal, not up to a round later
+
+
+async def test_a_standby_that_lost_its_database_is_unhealthy_then_exits_to_reconnect(
+    stores: tuple[Store, Store, FakeClock],
+) -> None:
+    a_store, b_store, clock = stores
+    await cluster(a_store, "a", clock).tick()
+    b = cluster(b_store, "b", clock)
+    await b.tick()
+    await b_store.close()  # its connection is gone (no reconnect inside the process)
+    await b.tick()  # a failed round: still a standby, but not a healthy one
+    assert b.role == STANDBY and b.failing_since is not None
+    verdict = standby_verdict(b, "running", 120.0)
+    assert not verdict.healthy and "database" in verdict.reason
+    clock.advance(TTL - 1)
+    await b.tick()
+    clock.advance(1)
+    with pytest.raises(LeaseLost, match="every lease round failed for 30 s"):
+        await b.tick()  # exit 1: systemd restarts it with a new connection
+
+
 async def test_every_request_carries_the_host_and_none_is_sent_without_the_lease(
     stores: tuple[Store, Store, FakeClock],
 ) -> None:
