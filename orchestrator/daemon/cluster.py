@@ -158,22 +158,24 @@ class Cluster:
                 if renewed:
                     await self._heartbeat(LEADER)
         except TimeoutError:
+            code = "renewal_timeout"
             why = f"the renewal did not answer before the lease deadline ({left:.1f} s)"
         except Exception as error:
+            code = "renewal_failed"
             why = f"the renewal failed: {type(error).__name__}: {str(error)[:200]}"
         else:
             if renewed:
                 self.deadline = sent + self.ttl_s - self.margin_s
                 return
-            why = "the renewal was refused: another host holds the lease"
-        self.lost(why)
+            code, why = "lease_taken", "the renewal was refused: another host holds the lease"
+        self.lost(code, why)
 
-    def lost(self, why: str) -> None:
+    def lost(self, code: str, why: str) -> None:
         """This host is no longer leader: refuse every request from now on, say why, and
         raise LeaseLost (the daemon exits 1; systemd restarts it as a standby)."""
         was = self.epoch
         self.role, self.deadline = STANDBY, None
-        log.error("cluster.lease_lost", host=self.host_id, epoch=was, reason=why,
+        log.error("cluster.lease_lost", host=self.host_id, epoch=was, reason=code, message=why,
                   detail="stopping all work on X at once; exiting (status 1) to restart as "
                          "a standby")
         raise LeaseLost(f"host {self.host_id} lost the leader lease (epoch {was}): {why}")
@@ -224,7 +226,7 @@ class Cluster:
             if self.role == LEADER and self.deadline is not None:
                 left = self.deadline - self.clock.monotonic()
                 if left <= 0:
-                    self.lost("no renewal succeeded before the lease deadline")
+                    self.lost("lease_expired", "no renewal succeeded before the lease deadline")
                 await anyio.sleep(min(left, 1.0))
             else:
                 await anyio.sleep(1.0)

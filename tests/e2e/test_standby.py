@@ -125,7 +125,8 @@ async def test_a_leader_whose_lease_is_taken_stops_and_exits_1(
     lines = [json.loads(line[line.index("{"):]) for line in log_path.read_text().splitlines()
              if "{" in line]
     lost = [line for line in lines if line.get("event") == "cluster.lease_lost"]
-    assert lost and "another host holds the lease" in lost[0]["reason"]
+    assert lost and lost[0]["reason"] == "lease_taken"
+    assert "another host holds the lease" in lost[0]["message"]
     assert any(line.get("event") == "service.lease_lost" for line in lines)
 
 
