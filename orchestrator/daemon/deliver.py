@@ -95,8 +95,9 @@ async def deliver_batch(
     lane's heartbeat: minutes of work for a 100M-ID batch must not look like a hang)."""
     every_part = await store.batch_parts(batch.id)
     # Inputs already delivered before a crash are never written again (a consumer may have
-    # taken their files away since).
-    parts = [p for p in every_part if p.input.state is not InputState.DELIVERED]
+    # taken their files away since); one rejected meanwhile (changed after its claim) has
+    # left the spool, body and all: the split reads the bodies of the others only.
+    parts = [p for p in every_part if not p.input.state.is_final]
     results = layout.batch_files(batch.id).results
     ready: list[_Ready] = []
     if not parts:

@@ -190,3 +190,52 @@ async def test_a_ctime_only_change_with_other_bytes_is_still_rejected(
     assert await deliver_batch(intake.store, intake.layout, batch) == []
     rejected = await intake.store.get_input(item.id)
     assert rejected is not None and rejected.state is InputState.REJECTED
+
+
+async def test_a_redo_after_a_rejection_inside_a_pack_delivers_the_rest_without_its_body(
+    intake: Intake, tmp_path: Path
+) -> None:
+    """A pack of two: the first file changed during the delivery (rejected, then moved to
+    outbox/rejected/ with its spool body), kill -9 before the second was marked delivered.
+    The redo must split the results for the second alone: the first's body is gone, and
+    reading it wedged the batch in `delivering` for ever (found by the torture test)."""
+    claimed = []
+    for name, seed in (("grows.txt", 611), ("steady.txt", 612)):
+        path = tmp_path / "inbox" / "tweets" / name
+        path.write_bytes(text(make_ids(seed, 5)))
+        st = path.stat()
+        got = await intake.claim(Candidate(path, JobType.TWEETS, st.st_size, st.st_mtime_ns,
+                                           st.st_ino, st.st_ctime_ns))
+        assert got is not None
+        item = await intake.store.get_input(got.id)
+        assert item is not None and item.id_count == 5
+        claimed.append(item)
+    grows, steady = claimed
+    batch = await intake.store.form_batch(
+        JobType.TWEETS, [(grows.id, 0, 0, 5), (steady.id, 0, 0, 5)], upload_name="pack.ids",
+        id_count=10, upload_bytes=grows.size_bytes + steady.size_bytes)
+    batch = await delivering(intake.store, batch)
+    steady_ids = make_ids(612, 5)
+    intake.layout.batch_files(batch.id).results.write_bytes(
+        b"".join(b'{"id":"%s","action":"delete","reason":"deleted"}\n' % i.encode()
+                 for i in (make_ids(611, 5)[0], steady_ids[0], steady_ids[1])))
+    with open(intake.layout.spool / grows.spool_name, "ab") as late:
+        late.write(b"1234567\n")  # the producer writes on: rejected at delivery
+    real_mark = intake.store.mark_delivered
+
+    async def killed(input_id: int, batch_id: int) -> None:
+        raise KeyboardInterrupt
+
+    intake.store.mark_delivered = killed  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        await deliver_batch(intake.store, intake.layout, batch)
+    intake.store.mark_delivered = real_mark  # type: ignore[method-assign]
+    assert await intake.finish_rejection(grows.id)  # its file (and body) leave the spool
+    summaries = await deliver_batch(intake.store, intake.layout, batch)
+    assert [s["file"] for s in summaries] == ["steady.txt"]
+    delivered = await intake.store.get_input(steady.id)
+    assert delivered is not None and delivered.state is InputState.DELIVERED
+    results, _manifest = outbox(intake, steady.out_stem)
+    assert [json.loads(line)["id"] for line in results.read_text().splitlines()] == \
+        steady_ids[:2]
+    assert (tmp_path / "outbox" / "rejected" / "grows.txt").exists()
