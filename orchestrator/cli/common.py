@@ -140,7 +140,7 @@ async def open_store(layout: Layout, *, hook_targets: tuple[HookTarget, ...] = (
         try:
             pg_store = await PostgresStore.open_pg(
                 layout.store.dsn, SystemClock(), password=load_db_password(layout.store),
-                migrate=False,
+                host_id=layout.host_id, migrate=False,  # events name the host they came from
             )
         except MigrationError as error:
             raise AdminError(str(error), EXIT_USAGE) from None

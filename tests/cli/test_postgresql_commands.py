@@ -234,6 +234,9 @@ async def test_the_operator_commands_change_a_postgresql_store(
     assert noted == ["operator.pause",  # build_state's, then ours:
                      "operator.resume", "operator.pause", "operator.retry", "operator.cancel",
                      "operator.withdraw", "operator.requeue", "operator.requeue"]
+    hosts = pg_server.psql("SELECT COALESCE(host_id, '-') FROM events WHERE kind LIKE"
+                           " 'operator.%' ORDER BY id", _db(pg_dsn)).split()
+    assert hosts[1:] == ["node-a"] * 7  # each of ours names the host it was run on
     hooks = await cli("retry-hooks")
     assert hooks.code == 1 and "no failed hook runs" in hooks.err
     jobs = await cli("jobs")
