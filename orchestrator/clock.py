@@ -57,17 +57,20 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def rfc3339(value: datetime | str | None) -> str | None:
-    """The one timestamp format shown to people and scripts (status, jobs, error.json):
-    RFC 3339 UTC with `Z`, whole seconds, e.g. `2026-12-02T04:50:00Z`. Accepts a datetime or
-    any stored ISO-8601 text (old `+00:00` records too)."""
-    if value is None:
-        return None
+def _as_utc(value: datetime | str) -> datetime:
+    """A datetime or any stored ISO-8601 text (old `+00:00` records too), in UTC; a naive
+    one is taken as UTC."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC)
+
+
+def rfc3339(value: datetime | str | None) -> str | None:
+    """The one timestamp format shown to people and scripts (status, jobs, error.json):
+    RFC 3339 UTC with `Z`, whole seconds, e.g. `2026-12-02T04:50:00Z`."""
+    return None if value is None else _as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rfc3339_ms(value: datetime | str | None) -> str | None:
@@ -75,12 +78,8 @@ def rfc3339_ms(value: datetime | str | None) -> str | None:
     `2026-12-02T04:50:00.123Z`."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    utc = _as_utc(value)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def human_duration(seconds: float) -> str:

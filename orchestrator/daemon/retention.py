@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import anyio.lowlevel
@@ -43,18 +43,24 @@ class Retention:
         return cls(config.events_days, config.inputs_days, config.outbox_days, keep_inputs_s)
 
 
+async def _in_batches(prune: Callable[[Store, datetime, int], Awaitable[int]], store: Store,
+                      cutoff: datetime, batch: int) -> int:
+    """`prune` until a call deletes less than a whole batch; the total deleted."""
+    total = 0
+    while True:
+        deleted = await prune(store, cutoff, batch)
+        total += deleted
+        if deleted < batch:
+            return total
+        await anyio.lowlevel.checkpoint()  # let the pipeline's transactions in
+
+
 async def prune_once(store: Store, clock: Clock, events_days: float) -> int:
     """Old events; 0 days = keep forever. Returns the rows deleted."""
     if events_days <= 0:
         return 0
     cutoff = clock.now() - timedelta(days=events_days)
-    total = 0
-    while True:
-        deleted = await prune_events(store, cutoff, BATCH_ROWS)
-        total += deleted
-        if deleted < BATCH_ROWS:
-            break
-        await anyio.lowlevel.checkpoint()  # let the pipeline's transactions in
+    total = await _in_batches(prune_events, store, cutoff, BATCH_ROWS)
     if total:
         log.info("retention.pruned", table="events", rows=total, older_than_days=events_days)
     return total
@@ -66,13 +72,7 @@ async def prune_inputs_once(store: Store, clock: Clock, inputs_days: float,
     if inputs_days <= 0:
         return 0
     cutoff = clock.now() - timedelta(seconds=max(inputs_days * DAY_S, keep_s))
-    total = 0
-    while True:
-        deleted = await prune_inputs(store, cutoff, BATCH_INPUTS)
-        total += deleted
-        if deleted < BATCH_INPUTS:
-            break
-        await anyio.lowlevel.checkpoint()
+    total = await _in_batches(prune_inputs, store, cutoff, BATCH_INPUTS)
     if total:
         log.info("retention.pruned", table="inputs", rows=total, older_than_days=inputs_days)
     return total
