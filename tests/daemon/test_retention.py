@@ -3,6 +3,7 @@ the running daemon prunes at start."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -44,7 +45,8 @@ async def test_the_daemon_prunes_old_history_at_start(tmp_path: Path, sandbox: S
     path = write_config(tmp_path, sandbox.base_url)
     path.write_text(path.read_text() + "\n[retention]\nevents_days = 1\noutbox_days = 1\n")
     config = load(path)
-    old = _write(config.paths.outbox / "tweets" / "old.manifest.json", 3, time.time())
+    old_files = _manifest(config.paths.outbox / "tweets", "old", 3, time.time())
+    old = old_files[-1]
     clock = FakeClock()  # 2026-01-01: long before today
     (tmp_path / "state").mkdir()
     store = await Store.open(tmp_path / "state" / "state.db", clock)
@@ -56,15 +58,30 @@ async def test_the_daemon_prunes_old_history_at_start(tmp_path: Path, sandbox: S
         await wait_for(lambda: db_rows(tmp_path, "SELECT kind FROM events WHERE kind = 'ancient'")
                        == [], what="the old event pruned")
         await wait_for(lambda: not old.exists(), what="the old delivery removed")
+    assert not any(p.exists() for p in old_files)
     assert db_rows(tmp_path, "SELECT kind FROM events WHERE kind = 'recent'") == [
         {"kind": "recent"}]
 
 
-def _write(path: Path, age_days: float, now: float) -> Path:
+def _write(path: Path, age_days: float, now: float, text: str = "x\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("x\n")
+    path.write_text(text)
     os.utime(path, (now - age_days * 86400, now - age_days * 86400))
     return path
+
+
+def _manifest(folder: Path, stem: str, age_days: float, now: float, *, delta: bool = False,
+              compliant: bool = False) -> list[Path]:
+    """A delivery as the daemon writes it: its files, then the manifest naming them."""
+    document: dict[str, object] = {"output": {"file": f"{stem}.jsonl"}}
+    files = [_write(folder / f"{stem}.jsonl", age_days, now)]
+    if delta:
+        document["delta"] = {"file": f"{stem}.delta.jsonl"}
+        files.append(_write(folder / f"{stem}.delta.jsonl", age_days, now))
+    if compliant:
+        document["compliant_copy"] = {"file": f"{stem}.compliant.jsonl"}
+        files.append(_write(folder / f"{stem}.compliant.jsonl", age_days, now))
+    return [*files, _write(folder / f"{stem}.manifest.json", age_days, now, json.dumps(document))]
 
 
 async def test_outbox_days_removes_old_deliveries_only(tmp_path: Path) -> None:
@@ -72,13 +89,17 @@ async def test_outbox_days_removes_old_deliveries_only(tmp_path: Path) -> None:
     now = clock.now().timestamp()
     layout = Layout(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
     tweets, users = layout.outbox_for(JobType.TWEETS), layout.outbox_for(JobType.USERS)
-    old = [_write(tweets / f"old.{s}", 40, now)
-           for s in ("jsonl", "delta.jsonl", "compliant.jsonl", "manifest.json")]
-    old_user = [_write(users / f"u.{s}", 40, now) for s in ("jsonl", "manifest.json")]
+    old = _manifest(tweets, "old", 40, now, delta=True, compliant=True)
+    old_user = _manifest(users, "u", 40, now)
     # The results were rewritten lately, but the delivery's age is its manifest's.
     young = [_write(tweets / "young.jsonl", 40, now),
-             _write(tweets / "young.manifest.json", 5, now)]
+             _write(tweets / "young.manifest.json", 5, now,
+                    json.dumps({"output": {"file": "young.jsonl"}}))]
     stray = _write(tweets / "no-manifest.jsonl", 40, now)  # not a delivery we know: kept
+    # Another delivery whose stem extends an old one's (the input was `u.delta.csv`): its
+    # results are `u.delta.jsonl`, which the old `u` (without a delta) does not own.
+    young += _manifest(users, "u.delta", 5, now)
+    unreadable = _write(tweets / "torn.manifest.json", 40, now, "{")  # left, reported
     rejected = [_write(layout.rejected / "bad.txt", 400, now),
                 _write(layout.rejected / "bad.txt.manifest.json", 400, now)]
     assert await retention.prune_outbox_once(layout, clock, 0) == 0  # off by default
@@ -86,7 +107,7 @@ async def test_outbox_days_removes_old_deliveries_only(tmp_path: Path) -> None:
     with capture_logs() as events:
         assert await retention.prune_outbox_once(layout, clock, 30) == 2
     assert not any(p.exists() for p in old + old_user)
-    assert all(p.exists() for p in [*young, stray, *rejected])
+    assert all(p.exists() for p in [*young, stray, *rejected, unreadable])
     lines = {e["job_type"]: e for e in events if e["event"] == "retention.pruned"}
     assert (lines["tweets"]["deliveries"], lines["tweets"]["files"]) == (1, 4)
     assert (lines["users"]["deliveries"], lines["users"]["files"]) == (1, 2)
@@ -100,8 +121,7 @@ async def test_outbox_pruning_goes_in_batches(tmp_path: Path, monkeypatch: pytes
     layout = Layout(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state")
     folder = layout.outbox_for(JobType.TWEETS)
     for i in range(7):
-        _write(folder / f"f{i}.jsonl", 10, now)
-        _write(folder / f"f{i}.manifest.json", 10, now)
+        _manifest(folder, f"f{i}", 10, now)
     monkeypatch.setattr(retention, "BATCH_FILES", 3)
     assert await retention.prune_outbox_once(layout, clock, 1) == 7
     assert list(folder.iterdir()) == []
