@@ -7,9 +7,11 @@ thread) with a yield in between, so the pipeline never waits. Each pass logs wha
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -67,12 +69,18 @@ async def prune_once(store: Store, clock: Clock, events_days: float) -> int:
 
 
 async def prune_inputs_once(store: Store, clock: Clock, inputs_days: float,
-                            keep_s: float = 0.0) -> int:
-    """Old final inputs (with their batches); 0 days = keep forever. Returns inputs deleted."""
+                            keep_s: float = 0.0, spool: Path | None = None) -> int:
+    """Old final inputs (with their batches); 0 days = keep forever. Returns inputs deleted.
+    A rejected input still in `spool` (its move to rejected/ is pending) stays."""
     if inputs_days <= 0:
         return 0
     cutoff = clock.now() - timedelta(seconds=max(inputs_days * DAY_S, keep_s))
-    total = await _in_batches(prune_inputs, store, cutoff, BATCH_INPUTS)
+
+    def still_spooled(spool_name: str) -> bool:
+        return spool is not None and os.path.lexists(spool / spool_name)
+
+    total = await _in_batches(functools.partial(prune_inputs, still_spooled=still_spooled),
+                              store, cutoff, BATCH_INPUTS)
     if total:
         log.info("retention.pruned", table="inputs", rows=total, older_than_days=inputs_days)
     return total
@@ -114,7 +122,7 @@ async def retention_pass(store: Store, layout: Layout, clock: Clock, rules: Rete
     steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [
         ("events", functools.partial(prune_once, store, clock, rules.events_days)),
         ("inputs", functools.partial(prune_inputs_once, store, clock, rules.inputs_days,
-                                     rules.keep_inputs_s)),
+                                     rules.keep_inputs_s, layout.spool)),
         ("outbox", functools.partial(prune_outbox_once, layout, clock, rules.outbox_days)),
     ]
     for what, step in steps:

@@ -4,7 +4,8 @@ Guarded: an event row goes only when it is older than the cut-off AND its batch 
 its input (if any) are final, so the history of live work is never pruned, however old.
 
 An input row goes only when it is final (delivered or rejected) since before the cut-off, no
-batch holding a part of it is still open, and none of its hook runs is pending or running.
+batch holding a part of it is still open, none of its hook runs is pending or running, and
+(rejected) its file has left the spool.
 With it go its events, its finished hook runs, its batch parts, and every batch left with no
 part (with that batch's events and remote job rows). What is lost: its line in `jobs` and
 `status`, and its use as a duplicate-content twin (the daemon keeps inputs younger than
@@ -13,6 +14,7 @@ part (with that batch's events and remote job rows). What is lost: its line in `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +36,7 @@ _PRUNE_EVENTS = (
 )
 
 _PRUNABLE_INPUTS = (
-    "SELECT i.id FROM inputs i"
+    "SELECT i.id, i.state, i.spool_name FROM inputs i"
     " WHERE i.state IN ('delivered', 'rejected')"
     " AND i.finished_at IS NOT NULL AND i.finished_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM batch_inputs bi JOIN batches b ON b.id = bi.batch_id"
@@ -69,16 +71,27 @@ async def prune_events(store: Store, older_than: datetime, limit: int = BATCH_RO
         return int(cursor.rowcount)
 
 
-async def prune_inputs(store: Store, older_than: datetime, limit: int = BATCH_INPUTS) -> int:
+def _never(_spool_name: str) -> bool:
+    return False
+
+
+async def prune_inputs(store: Store, older_than: datetime, limit: int = BATCH_INPUTS, *,
+                       still_spooled: Callable[[str], bool] = _never) -> int:
     """Delete up to `limit` prunable input rows (and what hangs on them); return how many
-    inputs went. One transaction: the selection and the deletes see the same rows."""
+    inputs went. One transaction: the selection and the deletes see the same rows.
+
+    A rejected input whose file `still_spooled` (its move to rejected/ was put off: a full
+    disk) is kept: its row is all that keeps the spool sweep off the only copy."""
     async with store.transaction() as conn:
 
         async def ids_of(sql: str, params: tuple[Any, ...]) -> list[int]:
             async with conn.execute(sql, params) as cursor:
                 return [int(row[0]) for row in await cursor.fetchall()]
 
-        inputs = await ids_of(_PRUNABLE_INPUTS, (iso(older_than), limit))
+        async with conn.execute(_PRUNABLE_INPUTS, (iso(older_than), limit)) as cursor:
+            candidates = await cursor.fetchall()
+        inputs = [int(row[0]) for row in candidates
+                  if not (row[1] == "rejected" and still_spooled(str(row[2])))]
         batches: set[int] = set()
         deleted = 0
         for input_id in inputs:

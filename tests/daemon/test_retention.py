@@ -147,3 +147,35 @@ async def test_inputs_days_keeps_link_twins_and_logs(tmp_path: Path) -> None:
         assert await store.get_input(row.id) is None
     finally:
         await store.close()
+
+
+async def test_inputs_days_keeps_a_rejection_whose_file_is_still_in_the_spool(
+    tmp_path: Path
+) -> None:
+    """A rejection whose move to rejected/ was put off (a full disk over a weekend): its row
+    is all that keeps the spool sweep off the only copy of the user's file, so it stays
+    until the move is done, however old."""
+    clock = FakeClock()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    store = await Store.open(tmp_path / "state.db", clock)
+    try:
+        rows = []
+        for name in ("moved.txt", "stuck.txt"):
+            row = await store.insert_claiming(job_type=JobType.TWEETS, name=name,
+                                              out_stem=name[:-4], spool_name=f"sp-{name}",
+                                              inode=len(rows) + 1, size_bytes=1)
+            async with store.transaction() as conn:
+                await conn.execute("UPDATE inputs SET state = 'rejected', finished_at = ?"
+                                   " WHERE id = ?", (iso(clock.now()), row.id))
+            rows.append(row)
+        (spool / "sp-stuck.txt").write_bytes(b"12345\n")  # not yet moved
+        clock.advance(10 * 86400)
+        assert await retention.prune_inputs_once(store, clock, 1, spool=spool) == 1
+        assert await store.get_input(rows[0].id) is None
+        assert await store.get_input(rows[1].id) is not None
+        (spool / "sp-stuck.txt").unlink()  # moved at last
+        assert await retention.prune_inputs_once(store, clock, 1, spool=spool) == 1
+        assert await store.get_input(rows[1].id) is None
+    finally:
+        await store.close()
