@@ -21,6 +21,7 @@ from orchestrator.daemon.service import Service
 from orchestrator.errors import ConfigError, ExitCode, LeaseLost
 from orchestrator.logs import configure_logging
 from orchestrator.store.migrate import CorruptDatabase
+from orchestrator.store.postgresql import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,12 @@ def run_command(args: argparse.Namespace) -> int:
         if lost is not None:  # cluster.py said why; systemd restarts us as a standby
             log.error("service.lease_lost", error_msg=str(lost),
                       exit_status=int(ExitCode.FAILURE))
+            return ExitCode.FAILURE
+        unavailable = _error_in(error, StoreUnavailable)
+        if unavailable is not None:  # the database is down, not the config: restart, retry
+            log.error("service.store_unavailable", error_msg=str(unavailable),
+                      exit_status=int(ExitCode.FAILURE))
+            print(f"compliance-orchestrator: {unavailable}", file=sys.stderr)
             return ExitCode.FAILURE
         config_error = _error_in(error, ConfigError)
         if config_error is not None:  # e.g. the state directory is locked, schema too new

@@ -138,8 +138,9 @@ class PgConnection:
 
 
 class StoreUnavailable(ConfigError):
-    """The PostgreSQL server cannot be reached, or refuses us (a ConfigError: the daemon
-    exits 2 as before; the commands say it in one line and exit 1)."""
+    """The PostgreSQL server cannot be reached, or refuses us. Exit 1 for the daemon (systemd
+    restarts it until the server is back: RestartPreventExitStatus stops only 2 and 3) and
+    for the commands, which say it in one line."""
 
 
 _DESCRIBED = ("host", "hostaddr", "port", "dbname", "user")

@@ -370,3 +370,22 @@ async def test_status_as_a_subprocess_on_postgresql(tmp_path: Path, pg_dsn: str)
         outputs.append(done.stdout)
     assert "cluster: leader node-a" in outputs[0] and "queue:" in outputs[0]
     assert json.loads(outputs[1])["total"] == 2
+
+
+def test_the_daemon_exits_1_while_the_server_is_down_so_systemd_restarts_it(
+    tmp_path: Path
+) -> None:
+    """A database outage is not a configuration error: `run` exits 1 (the unit restarts it
+    until the server is back; RestartPreventExitStatus stops only 2 and 3), saying which
+    server in one line, never the password."""
+    config = pg_config(tmp_path, f"host={tmp_path} port=5432 user=co dbname=compliance")
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PGPASSWORD": PASSWORD, "X_BEARER_TOKEN": TOKEN},
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot connect to PostgreSQL (host={tmp_path} port=5432 dbname=compliance" \
+        in done.stderr
+    assert "service.store_unavailable" in done.stdout + done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
