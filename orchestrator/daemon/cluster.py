@@ -67,6 +67,7 @@ class Cluster:
         self.failing_since: float | None = None  # monotonic: a standby's rounds fail since
         self.view: ClusterView | None = None
         self._view_at = 0.0  # monotonic time `view` was read
+        self._view_fresh = False  # whether the last read of `view` succeeded
 
     @property
     def is_leader(self) -> bool:
@@ -184,7 +185,11 @@ class Cluster:
         try:
             self.view = await self.store.cluster_view()
             self._view_at = self.clock.monotonic()
+            self._view_fresh = True
         except Exception as error:
+            # The old view stays for status and health, but no wake-up is timed by it: its
+            # lease may be long expired, and a standby would wake every MIN_WAIT_S.
+            self._view_fresh = False
             log.warning("cluster.view_failed", error=type(error).__name__)
 
     def _wait_s(self) -> float:
@@ -193,6 +198,7 @@ class Cluster:
             return max(0.0, min(self.renew_s, self.deadline - self.clock.monotonic() - 0.5))
         view = self.view
         if (self.role == STANDBY and self.failing_since is None and view is not None
+                and self._view_fresh
                 and view.leader not in (None, self.host_id) and view.expires_at is not None):
             # A standby wakes just after the lease can expire rather than up to a round
             # later: a dead leader is replaced within the TTL of its last renewal.

@@ -175,6 +175,33 @@ async def test_a_standby_tries_again_just_after_the_lease_can_expire(
     assert b.role == LEADER  # 30.1 s after a's last renewal, not up to a round later
 
 
+async def test_a_standby_whose_view_cannot_be_read_keeps_its_round_not_a_busy_loop(
+    stores: tuple[Store, Store, FakeClock], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lease rounds work but reading the cluster view fails (the one query that reads every
+    host): the stale view's lease has long run out, and timing the wake-up by it would make
+    the standby poll the database every MIN_WAIT_S."""
+    a_store, b_store, clock = stores
+    a, b = cluster(a_store, "a", clock), cluster(b_store, "b", clock)
+    await a.tick()
+    clock.advance(8)
+    await a.tick()  # a's lease now ends at 38 s
+    clock.advance(25)
+    await b.tick()  # a fresh view: 5 s of a's lease left
+    assert b._wait_s() == pytest.approx(5.1)
+
+    async def unreadable() -> None:
+        raise sqlite3.OperationalError("disk I/O error")  # the seam: that one query fails
+
+    monkeypatch.setattr(b_store, "cluster_view", unreadable)
+    clock.advance(1)
+    await a.tick()  # a lives on and renews (to 64 s)
+    clock.advance(10)
+    await b.tick()  # the lease round works; the view it keeps says "expired 6 s ago"
+    assert b.role == STANDBY
+    assert b._wait_s() == TTL / 3  # a plain round, not 0.1 s
+
+
 async def test_a_standby_that_lost_its_database_is_unhealthy_then_exits_to_reconnect(
     stores: tuple[Store, Store, FakeClock],
 ) -> None:
