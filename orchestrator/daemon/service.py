@@ -39,7 +39,7 @@ from orchestrator.daemon.runner import Runner
 from orchestrator.daemon.scheduler import Scheduler
 from orchestrator.daemon.settings import packing_of, policy_of, settings_of
 from orchestrator.errors import ConfigError
-from orchestrator.files.atomic import cleanup_temp_files
+from orchestrator.files.atomic import cleanup_temp_files, owner_tag, set_temp_owner
 from orchestrator.files.inbox import Candidate, InboxScanner, InvalidEntry
 from orchestrator.files.watch import watch_inbox
 from orchestrator.layout import Layout
@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 FINAL_WRITES_S = 10.0  # after the grace: cancelled steps, shielded last writes, closing
 START_PHASE_S = 300.0  # EXTEND_TIMEOUT_USEC per start-up phase (migrations, recovery)
+SHARED_TEMP_MIN_AGE_S = 3600.0  # a shared folder's temp file this old has no writer left
 # A lane beats at least every few seconds when idle or waiting, and with every MiB a transfer
 # moves; a socket read gives up after api.read_timeout_s. Silence much longer than that is a
 # stuck lane, not a slow one.
@@ -186,10 +187,18 @@ class Service:
     ) -> None:
         config, layout = self.config, self.layout
         self.notifier.extend_timeout(START_PHASE_S)  # recovery may validate claimed files
-        # Temp files of writes that a crash interrupted (outbox and spool alike).
+        # Temp files of writes that a crash interrupted (outbox and spool alike). On a shared
+        # store the folders are shared too: another host may be writing its temp files right
+        # now (a restarted host removed the leader's, whose renames then failed). So temp
+        # names carry this host's tag, and only this host's leftovers go at once; another
+        # host's only once untouched for an hour.
+        set_temp_owner(layout.host_id)
+        min_age_s = SHARED_TEMP_MIN_AGE_S if layout.host_id is not None else 0.0
+        own_tag = owner_tag(layout.host_id) if layout.host_id is not None else None
         for folder in (layout.rejected, layout.spool, *map(layout.outbox_for, JobType)):
             try:
-                removed = cleanup_temp_files(folder, clock=self.clock)
+                removed = cleanup_temp_files(folder, min_age_s=min_age_s, clock=self.clock,
+                                             own_tag=own_tag)
             except OSError:
                 continue  # an unusable outbox folder was reported above; deliveries wait
             if removed:

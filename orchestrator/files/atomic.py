@@ -104,10 +104,32 @@ def truncate_name(name: str, max_bytes: int) -> str:
     return cut or os.fsdecode(raw[:max_bytes])
 
 
+# On folders shared by several hosts, a temp name carries its writer's tag (set_temp_owner),
+# so that a host starting up removes the leftovers of its own crash, never another host's
+# write in progress: `.tmp-<name>-<tag 8 hex><random 8 hex>`.
+_owner_tag = ""
+
+
+def owner_tag(owner: str) -> str:
+    """The 8-hex tag of a host id in temp names."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:8]
+
+
+def set_temp_owner(owner: str | None) -> None:
+    """Tag this process's temp names with `owner` (a host id), or stop tagging (None)."""
+    global _owner_tag
+    _owner_tag = "" if owner is None else owner_tag(owner)
+
+
 def temp_path_for(dest: Path) -> Path:
     """A fresh temp name beside `dest` (same filesystem, so the final rename is atomic)."""
-    stem = truncate_name(dest.name, NAME_MAX_BYTES - len(TEMP_PREFIX) - 9)
-    return dest.with_name(f"{TEMP_PREFIX}{stem}-{secrets.token_hex(4)}")
+    stem = truncate_name(dest.name, NAME_MAX_BYTES - len(TEMP_PREFIX) - 17)
+    return dest.with_name(f"{TEMP_PREFIX}{stem}-{_owner_tag}{secrets.token_hex(4)}")
+
+
+def _tagged(name: str, tag: str) -> bool:
+    """Whether temp file `name` was written by the owner of `tag`."""
+    return name[-17:-8] == f"-{tag}"
 
 
 @contextlib.contextmanager
@@ -266,11 +288,13 @@ def atomic_write_json(dest: Path, obj: Any) -> None:
 
 
 def cleanup_temp_files(
-    directory: Path, *, min_age_s: float = 0.0, clock: Clock = SYSTEM_CLOCK
+    directory: Path, *, min_age_s: float = 0.0, clock: Clock = SYSTEM_CLOCK,
+    own_tag: str | None = None,
 ) -> int:
     """Remove `.tmp-*` files a crash left in `directory` (not recursive); return how many.
 
-    Call at startup, before any writer runs; `min_age_s` spares temp files younger than that.
+    Call at startup, before any writer of this process runs; `min_age_s` spares temp files
+    younger than that, except those tagged `own_tag` (this host's: their writer is dead).
     """
     removed = 0
     now = clock.now().timestamp()
@@ -283,7 +307,9 @@ def cleanup_temp_files(
             continue
         try:
             st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode) or now - st.st_mtime < min_age_s:
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if now - st.st_mtime < min_age_s and not (own_tag and _tagged(entry.name, own_tag)):
                 continue
             Path(entry.path).unlink()
         except FileNotFoundError:

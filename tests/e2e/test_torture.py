@@ -57,6 +57,11 @@ pytestmark = pytest.mark.slow
 KILLS = int(os.environ.get("TORTURE_KILLS", "100"))
 FAULT_SHARE_TARGET = 0.30  # scripted so that the measured share stays well above 20 %
 MAX_IDS_PER_JOB = 15000
+# Every scripted job failure and rare fault could land on one batch (failures hit the next
+# jobs created, and one lane may be the only one creating): their sum stays below the
+# batches' max_attempts, so a valid file is never given up on by the luck of the draw.
+MAX_JOB_FAILURES = 12
+MAX_ATTEMPTS = 30
 UPLOAD_WINDOW_S = 6.0  # an upload 403 abandons a job; the next waits for its window to end
 REPEATED_FRACTION = 0.2
 # `inbox.max_input_bytes` (issue 10, item 6) once the daemon has it: the huge file exceeds it.
@@ -128,6 +133,7 @@ RARE_FAULTS: dict[tuple[str, str, str | None], int] = {
     ("download", "403", "SignatureDoesNotMatch"): 2, ("download", "403", "AccessDenied"): 2,
     ("download", "corrupt", None): 2,
 }
+assert MAX_JOB_FAILURES + sum(RARE_FAULTS.values()) < MAX_ATTEMPTS
 
 
 def consumed_faults(sb: Sandbox, stats: Stats) -> int:
@@ -146,7 +152,7 @@ def script_faults(sb: Sandbox, rng: random.Random, stats: Stats,
     requests = max(1, len(sb.request_log))
     behind = consumed_faults(sb, stats) / requests < FAULT_SHARE_TARGET
     for _ in range(rng.randint(2, 4) if behind else rng.randint(0, 1)):
-        if rng.random() < 0.08:
+        if rng.random() < 0.08 and stats.faults["job:failed"] < MAX_JOB_FAILURES:
             sb.faults.fail_next_jobs(1, error="Internal error")
             stats.faults["job:failed"] += 1
             continue
@@ -257,7 +263,7 @@ async def test_kill_the_daemon_at_random_moments_and_lose_nothing(
 
     def configure(concurrency: str) -> Path:
         return write_config_ex(
-            tmp_path, sb.base_url, invalid_lines="drop", max_attempts=10,
+            tmp_path, sb.base_url, invalid_lines="drop", max_attempts=MAX_ATTEMPTS,
             max_stage_retries=30, max_ids_per_job=MAX_IDS_PER_JOB,
             resumable_threshold_bytes=100_000, upload_chunk_bytes=262144, min_age_s=0.05,
             concurrency=concurrency, extra=extra)

@@ -16,6 +16,9 @@ from orchestrator.files.atomic import (
     atomic_write_files,
     atomic_write_json,
     cleanup_temp_files,
+    owner_tag,
+    set_temp_owner,
+    temp_path_for,
 )
 
 
@@ -110,6 +113,28 @@ def test_kill_9_mid_write_leaves_old_file_and_a_temp_that_cleanup_removes(tmp_pa
     assert cleanup_temp_files(tmp_path) == 1
     assert names(tmp_path) == [".tmp-dir", "keep.txt", "results.jsonl"]
     assert cleanup_temp_files(tmp_path / "missing") == 0
+
+
+def test_on_a_shared_folder_a_host_removes_its_own_leftovers_never_anothers_write(
+    tmp_path: Path,
+) -> None:
+    """Two hosts, one folder: node-b restarts (its old process died mid-write) while node-a
+    writes. Only node-b's temp file goes at once; node-a's stays until it is an hour old."""
+    try:
+        set_temp_owner("node-a")
+        writing = temp_path_for(tmp_path / "a.jsonl")
+        set_temp_owner("node-b")
+        leftover = temp_path_for(tmp_path / "b.jsonl")
+    finally:
+        set_temp_owner(None)
+    for path in (writing, leftover):
+        path.write_text("partial")
+    assert cleanup_temp_files(tmp_path, min_age_s=3600, own_tag=owner_tag("node-b")) == 1
+    assert writing.exists() and not leftover.exists()
+    hour_ago = datetime.now(UTC).timestamp() - 3700
+    os.utime(writing, (hour_ago, hour_ago))  # its writer died too, long ago
+    assert cleanup_temp_files(tmp_path, min_age_s=3600, own_tag=owner_tag("node-b")) == 1
+    assert not writing.exists()
 
 
 def test_cleanup_can_spare_fresh_temp_files(tmp_path: Path) -> None:
