@@ -4,20 +4,11 @@ at all), claimed at most once, re-armed after a crash and by `retry-hooks`."""
 from __future__ import annotations
 
 import pytest
+from store_helpers import queued_input
 
 from orchestrator.core.hooks import HookTarget, RunState
-from orchestrator.core.model import InputState, JobType
+from orchestrator.core.model import InputState
 from orchestrator.store.sqlite import StaleState, Store
-
-
-async def queued_input(store: Store, name: str = "a.txt") -> int:
-    row = await store.insert_claiming(job_type=JobType.TWEETS, name=name, out_stem=name[:-4],
-                                      spool_name=f"{name}.spool", inode=1, size_bytes=10)
-    await store.move_input(row.id, [InputState.CLAIMING], InputState.CLAIMED, event="t")
-    await store.move_input(row.id, [InputState.CLAIMED], InputState.QUEUED, event="t",
-                           id_count=3)
-    return row.id
-
 
 TARGETS = (HookTarget("hook", "hooks[0]", "rejected", "", 3),
            HookTarget("webhook", "webhooks[0]", "rejected", "users", 2),

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from clocks import FakeClock
+from store_helpers import queued_input
 
 from orchestrator.core import machine
 from orchestrator.core.model import BatchState, InputState, JobType
@@ -22,15 +23,6 @@ def pass_time(store: Store, seconds: float) -> None:
     clock = store.clock
     assert isinstance(clock, FakeClock)
     clock.advance(seconds)
-
-
-async def queued_input(store: Store, name: str = "a.txt") -> int:
-    row = await store.insert_claiming(job_type=JobType.TWEETS, name=name, out_stem=name[:-4],
-                                      spool_name=f"{name}.spool", inode=1, size_bytes=10)
-    await store.move_input(row.id, [InputState.CLAIMING], InputState.CLAIMED, event="t")
-    await store.move_input(row.id, [InputState.CLAIMED], InputState.QUEUED, event="t",
-                           id_count=3)
-    return row.id
 
 
 async def test_a_fresh_store_has_a_free_lease_and_no_hosts(store: Store) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from clocks import FakeClock
+from store_helpers import queued_input
 
 from orchestrator.core import machine, operator
 from orchestrator.core.inputs import InputMoveNotAllowed
@@ -20,15 +21,6 @@ from orchestrator.core.model import (
     RemoteStatus,
 )
 from orchestrator.store.sqlite import EventNote, StaleState, Store
-
-
-async def queued_input(store: Store, name: str = "a.txt", ids: int = 3) -> int:
-    row = await store.insert_claiming(job_type=JobType.TWEETS, name=name, out_stem=name[:-4],
-                                      spool_name=f"{name}.spool", inode=1, size_bytes=10)
-    await store.move_input(row.id, [InputState.CLAIMING], InputState.CLAIMED, event="t")
-    await store.move_input(row.id, [InputState.CLAIMED], InputState.QUEUED, event="t",
-                           id_count=ids)
-    return row.id
 
 
 async def events(store: Store) -> list[str]:
