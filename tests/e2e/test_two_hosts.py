@@ -166,10 +166,7 @@ async def test_a_leader_cut_from_the_database_mid_upload_is_silent_before_the_st
             await wait_for(lambda: any(storage(r, "submission") and r.status == 308
                                        for r in sandbox.request_log),
                            timeout=60, what="a first chunk acknowledged")
-            # node-a's connections, found by the application_name its store sets (host_id).
-            pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                     " WHERE datname = %s AND pid <> pg_backend_pid()"
-                     " AND application_name LIKE %s", (pg.name, f"%{HOSTS[0]}%"))
+            pg.cut(HOSTS[0])
             await wait_for(lambda: cluster.procs[HOSTS[0]].poll() is not None,
                            timeout=TTL_S * 3, what="the old leader exiting")
             assert cluster.procs[HOSTS[0]].returncode == 1
@@ -201,9 +198,7 @@ async def test_a_standby_cut_from_the_database_exits_and_takes_over_once_restart
         cluster.start(HOSTS[1])
         await wait_for(lambda: bool(cluster.log_events(HOSTS[1], "cluster.standby")),
                        timeout=30, what="node-b standing by")
-        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                 " WHERE datname = %s AND pid <> pg_backend_pid()"
-                 " AND application_name LIKE %s", (pg.name, f"%{HOSTS[1]}%"))
+        pg.cut(HOSTS[1])
         await wait_for(lambda: cluster.procs[HOSTS[1]].poll() is not None,
                        timeout=TTL_S * 4, what="the cut standby exiting")
         assert cluster.procs[HOSTS[1]].returncode == 1

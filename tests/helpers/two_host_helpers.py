@@ -83,6 +83,13 @@ class Database:
         if self._conn is not None:
             self._conn.close()
 
+    def cut(self, host: str) -> None:
+        """End every connection of `host`'s daemon (found by the application_name its store
+        sets), as a network partition or a server restart would."""
+        self.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   " WHERE datname = %s AND pid <> pg_backend_pid()"
+                   " AND application_name LIKE %s", (self.name, f"%{host}%"))
+
     def holder(self) -> str | None:
         rows = self.query("SELECT holder FROM lease WHERE name = 'leader'")
         return str(rows[0][0]) if rows and rows[0][0] else None
